@@ -1,0 +1,106 @@
+"""The ``medclip`` command: builds the Typer app and registers every command explicitly."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+
+import typer
+from typer.core import TyperGroup
+
+from medclip_cli import __version__, ui
+from medclip_cli.errors import MedclipError
+
+DEBUG_ENV = "MEDCLIP_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    ui.warning(str(message))
+
+
+class _ErrorBoundary(TyperGroup):
+    """Turns known errors into one red line and an exit code; MEDCLIP_DEBUG=1 shows tracebacks."""
+
+    def invoke(self, ctx):
+        previous = warnings.showwarning
+        if not debug_enabled():
+            warnings.showwarning = _show_warning
+        try:
+            return super().invoke(ctx)
+        except MedclipError as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            if type(exc).__module__.startswith("click"):
+                raise
+            ui.error(
+                f"unexpected {type(exc).__name__}: {exc} "
+                f"(run again with {DEBUG_ENV}=1 for the traceback, and please report it)"
+            )
+            raise typer.Exit(1) from None
+        finally:
+            warnings.showwarning = previous
+
+
+app = typer.Typer(
+    name="medclip",
+    cls=_ErrorBoundary,
+    help="Assess and improve CLIP-style image-text models on medical images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medclip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Assess and improve CLIP-style image-text models on medical images."""
+
+
+def _register() -> None:
+    # Command modules import only typer and medclip's light modules; torch loads inside the commands.
+    from medclip_cli.commands import classify, data, encoders, evaluate, finetune, plugins, reproduce
+
+    app.command("finetune")(finetune.finetune)
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("classify")(classify.classify)
+    app.command("reproduce")(reproduce.reproduce)
+    app.add_typer(data.app, name="data")
+    app.command("encoders")(encoders.encoders)
+    app.command("plugins")(plugins.plugins)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="medclip")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""``medclip classify``: images against free-text labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from medclip_cli import options, ui
+from medclip_cli.errors import UsageError
+
+
+def classify(
+    images: Annotated[List[Path], typer.Argument(help="PNG, JPEG, TIFF (8/16-bit) or DICOM files.", show_default=False)],
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", "-l", help="Comma-separated labels.", show_default=False)
+    ] = None,
+    label: Annotated[
+        Optional[List[str]], typer.Option("--label", help="One label (repeat; may contain commas).", show_default=False)
+    ] = None,
+    template: Annotated[
+        Optional[List[str]],
+        typer.Option("--template", "-t", help="Prompt template with {} for the label (repeat to ensemble).", show_default=False),
+    ] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="Show the k best labels (default: all).", show_default=False)] = None,
+    window: Annotated[
+        Optional[str], typer.Option("--window", help="DICOM window as CENTER,WIDTH (default: the file's).", show_default=False)
+    ] = None,
+    model_dir: options.ModelDir = None,
+    encoder: options.Encoder = None,
+    text_encoder: options.TextEncoder = None,
+    pretrained: options.Pretrained = "none",
+    device: options.Device = "auto",
+    as_json: options.Json = False,
+) -> None:
+    """Classify images against free-text labels, zero-shot.
+
+    Probabilities use the model's own logit scale and sum to 1 per image.
+
+    Examples:
+
+        medclip classify scan.png --labels "brain MRI,chest X-ray,abdominal CT" --encoder vit-b-32 --pretrained openai
+
+        medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
+    """
+    from medclip_cli.engine.classify import classify_images
+    from medclip_cli.engine.devices import resolve_device
+    from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, check_template
+    from medclip_cli.models import resolve_model
+
+    names = _labels(labels, label)
+    templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
+    dicom_window = _window(window)
+    model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
+    with ui.progress(enabled=not as_json and len(images) > 1) as reporter:
+        results = classify_images(
+            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter
+        )
+    failed = [r for r in results if r.error is not None]
+    if len(results) == 1 and failed:
+        from medclip_cli.errors import ImageError
+
+        raise ImageError(failed[0].error)
+    if as_json:
+        ui.print_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            if r.error is not None:
+                ui.error(r.error)
+                continue
+            rows = [(i + 1, lab, f"{p:.4f}") for i, (lab, p) in enumerate(r.predictions)]
+            ui.show(ui.table(r.image, ["#", "label", "probability"], rows))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _labels(labels: str | None, label: list[str] | None) -> list[str]:
+    names = [s.strip() for s in (labels or "").split(",") if s.strip()] + [s.strip() for s in (label or []) if s.strip()]
+    if not names:
+        raise UsageError("no labels given", hint='pass --labels "a,b,c" or --label A --label B')
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"label given twice: {', '.join(duplicates)}")
+    return names
+
+
+def _window(window: str | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    parts = window.split(",")
+    try:
+        center, width = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--window {window!r}: expected CENTER,WIDTH such as 40,400") from None
+    if width <= 0:
+        raise UsageError(f"--window {window!r}: the width must be positive")
+    return center, width

@@ -1,0 +1,68 @@
+"""The one data-set interface every command reads through."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from medclip_cli.data.labels import LabelField
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its caption (may be None) and raw label values."""
+
+    id: str
+    image: Path
+    caption: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """One split of a data set."""
+
+    format: str
+    root: Path
+    split: str
+    samples: list[Sample]
+    label_fields: dict[str, LabelField]
+    problems: list[str] = field(default_factory=list)  # non-fatal issues found while reading
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def label_field(self, name: str) -> LabelField:
+        from medclip_cli.errors import UsageError
+
+        if name not in self.label_fields:
+            known = ", ".join(self.label_fields) or "none"
+            raise UsageError(f"unknown label field {name!r} for this data set (known: {known})")
+        return self.label_fields[name]
+
+    def fingerprint(self) -> str:
+        """Identifies this split's content: ids, captions, labels, and each file's size and mtime."""
+        digest = hashlib.sha256(f"{self.format}|{self.split}".encode())
+        for s in self.samples:
+            try:
+                stat = s.image.stat()
+                file_key = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                file_key = "missing"
+            labels = "|".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            digest.update(f"{s.id}\0{s.image.name}\0{file_key}\0{s.caption}\0{labels}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A data-set layout a plugin can read: ``detect`` a root, list ``splits``, ``load`` one."""
+
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    splits: Callable[[Path], list[str]]
+    load: Callable[..., Dataset]  # load(root, split, **options) -> Dataset
+    plugin: str = ""

@@ -1,0 +1,122 @@
+"""The MedPix 2.0 layout as published (``Descriptions.json``, ``splitted_dataset/``, ``images/``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medclip_cli.data.dataset import Dataset, Sample
+from medclip_cli.data.labels import config_dir, read_label_fields
+from medclip_cli.errors import DataError
+
+FOLDER_NAME = "MedPix-2-0"
+SPLIT_DIR = "splitted_dataset"
+ALL_SPLIT = "all"  # every record of Descriptions.json
+
+
+def find_root(path: Path) -> Path | None:
+    """The MedPix 2.0 folder at ``path`` or directly inside it, or None."""
+    for candidate in (path, path / FOLDER_NAME):
+        if (candidate / "Descriptions.json").is_file() or (candidate / SPLIT_DIR).is_dir():
+            return candidate
+    return None
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and find_root(path) is not None
+
+
+def splits(path: Path) -> list[str]:
+    root = _root(path)
+    found = sorted(p.stem.removeprefix("descriptions_") for p in (root / SPLIT_DIR).glob("descriptions_*.jsonl"))
+    order = {"train": 0, "dev": 1, "test": 2}
+    found.sort(key=lambda s: (order.get(s, 3), s))
+    return found + ([ALL_SPLIT] if (root / "Descriptions.json").is_file() else [])
+
+
+def _root(path: Path) -> Path:
+    root = find_root(path)
+    if root is None:
+        raise DataError(
+            f"{path}: not a MedPix 2.0 folder (no Descriptions.json or {SPLIT_DIR}/)",
+            hint="point --data at the MedPix-2-0 folder, or run `medclip data download medpix2`",
+        )
+    return root
+
+
+def _records(root: Path, split: str) -> tuple[Path, list[dict]]:
+    if split == ALL_SPLIT:
+        path = root / "Descriptions.json"
+        if not path.is_file():
+            raise DataError(f"{path}: missing", hint="the MedPix 2.0 layout needs Descriptions.json for split 'all'")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of records")
+        return path, data
+    path = root / SPLIT_DIR / f"descriptions_{split}.jsonl"
+    if not path.is_file():
+        available = ", ".join(splits(root)) or "none"
+        raise DataError(f"{root}: has no split {split!r} (available: {available})", hint="choose another split")
+    records = []
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from exc
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if not records:
+        raise DataError(f"{path}: split {split!r} is empty")
+    return path, records
+
+
+def load(path: Path, split: str = "train", **_: object) -> Dataset:
+    root = _root(path)
+    source, records = _records(root, split)
+    fields = read_label_fields(config_dir() / "labels" / "medpix2.toml")
+    samples, problems, seen = [], [], set()
+    images_dir = (root / "images").resolve()
+    for index, record in enumerate(records, start=1):
+        where = f"{source.name} record {index}"
+        if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+            problems.append(f"{where}: no 'image' name; skipped")
+            continue
+        name = record["image"]
+        image = (images_dir / f"{name}.png").resolve()
+        if image.parent != images_dir:
+            problems.append(f"{where}: image name {name!r} points outside images/; skipped")
+            continue
+        if name in seen:
+            problems.append(f"{where}: duplicate image {name!r}; skipped")
+            continue
+        seen.add(name)
+        description = record.get("Description") or {}
+        if not isinstance(description, dict):
+            description = {}
+        caption = description.get("Caption")
+        raw = {
+            "modality": record.get("Type"),
+            "modality_detail": description.get("Modality"),
+            "plane": description.get("Plane"),
+            "location": record.get("Location"),
+            "location_category": record.get("Location Category"),
+            "sex": description.get("Sex"),
+        }
+        labels = {}
+        for field_name, value in raw.items():
+            value = fields[field_name].canonical(value) if field_name in fields else value
+            if value is not None:
+                labels[field_name] = value
+        samples.append(
+            Sample(id=name, image=image, caption=caption.strip() if isinstance(caption, str) else None, labels=labels)
+        )
+    seen_classes = {name: sorted({s.labels[name] for s in samples if name in s.labels}) for name in fields}
+    fields = {name: f.with_classes(seen_classes[name]) if f.include_unlisted else f for name, f in fields.items()}
+    return Dataset("medpix2", root, split, samples, fields, problems)

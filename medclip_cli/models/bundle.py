@@ -1,0 +1,142 @@
+"""Model bundles: one folder per model that medclip and open_clip (``local-dir:``) both load.
+
+Layout::
+
+    DIR/model.safetensors        the full state dict
+    DIR/open_clip_config.json    {"model_cfg": ..., "preprocess_cfg": ..., "medclip": manifest}
+    DIR/tokenizer files, config.json   only for Hugging Face text towers
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from medclip_cli.data.preprocess import PreprocessConfig
+from medclip_cli.errors import ModelError, OutputError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "open_clip_config.json"
+
+
+def is_bundle(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
+def save_bundle(model, directory: str | Path, provenance: dict | None = None) -> Path:
+    """Write ``model`` to ``directory`` atomically: a complete new bundle or the old one untouched."""
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    parent = directory.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{directory}: cannot write the model bundle here ({exc.strerror})") from exc
+    try:
+        manifest = dict(model.manifest)
+        if provenance:
+            manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
+        manifest["logit_scale"] = model.logit_scale
+        manifest["context_length"] = model.context_length
+        model_cfg = _portable_cfg(model.model_cfg)
+        config = {
+            "model_cfg": model_cfg,
+            "preprocess_cfg": model.preprocess.to_open_clip(),
+            "medclip": manifest,
+        }
+        save_model(model.module, str(tmp / WEIGHTS_NAME))
+        if "hf_model_name" in model_cfg["text_cfg"]:
+            model.module.text.transformer.config.save_pretrained(tmp)
+            model.tokenizer.tokenizer.save_pretrained(tmp)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        _replace_dir(tmp, directory)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{directory}: writing the model bundle failed ({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _portable_cfg(model_cfg: dict) -> dict:
+    cfg = copy.deepcopy(model_cfg)
+    # The weights are in the bundle: never fetch tower weights again when it is loaded.
+    if "timm_model_name" in cfg["vision_cfg"]:
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+    if "hf_model_name" in cfg["text_cfg"]:
+        cfg["text_cfg"]["hf_model_pretrained"] = False
+    return cfg
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: exists and is not a folder", hint="choose another --output")
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_bundle_config(directory: str | Path) -> dict:
+    directory = Path(directory)
+    if not directory.exists():
+        raise ModelError(f"{directory}: no such model folder", hint="pass a folder written by medclip finetune")
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise ModelError(
+            f"{directory}: not a model bundle (no {CONFIG_NAME})",
+            hint="pass a folder written by medclip finetune, or use --encoder NAME",
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise ModelError(f"{config_path}: has no 'model_cfg' object")
+    return config
+
+
+def load_bundle(directory: str | Path):
+    """Load a bundle written by :func:`save_bundle` (or any open_clip ``local-dir`` folder)."""
+    from medclip_cli.models.clip_model import ClipModel
+    from medclip_cli.models.factory import _load, instantiate, load_state_dict_file, make_tokenizer
+
+    directory = Path(directory)
+    config = read_bundle_config(directory)
+    model_cfg = copy.deepcopy(config["model_cfg"])
+    text_cfg = model_cfg.get("text_cfg", {})
+    tokenizer_dir = None
+    if "hf_model_name" in text_cfg:
+        # The bundle carries the HF config and tokenizer: build from them, not from the hub.
+        build_cfg = copy.deepcopy(model_cfg)
+        build_cfg["text_cfg"].update(hf_model_name=str(directory), hf_model_pretrained=False)
+        tokenizer_dir = str(directory)
+    else:
+        build_cfg = model_cfg
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        found = sorted(directory.glob("*.safetensors"))
+        if not found:
+            raise ModelError(f"{directory}: no {WEIGHTS_NAME} in the model bundle")
+        weights = found[0]
+    module = instantiate(build_cfg)
+    _load(module, load_state_dict_file(weights), strict=True, what=str(weights))
+    module.eval()
+    image_size = build_cfg["vision_cfg"].get("image_size", 224)
+    preprocess = PreprocessConfig.from_open_clip(
+        config.get("preprocess_cfg", {}), image_size if isinstance(image_size, int) else image_size[0]
+    )
+    manifest = config.get("medclip", {"provenance": {"source": "open_clip local-dir"}})
+    return ClipModel(module, make_tokenizer(model_cfg, tokenizer_dir), preprocess, model_cfg, manifest)

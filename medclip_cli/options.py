@@ -1,0 +1,44 @@
+"""Option aliases shared by several commands (one definition, one help text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelDir = Annotated[
+    Optional[Path],
+    typer.Option("--model", help="A model bundle folder (written by `medclip finetune`).", show_default=False),
+]
+Encoder = Annotated[
+    Optional[str],
+    typer.Option("--encoder", "-e", help="Image or CLIP encoder name (see `medclip encoders`).", show_default=False),
+]
+TextEncoder = Annotated[
+    Optional[str],
+    typer.Option("--text-encoder", help="Text encoder, when not the CLIP encoder's own.", show_default=False),
+]
+Pretrained = Annotated[
+    str,
+    typer.Option("--pretrained", "-p", help="Pretrained tag (e.g. openai), a weights file or bundle, or none."),
+]
+TextPretrained = Annotated[
+    str,
+    typer.Option("--text-pretrained", help="Text tower tag or none; auto: pretrained HF towers, else the --pretrained tag."),
+]
+ImageSize = Annotated[
+    Optional[int],
+    typer.Option("--image-size", min=1, help="Input size in pixels (default: the encoder's).", show_default=False),
+]
+Data = Annotated[
+    Optional[Path],
+    typer.Option("--data", "-d", help="Data set root or file (default: the downloaded MedPix 2.0).", show_default=False),
+]
+DatasetKind = Annotated[
+    Optional[str],
+    typer.Option("--dataset", help="Data-set format: medpix2, csv, jsonl, folder (default: detected).", show_default=False),
+]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps, or auto.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder.", show_default=False)]

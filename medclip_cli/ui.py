@@ -1,0 +1,113 @@
+"""All terminal output: rich consoles, tables, progress bars, and JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    """One red line on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err_console.print(escape(message), soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, justify_numbers: bool = True) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*[_cell(v) for v in row])
+    return t
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return escape(str(value))
+
+
+def show(renderable: Any) -> None:
+    console.print(renderable)
+
+
+class RichProgress:
+    """The engine's :class:`ProgressReporter` drawn as rich progress bars on stderr."""
+
+    def __init__(self, progress) -> None:
+        self._progress = progress
+
+    def task(self, description: str, total: int | None = None) -> object:
+        return self._progress.add_task(escape(description), total=total, status="")
+
+    def advance(self, task: object, n: int = 1, **fields: object) -> None:
+        status = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+        self._progress.update(task, advance=n, status=status)
+
+    def done(self, task: object) -> None:
+        self._progress.update(task, visible=True)
+        self._progress.stop_task(task)
+
+    def log(self, message: str) -> None:
+        self._progress.console.print(escape(message), soft_wrap=True)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[object]:
+    """A progress reporter for the engine: rich bars, or nothing when ``enabled`` is False."""
+    if not enabled:
+        from medclip_cli.engine.progress import NullProgress
+
+        yield NullProgress()
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=err_console, transient=False) as bars:
+        yield RichProgress(bars)
