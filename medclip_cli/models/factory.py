@@ -138,11 +138,21 @@ def instantiate(model_cfg: dict):
     cfg = copy.deepcopy(model_cfg)
     custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg["text_cfg"]
     cls = CustomTextCLIP if custom_text else CLIP
+    if custom_text:
+        _quiet_transformers()
     try:
         module = cls(**cfg)
     except (TypeError, KeyError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(f"cannot build the model from its config: {exc}") from exc
     return module.to(torch.float32)
+
+
+def _quiet_transformers() -> None:
+    # transformers prints a load report and progress bars on stdout; our output is ours.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _wrap(module, model_cfg: dict, preprocess: PreprocessConfig, manifest: dict):
