@@ -50,7 +50,7 @@ def encoders(
                         s.family,
                         s.embed_dim,
                         s.image_size,
-                        _tags(s.pretrained_tags),
+                        _tags(s.tags()),
                         s.plugin,
                     )
                     for s in specs
@@ -85,7 +85,7 @@ def _spec_dict(s) -> dict:
         "embed_dim": s.embed_dim,
         "image_size": s.image_size,
         "context_length": s.context_length,
-        "pretrained_tags": list(s.pretrained_tags),
+        "pretrained_tags": list(s.tags()),
         "description": s.description,
         "plugin": s.plugin,
     }

@@ -71,9 +71,7 @@ def _clip_text_build(tag: str | None) -> TowerConfig:
 
 @hookimpl
 def register_encoders(register):
-    import open_clip  # noqa: F401  (the clip text tower's tags come from open_clip)
-
-    from open_clip import list_pretrained_tags_by_model
+    from medclip_cli.default_plugins.open_clip_encoders import _tags
 
     register(
         EncoderSpec(
@@ -83,7 +81,7 @@ def register_encoders(register):
             build=_clip_text_build,
             embed_dim=512,
             context_length=77,
-            pretrained_tags=tuple(list_pretrained_tags_by_model("ViT-B-32")),
+            list_tags=lambda: _tags("ViT-B-32"),
             description="CLIP's 12-layer text transformer (ViT-B/32's; tags load its text weights)",
         )
     )

@@ -1,8 +1,16 @@
-"""open_clip architectures with their own text towers (the study's encoders, and ``open_clip:*``)."""
+"""open_clip architectures with their own text towers (the study's encoders, and ``open_clip:*``).
+
+Registration reads open_clip's JSON model configs from disk without importing open_clip (and so
+torch): listing encoders or rejecting a misspelt name stays fast.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
 
 from medclip_cli import hookimpl
 from medclip_cli.encoders import EncoderNamespace, EncoderSpec, TowerConfig
@@ -18,16 +26,36 @@ STUDY_ENCODERS = {
 }
 
 
-def open_clip_spec(name: str, arch: str) -> EncoderSpec | None:
-    """An encoder for open_clip architecture ``arch``, or None if open_clip has no such model."""
+@lru_cache(maxsize=1)
+def _config_files() -> dict[str, Path]:
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    return {p.stem: p for p in folder.glob("*.json")}
+
+
+def model_config(arch: str) -> dict | None:
+    """open_clip's config for ``arch`` read from its JSON file (no import of open_clip)."""
+    path = _config_files().get(arch)
+    if path is None:
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _tags(arch: str) -> tuple[str, ...]:
     import open_clip
 
-    cfg = open_clip.get_model_config(arch)
-    if cfg is None or "multimodal_cfg" in cfg:
+    return tuple(open_clip.list_pretrained_tags_by_model(arch))
+
+
+def open_clip_spec(name: str, arch: str) -> EncoderSpec | None:
+    """An encoder for open_clip architecture ``arch``, or None if open_clip has no such model."""
+    cfg = model_config(arch)
+    if cfg is None or "multimodal_cfg" in cfg or "vision_cfg" not in cfg:
         return None
-    vision = cfg.get("vision_cfg", {})
-    layers = vision.get("layers")
-    family = "resnet" if isinstance(layers, (list, tuple)) else "vit"
+    vision = cfg["vision_cfg"]
+    family = "resnet" if isinstance(vision.get("layers"), (list, tuple)) else "vit"
     if "timm_model_name" in vision:
         family = vision["timm_model_name"].split("_")[0]
     image_size = vision.get("image_size", 224)
@@ -39,8 +67,8 @@ def open_clip_spec(name: str, arch: str) -> EncoderSpec | None:
         embed_dim=cfg.get("embed_dim"),
         image_size=image_size if isinstance(image_size, int) else image_size[0],
         context_length=cfg.get("text_cfg", {}).get("context_length", 77),
-        pretrained_tags=tuple(open_clip.list_pretrained_tags_by_model(arch)),
         description=f"open_clip {arch}: image and text towers",
+        list_tags=lambda: _tags(arch),
     )
 
 
@@ -92,15 +120,11 @@ def register_encoders(register):
 
 
 def _list(pattern: str) -> list[str]:
-    import open_clip
-
-    return [m for m in open_clip.list_models() if fnmatch.fnmatch(m.lower(), pattern.lower())]
+    return sorted((m for m in _config_files() if fnmatch.fnmatch(m.lower(), pattern.lower())), key=str.lower)
 
 
 def _resolve(name: str) -> EncoderSpec | None:
-    import open_clip
-
-    match = next((m for m in open_clip.list_models() if m.lower() == name.lower()), None)
+    match = next((m for m in _config_files() if m.lower() == name.lower()), None)
     return open_clip_spec(f"open_clip:{match}", match) if match else None
 
 

@@ -41,6 +41,12 @@ class EncoderSpec:
     pretrained_tags: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""  # filled in by the registry
+    # Tags looked up only when asked for (a plugin can avoid importing torch at registration).
+    list_tags: Callable[[], tuple[str, ...]] | None = None
+
+    def tags(self) -> tuple[str, ...]:
+        """The pretrained tags this encoder accepts."""
+        return tuple(self.list_tags()) if self.list_tags is not None else self.pretrained_tags
 
 
 @dataclass(frozen=True)

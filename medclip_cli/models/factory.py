@@ -57,10 +57,10 @@ def build_model(request: ModelRequest, provenance: dict | None = None):
         weights_path, tag = Path(pretrained), None
         if not weights_path.exists():
             raise UsageError(f"--pretrained {pretrained}: no such file or folder")
-    elif pretrained is not None and image_spec.pretrained_tags and pretrained not in image_spec.pretrained_tags:
+    elif pretrained is not None and image_spec.tags() and pretrained not in image_spec.tags():
         raise UsageError(
             f"--pretrained {pretrained!r} is not a tag of {image_spec.name} "
-            f"(tags: {', '.join(image_spec.pretrained_tags)})",
+            f"(tags: {', '.join(image_spec.tags())})",
             hint="or pass a weights file, a model bundle, or none",
         )
     image_tower = image_spec.build(tag)
@@ -99,9 +99,9 @@ def _text_tag(text_spec: EncoderSpec | None, image_tag: str | None, requested: s
         return image_tag
     if requested != AUTO:
         return normalize_pretrained(requested)
-    if "pretrained" in text_spec.pretrained_tags:  # Hugging Face towers come pretrained
+    if "pretrained" in text_spec.tags():  # Hugging Face towers come pretrained
         return "pretrained"
-    if image_tag and image_tag in text_spec.pretrained_tags:
+    if image_tag and image_tag in text_spec.tags():
         return image_tag
     return None
 
