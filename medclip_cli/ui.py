@@ -36,8 +36,8 @@ def print_json(data: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, justify_numbers: bool = True) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
-    for col in columns:
-        t.add_column(col)
+    for i, col in enumerate(columns):
+        t.add_column(col, no_wrap=(i == 0))
     for row in rows:
         t.add_row(*[_cell(v) for v in row])
     return t

@@ -1,13 +1,134 @@
-"""``medclip reproduce``."""
+"""``medclip reproduce``: the study's experiments from config files, with a report."""
 
 from __future__ import annotations
 
-from medclip_cli.errors import NotAvailableError
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from medclip_cli import options, ui
+from medclip_cli.errors import UsageError
 
 
-def reproduce() -> None:
-    """Run the study's experiments from named configs and write a report.
+def reproduce(
+    experiment: Annotated[
+        Optional[str],
+        typer.Option("--experiment", "-x", help="Experiment name, an alias such as best, or all.", show_default=False),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+    data: options.Data = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where runs and reports go.")] = Path("runs/reproduce"),
+    set_: Annotated[
+        Optional[List[str]],
+        typer.Option("--set", help="Override a config key: SECTION.KEY=VALUE, e.g. finetune.epochs=1 (repeat).", show_default=False),
+    ] = None,
+    device: options.Device = "auto",
+    as_json: options.Json = False,
+) -> None:
+    """Run the study's experiments (configs/experiments/*.toml) and write a report.
 
-    Not available yet in this version.
+    Each experiment evaluates its starting model zero-shot, fine-tunes it when the experiment
+    says so, evaluates the result on the same tasks, and writes report.md, results.json and
+    confusion-matrix pictures under OUTPUT/NAME.
+
+    Examples:
+
+        medclip reproduce --list
+
+        medclip reproduce --experiment best
+
+        medclip reproduce --experiment offline-minilm-lit --data ~/MedPix-2-0 --set finetune.epochs=2
     """
-    raise NotAvailableError("medclip reproduce is not available yet in this version")
+    from medclip_cli.experiments.config import list_experiments, load_experiment, resolve_names
+
+    if list_:
+        _show_list(list_experiments(), as_json)
+        return
+    if experiment is None:
+        raise UsageError("no experiment given", hint="pass --experiment NAME, best or all; see --list")
+    overrides = list(set_ or [])
+    experiments = [load_experiment(name, overrides) for name in resolve_names(experiment)]
+
+    from medclip_cli.experiments.runner import check_finetune_keys
+
+    for exp in experiments:
+        check_finetune_keys(exp)
+    command = " ".join(["medclip", *map(shlex.quote, sys.argv[1:])]) if sys.argv[0].endswith("medclip") else _command(experiment, data, output, overrides)
+    runs = [_run_one(exp, output / exp.name, data, device, command, as_json) for exp in experiments]
+    if len(runs) > 1:
+        from medclip_cli.experiments.report import summary_report
+        from medclip_cli.experiments.runner import write_text
+
+        write_text(output / "summary.md", summary_report(runs, command))
+        if not as_json:
+            ui.info(f"summary: {output / 'summary.md'}")
+    if as_json:
+        from medclip_cli.experiments.runner import results_json
+
+        ui.print_json([results_json(run, command) for run in runs])
+
+
+def _command(experiment, data, output, overrides) -> str:
+    parts = ["medclip", "reproduce", "--experiment", experiment, "--output", str(output)]
+    if data is not None:
+        parts += ["--data", str(data)]
+    for item in overrides:
+        parts += ["--set", item]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _run_one(exp, out: Path, data, device, command, as_json):
+    from medclip_cli.engine.evaluate import write_outputs
+    from medclip_cli.experiments.report import experiment_report
+    from medclip_cli.experiments.runner import results_json, run_experiment, write_json, write_text
+
+    if not as_json:
+        ui.info(f"experiment {exp.name}: {exp.settings['experiment']['description']}")
+    with ui.progress(enabled=not as_json) as reporter:
+        run = run_experiment(exp, out, data=data, device=device, progress=reporter)
+    files = write_outputs(run.evaluation, out / "evaluation")
+    pictures = [f for f in files if f.suffix == ".png"]
+    write_json(out / "results.json", results_json(run, command))
+    write_text(out / "report.md", experiment_report(run, command, pictures))
+    if not as_json:
+        rows = [
+            (r["task"], r["metric"], r["baseline"], r["fine-tuned"], None if r["difference"] is None else f"{r['difference']:+.4f}")
+            for r in run.comparison()
+        ]
+        ui.show(ui.table(f"{exp.name} ({run.seconds:.0f} s)", ["task", "metric", "baseline", "fine-tuned", "difference"], rows))
+        ui.info(f"report: {out / 'report.md'}")
+    return run
+
+
+def _show_list(experiments, as_json: bool) -> None:
+    from medclip_cli.experiments.runner import needs_network
+
+    rows = [
+        {
+            "name": e.name,
+            "tests": e.settings["experiment"]["tests"],
+            "encoders": e.encoders,
+            "pretrained": e.pretrained_summary,
+            "fine-tunes": e.finetune is not None,
+            "needs network": needs_network(e),
+        }
+        for e in experiments
+    ]
+    if as_json:
+        ui.print_json(rows)
+        return
+    from medclip_cli.experiments.config import aliases
+
+    ui.show(
+        ui.table(
+            "Experiments (configs/experiments)",
+            ["name", "what it tests", "encoders", "weights", "fine-tunes", "needs network"],
+            [(r["name"], r["tests"], r["encoders"], r["pretrained"], "yes" if r["fine-tunes"] else "no", "yes" if r["needs network"] else "no") for r in rows],
+        )
+    )
+    names = aliases()
+    if names:
+        ui.info("aliases: " + ", ".join(f"{k} → {v}" for k, v in names.items()))
