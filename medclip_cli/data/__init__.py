@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, DatasetFormat, Sample
@@ -19,20 +20,34 @@ def dataset_formats() -> dict[str, DatasetFormat]:
 
         formats: dict[str, DatasetFormat] = {}
         for impl in get_plugin_manager().hook.register_datasets.get_hookimpls():
+            plugin = impl.plugin_name
 
-            def add(fmt: DatasetFormat, plugin: str = impl.plugin_name) -> None:
+            def add(fmt: DatasetFormat, plugin: str = plugin) -> None:
+                if not isinstance(fmt, DatasetFormat):
+                    raise PluginError(f"plugin {plugin!r} registered {fmt!r}, which is not a DatasetFormat")
                 if fmt.name in formats:
                     raise PluginError(
-                        f"data-set format {fmt.name!r} is registered by both {formats[fmt.name].plugin!r} and {plugin!r}"
+                        f"data-set format {fmt.name!r} is registered by both {formats[fmt.name].plugin!r} and {plugin!r}",
+                        hint="uninstall one of the two plugins",
                     )
                 formats[fmt.name] = DatasetFormat(**{**fmt.__dict__, "plugin": plugin})
 
-            impl.function(register=add)
+            try:
+                impl.function(register=add)
+            except PluginError:
+                raise
+            except Exception as exc:  # a plugin's own bug: skip that plugin, keep the other formats
+                warnings.warn(
+                    f"plugin {plugin!r} raised while registering data sets and was skipped: "
+                    f"{type(exc).__name__}: {exc}",
+                    stacklevel=2,
+                )
         _FORMATS = formats
     return _FORMATS
 
 
 def reset_formats() -> None:
+    """Forget the collected formats (after registering or unregistering a plugin in-process)."""
     global _FORMATS
     _FORMATS = None
 
@@ -59,12 +74,17 @@ def load_dataset(path: str | Path, split: str = "train", format: str | None = No
     """Read one split of the data set at ``path``."""
     path = Path(path)
     fmt = resolve_format(path, format)
+    options = {k: v for k, v in options.items() if v is not None}
     return fmt.load(path, split, **options)
 
 
-def list_splits(path: str | Path, format: str | None = None) -> list[str]:
+def list_splits(path: str | Path, format: str | None = None, **options) -> list[str]:
+    """The splits of the data set at ``path`` (options as for :func:`load_dataset`)."""
     path = Path(path)
-    return resolve_format(path, format).splits(path)
+    fmt = resolve_format(path, format)
+    options = {k: v for k, v in options.items() if v is not None}
+    # Options are passed only when given: a plugin's ``splits(root)`` need not accept any.
+    return fmt.splits(path, **options) if options else fmt.splits(path)
 
 
 __all__ = [

@@ -26,7 +26,7 @@ def detect(path: Path) -> bool:
     return path.is_dir() and find_root(path) is not None
 
 
-def splits(path: Path) -> list[str]:
+def splits(path: Path, **_: object) -> list[str]:
     root = _root(path)
     found = sorted(p.stem.removeprefix("descriptions_") for p in (root / SPLIT_DIR).glob("descriptions_*.jsonl"))
     order = {"train": 0, "dev": 1, "test": 2}

@@ -1,0 +1,44 @@
+"""Where medclip keeps downloads and caches (``MEDCLIP_HOME``), and the default data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medclip_cli.errors import DataError
+
+HOME_ENV = "MEDCLIP_HOME"
+MEDPIX_DIR = "datasets/medpix2"
+
+
+def medclip_home() -> Path:
+    """``MEDCLIP_HOME``, else the user's cache folder for medclip (e.g. ``~/.cache/medclip``)."""
+    env = os.environ.get(HOME_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("medclip"))
+
+
+def cache_dir() -> Path:
+    """Derived data that can be rebuilt at any time (decoded pixels)."""
+    return medclip_home() / "cache"
+
+
+def medpix_download_dir() -> Path:
+    """Where ``medclip data download medpix2`` puts MedPix 2.0 by default."""
+    return medclip_home() / MEDPIX_DIR
+
+
+def default_data_root() -> Path:
+    """The downloaded MedPix 2.0 copy: what commands read when ``--data`` is not given."""
+    from medclip_cli.data import medpix2
+
+    root = medpix_download_dir()
+    if root.is_dir() and medpix2.detect(root):
+        return root
+    raise DataError(
+        f"no data set given and MedPix 2.0 is not downloaded (looked in {root})",
+        hint="run `medclip data download medpix2`, or pass --data PATH to a local copy",
+    )

@@ -1,0 +1,315 @@
+"""CSV/TSV and JSON-lines manifests: one row per image, with caption, labels and split columns.
+
+The standard ``csv`` module reads the files rather than pandas: it reports the physical line of
+every row (quoted captions may span lines), which is what a user needs to fix a manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from medclip_cli.data.dataset import Dataset, Sample
+from medclip_cli.data.labels import LabelField, read_label_fields
+from medclip_cli.errors import DataError, UsageError
+
+ALL_SPLIT = "all"  # the whole file, when it has no split column
+CSV_SUFFIXES = {".csv", ".tsv", ".tab"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+IMAGE_COLUMNS = ("image", "image_path", "filepath", "path", "file", "filename", "img")
+CAPTION_COLUMNS = ("caption", "text", "title", "description", "report")
+SPLIT_COLUMN = "split"
+ID_COLUMN = "id"
+SPLIT_ORDER = {"train": 0, "dev": 1, "val": 1, "validation": 1, "test": 2}
+_SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """Which column holds what (None: the usual names, see the module constants)."""
+
+    image_column: str | None = None
+    caption_column: str | None = None
+    label_columns: tuple[str, ...] | None = None  # None: every other column
+    split_column: str | None = None
+    id_column: str | None = None
+    labels_file: Path | None = None  # TOML with readable class names (configs/labels format)
+    image_root: Path | None = None  # folder relative image paths resolve against (default: the file's)
+    delimiter: str | None = None  # CSV only; None: sniffed
+
+    @classmethod
+    def from_options(cls, options: dict) -> "TableOptions":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown data-set option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        values = {k: v for k, v in options.items() if v is not None}
+        if isinstance(values.get("label_columns"), str):
+            values["label_columns"] = tuple(c.strip() for c in values["label_columns"].split(",") if c.strip())
+        elif "label_columns" in values:
+            values["label_columns"] = tuple(values["label_columns"])
+        for key in ("labels_file", "image_root"):
+            if key in values:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+Row = tuple[int, dict]  # (line number, column -> value)
+
+
+# --- detection and splits -------------------------------------------------------------------
+
+
+def detect_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in CSV_SUFFIXES
+
+
+def detect_jsonl(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in JSONL_SUFFIXES
+
+
+def splits_csv(path: Path, **options: object) -> list[str]:
+    return _splits(path, *_read_csv(path, TableOptions.from_options(options)), TableOptions.from_options(options))
+
+
+def splits_jsonl(path: Path, **options: object) -> list[str]:
+    return _splits(path, *_read_jsonl(path), TableOptions.from_options(options))
+
+
+def _splits(path: Path, columns: list[str], rows: list[Row], opts: TableOptions) -> list[str]:
+    split_col = _split_column(path, columns, opts)
+    if split_col is None:
+        return [ALL_SPLIT]
+    found = {str(r.get(split_col, "")).strip() for _, r in rows} - {""}
+    return sorted(found, key=lambda s: (SPLIT_ORDER.get(s.lower(), 3), s))
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_csv(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
+    opts = TableOptions.from_options(options)
+    columns, rows = _read_csv(path, opts)
+    return _to_dataset("csv", path, split, columns, rows, opts)
+
+
+def load_jsonl(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
+    opts = TableOptions.from_options(options)
+    columns, rows = _read_jsonl(path)
+    return _to_dataset("jsonl", path, split, columns, rows, opts)
+
+
+def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list[Row], opts: TableOptions) -> Dataset:
+    image_col = _pick(path, columns, opts.image_column, IMAGE_COLUMNS, "image", "--image-column")
+    caption_col = _pick(path, columns, opts.caption_column, CAPTION_COLUMNS, "caption", "--caption-column", required=False)
+    split_col = _split_column(path, columns, opts)
+    id_col = opts.id_column or (ID_COLUMN if ID_COLUMN in columns else None)
+    if opts.id_column and opts.id_column not in columns:
+        raise DataError(f"{path}: no column {opts.id_column!r} (columns: {', '.join(columns)})", hint="check --id-column")
+    label_cols = _label_columns(path, columns, opts, {image_col, caption_col, split_col, id_col} - {None})
+    if split_col is None and split != ALL_SPLIT:
+        raise DataError(
+            f"{path}: has no split column, so its only split is {ALL_SPLIT!r} (asked for {split!r})",
+            hint=f"use --split {ALL_SPLIT}, or add a '{SPLIT_COLUMN}' column (or name yours with --split-column)",
+        )
+    if split_col is not None:
+        available = _splits(path, columns, rows, opts)
+        rows = [(n, r) for n, r in rows if str(r.get(split_col, "")).strip() == split]
+        if not rows:
+            raise DataError(
+                f"{path}: has no rows of split {split!r} (splits: {', '.join(available) or 'none'})",
+                hint="choose another --split",
+            )
+
+    base = Path(os.path.normpath(Path(opts.image_root or path.parent).absolute()))
+    fields = read_label_fields(opts.labels_file) if opts.labels_file else {}
+    samples, problems, seen = [], [], set()
+    for lineno, row in rows:
+        where = f"{path.name} line {lineno}"
+        raw_image = row.get(image_col)
+        if raw_image is None or not str(raw_image).strip():
+            problems.append(f"{where}: empty {image_col!r}; skipped")
+            continue
+        image = _image_path(base, str(raw_image).strip())
+        if image is None:
+            problems.append(f"{where}: image path {raw_image!r} points outside {base}; skipped")
+            continue
+        if image in seen:
+            problems.append(f"{where}: duplicate image {raw_image!r}; skipped")
+            continue
+        seen.add(image)
+        caption = row.get(caption_col) if caption_col else None
+        caption = str(caption).strip() if caption is not None else None
+        labels = {}
+        for col in label_cols:
+            value = row.get(col)
+            value = fields[col].canonical(value) if col in fields else _plain(value)
+            if value is not None:
+                labels[col] = value
+        sample_id = str(row.get(id_col)).strip() if id_col and row.get(id_col) not in (None, "") else _relative(image, base)
+        samples.append(Sample(id=sample_id, image=image, caption=caption, labels=labels))
+    label_fields = {col: _field(col, fields.get(col), samples) for col in label_cols}
+    return Dataset(fmt, path, split, samples, label_fields, problems)
+
+
+def _plain(value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _field(name: str, listed: LabelField | None, samples: Sequence[Sample]) -> LabelField:
+    seen = sorted({s.labels[name] for s in samples if name in s.labels})
+    if listed is None:  # no labels file entry: the raw value is the readable name
+        return LabelField(name, tuple(seen), {v: v for v in seen}, include_unlisted=True)
+    return listed.with_classes(seen) if listed.include_unlisted else listed
+
+
+def _image_path(base: Path, raw: str) -> Path | None:
+    # Lexical check (no symlink resolution): a manifest cannot name files outside the data
+    # folder with `..` or an absolute path, while links the user placed inside it still work.
+    candidate = Path(os.path.normpath(base / Path(raw).expanduser()))
+    if candidate != base and base not in candidate.parents:
+        return None
+    return candidate
+
+
+def _relative(image: Path, base: Path) -> str:
+    return image.relative_to(base).as_posix()
+
+
+def _pick(path: Path, columns: list[str], chosen: str | None, usual: Iterable[str], what: str, option: str, *, required: bool = True) -> str | None:
+    if chosen is not None:
+        if chosen not in columns:
+            raise DataError(f"{path}: no column {chosen!r} (columns: {', '.join(columns) or 'none'})", hint=f"check {option}")
+        return chosen
+    lowered = {c.lower(): c for c in columns}
+    for name in usual:
+        if name in lowered:
+            return lowered[name]
+    if required:
+        raise DataError(
+            f"{path}: no {what} column (columns: {', '.join(columns) or 'none'})",
+            hint=f"name it with {option}",
+        )
+    return None
+
+
+def _split_column(path: Path, columns: list[str], opts: TableOptions) -> str | None:
+    if opts.split_column is not None:
+        if opts.split_column not in columns:
+            raise DataError(f"{path}: no column {opts.split_column!r} (columns: {', '.join(columns)})", hint="check --split-column")
+        return opts.split_column
+    return SPLIT_COLUMN if SPLIT_COLUMN in columns else None
+
+
+def _label_columns(path: Path, columns: list[str], opts: TableOptions, used: set[str]) -> list[str]:
+    if opts.label_columns is not None:
+        missing = [c for c in opts.label_columns if c not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(columns)})", hint="check --label-column")
+        return list(opts.label_columns)
+    return [c for c in columns if c not in used]
+
+
+# --- reading the files ----------------------------------------------------------------------
+
+
+def _read_csv(path: Path, opts: TableOptions) -> tuple[list[str], list[Row]]:
+    text = _read_text(path)
+    delimiter = opts.delimiter or _sniff_delimiter(text[:_SNIFF_BYTES], path)
+    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise DataError(f"{path}: empty file (no header row)")
+        columns = [h.strip() for h in header]
+        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        if duplicated:
+            raise DataError(f"{path} line 1: column {duplicated[0]!r} appears twice in the header")
+        rows: list[Row] = []
+        start = reader.line_num + 1
+        for values in reader:
+            lineno, start = start, reader.line_num + 1
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) != len(columns):
+                rows.append((lineno, {"__error__": f"{len(values)} fields, the header has {len(columns)}"}))
+                continue
+            rows.append((lineno, dict(zip(columns, values))))
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from exc
+    return columns, _drop_bad_rows(path, rows)
+
+
+def _drop_bad_rows(path: Path, rows: list[Row]) -> list[Row]:
+    bad = [(n, r["__error__"]) for n, r in rows if "__error__" in r]
+    if bad:
+        lineno, why = bad[0]
+        more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
+        raise DataError(f"{path} line {lineno}: {why}{more}", hint="quote fields that contain the delimiter")
+    return rows
+
+
+def _sniff_delimiter(sample: str, path: Path) -> str:
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    lines = sample.splitlines()
+    sample = "\n".join(lines[:-1] if len(lines) > 1 and not sample.endswith("\n") else lines)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:  # one column, or too little text to tell
+        return ","
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")  # Excel writes a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from exc
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[Row]]:
+    rows: list[Row] = []
+    columns: dict[str, None] = {}
+    for lineno, line in _lines(_read_text(path)):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(record).__name__}")
+        flat = _flatten(record)
+        columns.update(dict.fromkeys(flat))
+        rows.append((lineno, flat))
+    if not rows:
+        raise DataError(f"{path}: empty file (no records)")
+    return list(columns), rows
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield lineno, line
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    # Nested objects become dotted names: {"Description": {"Caption": ..}} -> "Description.Caption".
+    flat: dict = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
