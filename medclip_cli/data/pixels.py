@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,8 @@ from medclip_cli.data.images import load_image
 from medclip_cli.data.preprocess import PreprocessConfig, resize_to_uint8
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError, ImageError
+
+_STRICT_HINT = "fix or remove the file, or run without --strict to skip it"
 
 
 @dataclass
@@ -31,26 +34,68 @@ def load_pixels(
     *,
     strict: bool = False,
     progress: ProgressReporter | None = None,
+    cache: bool = True,
 ) -> PixelSet:
     """Decode and resize every image of ``dataset`` once.
 
     A missing, empty or corrupt image is skipped and listed in ``skipped``; with ``strict`` it
-    stops the run with a :class:`DataError` naming the file.
+    stops the run with a :class:`DataError` naming the file. With ``cache`` the pixels come from
+    (or go to) the on-disk decode cache, so a second run decodes nothing; the values are the same.
+    The cached array is a copy-on-write memory map: writing to it never changes the cache.
     """
     progress = progress or NullProgress()
+    if cache and len(dataset):
+        try:
+            return _load_cached(dataset, preprocess, strict, progress)
+        except OSError as exc:  # unwritable or full cache folder: still train, just slower
+            warnings.warn(f"decode cache unavailable ({exc}); decoding images in memory", stacklevel=2)
     size = preprocess.image_size
     array = np.empty((len(dataset), size, size, 3), dtype=np.uint8)
+    indices, skipped = _decode_into(array, dataset, preprocess, strict, progress, f"decoding {dataset.split} images")
+    return PixelSet(array[: len(indices)], indices, [(dataset.samples[i].id, r) for i, r in skipped])
+
+
+def _load_cached(dataset: Dataset, preprocess: PreprocessConfig, strict: bool, progress: ProgressReporter) -> PixelSet:
+    from medclip_cli.data.cache import CacheEntry, content_hashes
+
+    entry = CacheEntry.for_dataset(content_hashes(dataset, progress), preprocess)
+    found = entry.read(dataset)
+    if found is None:
+        label = f"caching {dataset.split} images ({preprocess.image_size} px)"
+        entry.write(
+            dataset,
+            preprocess.image_size,
+            lambda out: _decode_into(out, dataset, preprocess, strict, progress, label),
+        )
+        found = entry.read(dataset)
+        if found is None:
+            raise OSError(f"{entry.meta_path}: cache entry unreadable right after writing it")
+    array, indices, skipped = found
+    if strict and skipped:
+        raise DataError(skipped[0][1], hint=_STRICT_HINT)
+    return PixelSet(array, indices, skipped)
+
+
+def _decode_into(
+    out: np.ndarray,
+    dataset: Dataset,
+    preprocess: PreprocessConfig,
+    strict: bool,
+    progress: ProgressReporter,
+    label: str,
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Fill ``out`` with the decodable images in order; returns (their indices, (index, reason) skips)."""
     indices: list[int] = []
-    skipped: list[tuple[str, str]] = []
-    task = progress.task(f"decoding {dataset.split} images", total=len(dataset))
+    skipped: list[tuple[int, str]] = []
+    task = progress.task(label, total=len(dataset))
     for i, sample in enumerate(dataset.samples):
         try:
-            array[len(indices)] = resize_to_uint8(load_image(sample.image), preprocess)
+            out[len(indices)] = resize_to_uint8(load_image(sample.image), preprocess)
             indices.append(i)
         except ImageError as exc:
             if strict:
-                raise DataError(str(exc), hint="fix or remove the file, or run without --strict to skip it") from exc
-            skipped.append((sample.id, str(exc)))
+                raise DataError(str(exc), hint=_STRICT_HINT) from exc
+            skipped.append((i, str(exc)))
         progress.advance(task)
     progress.done(task)
-    return PixelSet(array[: len(indices)], indices, skipped)
+    return indices, skipped
