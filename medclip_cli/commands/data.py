@@ -2,14 +2,175 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, List, Optional
+
 import typer
 
-from medclip_cli.errors import NotAvailableError
+from medclip_cli import options, ui
 
 app = typer.Typer(help="Check and download data sets.", no_args_is_help=True)
 
+_DATASETS = ("medpix2",)
+
 
 @app.command("check")
-def check() -> None:
-    """Check a data set: images, captions, classes, problems. Not available yet in this version."""
-    raise NotAvailableError("medclip data check is not available yet in this version")
+def check(
+    path: Annotated[
+        Optional[Path],
+        typer.Argument(help="Data set folder or manifest (default: the downloaded MedPix 2.0).", show_default=False),
+    ] = None,
+    dataset: options.DatasetKind = None,
+    split: Annotated[
+        Optional[List[str]], typer.Option("--split", "-s", help="Split to check (repeat; default: all).", show_default=False)
+    ] = None,
+    encoder: Annotated[
+        Optional[str],
+        typer.Option("--encoder", "-e", help="Count captions its text tower truncates (default: clip-text).", show_default=False),
+    ] = None,
+    image_column: Annotated[Optional[str], typer.Option("--image-column", help="CSV/JSONL: image path column.", show_default=False)] = None,
+    caption_column: Annotated[Optional[str], typer.Option("--caption-column", help="CSV/JSONL: caption column.", show_default=False)] = None,
+    label_column: Annotated[
+        Optional[List[str]], typer.Option("--label-column", help="CSV/JSONL: label column (repeat; default: all others).", show_default=False)
+    ] = None,
+    split_column: Annotated[Optional[str], typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False)] = None,
+    labels_file: Annotated[
+        Optional[Path], typer.Option("--labels-file", help="TOML of readable class names (configs/labels format).", show_default=False)
+    ] = None,
+    as_json: options.Json = False,
+) -> None:
+    """Check a data set: images, captions, classes per label, and problems, split by split.
+
+    Every image is decoded. Missing, corrupt or unreadable images and skipped manifest rows are
+    errors (exit code 1); duplicate images and long or empty captions are reported.
+
+    Examples:
+
+        medclip data check ../shared/medpix2
+
+        medclip data check pairs.csv --caption-column report --label-column modality --encoder minilm-l6
+
+        medclip data check scans/ --dataset folder --split train --json
+    """
+    from medclip_cli.data import list_splits, load_dataset
+    from medclip_cli.data.check import DEFAULT_TEXT_ENCODER, caption_token_counter, check_dataset
+    from medclip_cli.data.home import default_data_root
+
+    root = path if path is not None else default_data_root()
+    data_options = {
+        "image_column": image_column,
+        "caption_column": caption_column,
+        "label_columns": tuple(label_column) if label_column else None,
+        "split_column": split_column,
+        "labels_file": labels_file,
+    }
+    splits = split or [s for s in list_splits(root, dataset, **data_options) if s != "all" or _only_split(root, dataset, data_options)]
+    datasets = [load_dataset(root, s, dataset, **data_options) for s in splits]
+    count_tokens, context, text_encoder = caption_token_counter(encoder or DEFAULT_TEXT_ENCODER)
+    with ui.progress(enabled=not as_json) as reporter:
+        report = check_dataset(
+            datasets, count_tokens=count_tokens, context_length=context, text_encoder=text_encoder, progress=reporter
+        )
+    if as_json:
+        ui.print_json(report.as_dict())
+    else:
+        _show(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _only_split(root: Path, dataset: str | None, data_options: dict) -> bool:
+    # "all" is checked when it is the only split (a manifest without a split column), not as a
+    # repeat of train + dev for MedPix.
+    from medclip_cli.data import list_splits
+
+    return list_splits(root, dataset, **data_options) == ["all"]
+
+
+_MAX_CLASSES_SHOWN = 8
+
+
+def _show(report) -> None:
+    tokens = f">{report.context_length} tokens"
+    columns = ["split", "images", "readable", "captions", "empty", tokens, "missing", "corrupt", "duplicates", "skipped rows"]
+    rows = [
+        (
+            s.split,
+            s.samples,
+            s.images_ok,
+            s.captions,
+            s.empty_captions,
+            s.truncated_captions,
+            len(s.missing),
+            len(s.corrupt),
+            sum(len(g) - 1 for g in s.duplicates),
+            len(s.problems),
+        )
+        for s in report.splits
+    ]
+    title = f"{report.path} ({report.format}; caption tokens by {report.text_encoder})"
+    ui.show(ui.table(title, columns, rows))
+    for s in report.splits:
+        class_rows = [(name, len(counts), _top_classes(counts), s.unlabelled.get(name, 0)) for name, counts in s.classes.items()]
+        if class_rows:
+            ui.show(ui.table(f"classes in {s.split}", ["label", "classes", "images per class", "unlabelled"], class_rows))
+    for s in report.splits:
+        for p in s.missing:
+            ui.error(f"{s.split}: missing image {p}")
+        for reason in s.corrupt:
+            ui.error(f"{s.split}: {reason}")
+        for problem in s.problems:
+            ui.error(f"{s.split}: {problem}")
+        for group in s.duplicates:
+            ui.warning(f"{s.split}: identical images: {', '.join(group)}")
+    for group in report.shared_across_splits:
+        ui.warning(f"the same image is in several splits: {', '.join(group)}")
+    if report.errors:
+        ui.error(f"{report.errors} error(s) found")
+    else:
+        ui.info("no errors found")
+
+
+def _top_classes(counts: dict[str, int]) -> str:
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    shown = ", ".join(f"{c} {n}" for c, n in ranked[:_MAX_CLASSES_SHOWN])
+    rest = len(ranked) - _MAX_CLASSES_SHOWN
+    return f"{shown}, … {rest} more" if rest > 0 else shown
+
+
+@app.command("download")
+def download(
+    name: Annotated[str, typer.Argument(help="Data set to download: medpix2.", show_default=False)],
+    to: Annotated[
+        Optional[Path], typer.Option("--to", help="Folder to unpack into (default: under MEDCLIP_HOME).", show_default=False)
+    ] = None,
+    sha256: Annotated[
+        Optional[str], typer.Option("--sha256", help="Expected sha256 of the archive (refused when it differs).", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again and replace an existing copy.")] = False,
+    as_json: options.Json = False,
+) -> None:
+    """Download a public data set, resumably, verified, and unpack it safely.
+
+    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0); MEDCLIP_MEDPIX_URL points
+    at a mirror. An interrupted download resumes where it stopped when run again. Commands
+    that take --data use the downloaded copy by default.
+
+    Examples:
+
+        medclip data download medpix2
+
+        medclip data download medpix2 --to ~/data/medpix2
+    """
+    from medclip_cli.data.download import download_medpix2
+    from medclip_cli.errors import UsageError
+
+    if name.lower() not in _DATASETS:
+        raise UsageError(f"unknown data set {name!r} to download (known: {', '.join(_DATASETS)})")
+    with ui.progress(enabled=not as_json) as reporter:
+        result = download_medpix2(to, expected_sha256=sha256, force=force, progress=reporter)
+    if as_json:
+        ui.print_json({"root": str(result.root), "url": result.url, "sha256": result.sha256, "bytes": result.size, "reused": result.reused})
+        return
+    verb = "already downloaded" if result.reused else "downloaded"
+    ui.info(f"MedPix 2.0 {verb}: {result.root} (sha256 {result.sha256[:16]}…, {result.size:,} bytes)")

@@ -1,0 +1,349 @@
+"""``medclip data download``: fetch a data-set archive resumably, verify it, unpack it safely.
+
+Only the standard library talks HTTP here (``urllib``), so downloads need no extra package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+import zlib
+from typing import IO, Callable, Iterator
+
+from medclip_cli.data.home import medclip_home, medpix_download_dir
+from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.errors import DataError
+
+MEDPIX_URL = "https://codeload.github.com/CHILab1/MedPix-2.0/zip/refs/heads/main"
+URL_ENV = "MEDCLIP_MEDPIX_URL"
+OFFLINE_ENV = "MEDCLIP_OFFLINE"
+RECORD_NAME = ".medclip-download.json"  # in the unpacked folder: where it came from, its sha256
+MAX_UNPACKED_BYTES = 64 * 1024**3  # refuse archives that claim to unpack to more (zip bombs)
+_CHUNK = 1 << 20
+_TIMEOUT_S = 30
+_LOCAL_COPY_HINT = "download it on a connected machine, or pass --data PATH to a local MedPix 2.0 copy"
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """An unpacked data set and the archive it came from."""
+
+    root: Path
+    url: str
+    sha256: str
+    size: int
+    reused: bool  # already downloaded: nothing fetched
+
+
+def medpix_url() -> str:
+    return os.environ.get(URL_ENV, "").strip() or MEDPIX_URL
+
+
+def download_medpix2(
+    to: Path | None = None,
+    *,
+    expected_sha256: str | None = None,
+    force: bool = False,
+    progress: ProgressReporter | None = None,
+) -> DownloadResult:
+    """Download and unpack MedPix 2.0 into ``to`` (default: ``MEDCLIP_HOME/datasets/medpix2``)."""
+    from medclip_cli.data import medpix2
+
+    dest = Path(to) if to is not None else medpix_download_dir()
+    url = medpix_url()
+    record = _read_record(dest)
+    if record is not None and not force and medpix2.detect(dest):
+        return DownloadResult(dest, record.get("url", url), record.get("sha256", ""), int(record.get("size", 0)), True)
+    if dest.exists() and not force and any(dest.iterdir()):
+        raise DataError(
+            f"{dest}: exists and is not a medclip download",
+            hint="choose another --to, remove the folder, or pass --force to replace it",
+        )
+    progress = progress or NullProgress()
+    archive, digest, size = fetch(url, medclip_home() / "downloads", expected_sha256=expected_sha256, progress=progress)
+    try:
+        unpack(archive, dest, record={"url": url, "sha256": digest, "size": size, "downloaded": _now()}, progress=progress)
+    except DataError:
+        forget(archive)  # the next run fetches it afresh instead of failing on the same file
+        raise
+    if not medpix2.detect(dest):
+        raise DataError(f"{url}: the archive holds no MedPix 2.0 layout (no Descriptions.json or splitted_dataset/)")
+    return DownloadResult(dest, url, digest, size, False)
+
+
+# --- fetching ---------------------------------------------------------------------------------
+
+
+def fetch(
+    url: str,
+    folder: Path,
+    *,
+    expected_sha256: str | None = None,
+    progress: ProgressReporter | None = None,
+) -> tuple[Path, str, int]:
+    """Download ``url`` into ``folder`` (resuming a partial download); returns (file, sha256, bytes)."""
+    progress = progress or NullProgress()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(url.encode()).hexdigest()[:16]
+    final, part, state_path = folder / f"{name}.archive", folder / f"{name}.part", folder / f"{name}.json"
+    state = _read_json(state_path) or {}
+    if final.is_file() and state.get("complete"):
+        digest = file_digest(final)
+        if digest == state.get("sha256") and _matches(digest, expected_sha256):
+            return final, digest, final.stat().st_size
+        final.unlink()  # changed on disk since it was verified: fetch it again
+    if os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+        raise DataError(f"{OFFLINE_ENV} is set, so {_host(url)} is not contacted", hint=_LOCAL_COPY_HINT)
+    resumable = part.is_file() and state.get("url") == url
+    validator = state.get("validator") if resumable else None
+    have = part.stat().st_size if resumable else 0
+    response, have = _open(url, have, validator)
+    with response:
+        total = _total_size(response, have)
+        _write_json(state_path, {"url": url, "validator": _validator(response), "total": total})
+        task = progress.task(f"downloading {_host(url)} archive (kB)", total=None if total is None else -(-total // 1024))
+        progress.advance(task, have // 1024)
+        received = have
+        with open(part, "ab" if have else "wb") as out:
+            try:
+                for chunk in _chunks(response):
+                    out.write(chunk)
+                    progress.advance(task, (received + len(chunk)) // 1024 - received // 1024)
+                    received += len(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                raise DataError(
+                    f"download of {url} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
+                    hint="run the same command again to resume",
+                ) from exc
+        progress.done(task)
+    if total is not None and received != total:
+        raise DataError(
+            f"download of {url} is truncated: {received:,} of {total:,} bytes",
+            hint="run the same command again to resume",
+        )
+    digest = file_digest(part)
+    if not _matches(digest, expected_sha256):
+        part.unlink()
+        state_path.unlink(missing_ok=True)
+        raise DataError(
+            f"download of {url} has sha256 {digest}, expected {expected_sha256}",
+            hint="the file was deleted; check the expected checksum or the URL, then retry",
+        )
+    os.replace(part, final)
+    _write_json(state_path, {"url": url, "sha256": digest, "size": received, "complete": True})
+    return final, digest, received
+
+
+def forget(archive: Path) -> None:
+    """Delete a downloaded archive and its state file."""
+    archive.unlink(missing_ok=True)
+    archive.with_suffix(".json").unlink(missing_ok=True)
+
+
+def _open(url: str, have: int, validator: str | None):
+    headers = {"User-Agent": "medclip"}
+    if have:
+        # If-Range: the server sends the whole file again when it changed since the first part.
+        headers["Range"] = f"bytes={have}-"
+        if validator:
+            headers["If-Range"] = validator
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # our partial file is no prefix of the current one: restart
+            return _open(url, 0, None)
+        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}", hint=f"check the URL ({URL_ENV} overrides it)") from exc
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"cannot reach {_host(url)} to download ({reason})", hint=_LOCAL_COPY_HINT) from exc
+    if have and response.status == 206:
+        match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+        if match and int(match.group(1)) == have:
+            return response, have
+        response.close()
+        return _open(url, 0, None)
+    return response, 0  # a 200 answer is the whole file: start again from its first byte
+
+
+def _total_size(response, have: int) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    match = re.search(r"/(\d+)\s*$", content_range)
+    if match:
+        return int(match.group(1))
+    length = response.headers.get("Content-Length")
+    return have + int(length) if length and length.isdigit() else None
+
+
+def _validator(response) -> str | None:
+    return response.headers.get("ETag") or response.headers.get("Last-Modified")
+
+
+def _chunks(response) -> Iterator[bytes]:
+    while chunk := response.read(_CHUNK):
+        yield chunk
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _matches(digest: str, expected: str | None) -> bool:
+    return expected is None or digest.lower() == expected.strip().lower()
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+# --- unpacking --------------------------------------------------------------------------------
+
+
+def unpack(archive: Path, dest: Path, *, record: dict, progress: ProgressReporter | None = None) -> None:
+    """Unpack a zip or tar archive into ``dest`` atomically, refusing unsafe members.
+
+    Members with absolute paths, ``..``, links or device files make the whole archive refused;
+    nothing is written outside a temporary folder beside ``dest``, which replaces ``dest`` only
+    when everything was unpacked. A single top-level folder (GitHub's ``repo-main/``) is dropped.
+    """
+    progress = progress or NullProgress()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        with _open_archive(archive) as listing:
+            members = list(listing)  # every member is checked before anything is written
+            if sum(m[2] for m in members) > MAX_UNPACKED_BYTES:
+                raise DataError(f"{archive}: would unpack to more than {MAX_UNPACKED_BYTES:,} bytes; refused")
+            targets = [_safe_target(tmp, name, archive) for name, *_ in members]
+            task = progress.task("unpacking", total=len(members))
+            for target, (name, is_dir, _, open_member) in zip(targets, members):
+                if is_dir:
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _copy_member(archive, name, open_member, target)
+                progress.advance(task)
+            progress.done(task)
+        entries = list(tmp.iterdir())
+        content = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        (content / RECORD_NAME).write_text(json.dumps(record, indent=2))
+        _replace_dir(content, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+Member = tuple[str, bool, int, Callable[[], IO[bytes]]]  # (name, is a folder, size, open for reading)
+
+
+def _copy_member(archive: Path, name: str, open_member: Callable[[], IO[bytes]], target: Path) -> None:
+    try:
+        with open_member() as src, open(target, "xb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
+        raise DataError(f"{archive}: member {name!r} is corrupt ({exc})", hint="delete it and download again") from exc
+    except OSError as exc:
+        raise DataError(f"{target}: cannot write ({exc.strerror or exc})", hint="check free space and permissions") from exc
+
+
+class _open_archive:
+    """Context manager listing an archive's members as :data:`Member` tuples, checked for safety."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = None
+
+    def __enter__(self) -> Iterator[Member]:
+        try:
+            if zipfile.is_zipfile(self.path):
+                self._handle = zipfile.ZipFile(self.path)
+                return self._zip_members(self._handle)
+            self._handle = tarfile.open(self.path, mode="r:*")
+            return self._tar_members(self._handle)
+        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise DataError(f"{self.path}: not a readable zip or tar archive ({exc})", hint="delete it and download again") from exc
+
+    def __exit__(self, *exc_info) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def _zip_members(self, zf: zipfile.ZipFile) -> Iterator[Member]:
+        for info in zf.infolist():
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DataError(f"{self.path}: member {info.filename!r} is a symbolic link; archive refused")
+            yield info.filename, info.is_dir(), info.file_size, (lambda info=info: zf.open(info))
+
+    def _tar_members(self, tf: tarfile.TarFile) -> Iterator[Member]:
+        try:
+            for member in tf.getmembers():
+                if member.issym() or member.islnk():
+                    raise DataError(f"{self.path}: member {member.name!r} is a link; archive refused")
+                if not (member.isfile() or member.isdir()):
+                    raise DataError(f"{self.path}: member {member.name!r} is not a file or folder; archive refused")
+                yield member.name, member.isdir(), member.size, (lambda m=member: tf.extractfile(m))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DataError(f"{self.path}: truncated or corrupt tar archive ({exc})", hint="delete it and download again") from exc
+
+
+def _safe_target(root: Path, name: str, archive: Path) -> Path:
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\0" in name:
+        raise DataError(f"{archive}: member {name!r} would be written outside the target folder; archive refused")
+    target = Path(os.path.normpath(root.joinpath(*[p for p in parts if p not in ("", ".")])))
+    if target != root and root not in target.parents:
+        raise DataError(f"{archive}: member {name!r} would be written outside the target folder; archive refused")
+    return target
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- small files ------------------------------------------------------------------------------
+
+
+def _read_record(dest: Path) -> dict | None:
+    return _read_json(dest / RECORD_NAME)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
