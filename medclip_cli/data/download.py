@@ -115,14 +115,14 @@ def fetch(
     with response:
         total = _total_size(response, have)
         _write_json(state_path, {"url": url, "validator": _validator(response), "total": total})
-        task = progress.task(f"downloading {_host(url)} archive (kB)", total=None if total is None else -(-total // 1024))
-        progress.advance(task, have // 1024)
+        task = progress.task(f"downloading {_host(url)} archive (kB)", total=None if total is None else _kb(total))
+        progress.advance(task, _kb(have))
         received = have
         with open(part, "ab" if have else "wb") as out:
             try:
                 for chunk in _chunks(response):
                     out.write(chunk)
-                    progress.advance(task, (received + len(chunk)) // 1024 - received // 1024)
+                    progress.advance(task, _kb(received + len(chunk)) - _kb(received))
                     received += len(chunk)
             except (OSError, http.client.HTTPException) as exc:
                 raise DataError(
@@ -186,6 +186,10 @@ def _total_size(response, have: int) -> int | None:
         return int(match.group(1))
     length = response.headers.get("Content-Length")
     return have + int(length) if length and length.isdigit() else None
+
+
+def _kb(n: int) -> int:
+    return -(-n // 1024)
 
 
 def _validator(response) -> str | None:
