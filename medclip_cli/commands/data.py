@@ -41,8 +41,7 @@ def check(
 ) -> None:
     """Check a data set: images, captions, classes per label, and problems, split by split.
 
-    Every image is decoded. Missing, corrupt or unreadable images and skipped manifest rows are
-    errors (exit code 1); duplicate images and long or empty captions are reported.
+    Every image is decoded. Missing or corrupt images and skipped manifest rows are errors (exit code 1); duplicate images and long or empty captions are reported.
 
     Examples:
 
@@ -152,9 +151,9 @@ def download(
 ) -> None:
     """Download a public data set, resumably, verified, and unpack it safely.
 
-    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0); MEDCLIP_MEDPIX_URL points
-    at a mirror. An interrupted download resumes where it stopped when run again. Commands
-    that take --data use the downloaded copy by default.
+    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0); MEDCLIP_MEDPIX_URL points at a mirror.
+
+    An interrupted download resumes where it stopped when run again. Commands that take --data use the downloaded copy by default.
 
     Examples:
 
