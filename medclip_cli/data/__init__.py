@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, DatasetFormat, Sample
+from medclip_cli.data.home import default_data_root, medclip_home
 from medclip_cli.data.labels import LabelField
 from medclip_cli.errors import DataError, PluginError, UsageError
 
@@ -93,7 +94,10 @@ __all__ = [
     "LabelField",
     "Sample",
     "dataset_formats",
+    "default_data_root",
     "list_splits",
     "load_dataset",
+    "medclip_home",
+    "reset_formats",
     "resolve_format",
 ]

@@ -66,7 +66,7 @@ def download_medpix2(
     dest = Path(to) if to is not None else medpix_download_dir()
     url = medpix_url()
     record = _read_record(dest)
-    if record is not None and not force and medpix2.detect(dest):
+    if record is not None and not force and medpix2.detect(dest) and _matches(record.get("sha256", ""), expected_sha256):
         return DownloadResult(dest, record.get("url", url), record.get("sha256", ""), int(record.get("size", 0)), True)
     if dest.exists() and not force and any(dest.iterdir()):
         raise DataError(
@@ -74,7 +74,9 @@ def download_medpix2(
             hint="choose another --to, remove the folder, or pass --force to replace it",
         )
     progress = progress or NullProgress()
-    archive, digest, size = fetch(url, medclip_home() / "downloads", expected_sha256=expected_sha256, progress=progress)
+    archive, digest, size = fetch(
+        url, medclip_home() / "downloads", expected_sha256=expected_sha256, refetch=force, progress=progress
+    )
     try:
         unpack(archive, dest, record={"url": url, "sha256": digest, "size": size, "downloaded": _now()}, progress=progress)
     except DataError:
@@ -93,13 +95,20 @@ def fetch(
     folder: Path,
     *,
     expected_sha256: str | None = None,
+    refetch: bool = False,
     progress: ProgressReporter | None = None,
 ) -> tuple[Path, str, int]:
-    """Download ``url`` into ``folder`` (resuming a partial download); returns (file, sha256, bytes)."""
+    """Download ``url`` into ``folder`` (resuming a partial download); returns (file, sha256, bytes).
+
+    A complete earlier download is reused when its bytes still have the recorded sha256, unless
+    ``refetch``.
+    """
     progress = progress or NullProgress()
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(url.encode()).hexdigest()[:16]
     final, part, state_path = folder / f"{name}.archive", folder / f"{name}.part", folder / f"{name}.json"
+    if refetch:
+        forget(final)
     state = _read_json(state_path) or {}
     if final.is_file() and state.get("complete"):
         digest = file_digest(final)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, Sample
+from medclip_cli.data.images import is_dicom
 from medclip_cli.data.labels import LabelField, read_label_fields
 from medclip_cli.errors import DataError, UsageError
 
@@ -20,10 +21,15 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _is_image(path: Path) -> bool:
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    # DICOM files often have no extension at all: recognised by their DICM magic.
+    return path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and is_dicom(path))
+
+
 def _images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return sorted(p for p in folder.rglob("*") if _is_image(p))
 
 
 def _has_split_layout(root: Path) -> bool:
@@ -37,9 +43,7 @@ def detect(path: Path) -> bool:
     subdirs = _subdirs(path)
     if _has_split_layout(path):
         subdirs = [c for d in subdirs for c in _subdirs(d)]
-    return any(
-        p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for d in subdirs[:50] for p in d.iterdir()
-    )
+    return any(_is_image(p) for d in subdirs[:50] for p in d.iterdir())
 
 
 def splits(path: Path, **options: object) -> list[str]:
@@ -70,7 +74,7 @@ def load(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
         for image in _images(class_dir):
             rel = image.relative_to(path).as_posix()
             samples.append(Sample(id=rel, image=image, caption=None, labels={LABEL_FIELD: value}))
-    stray = [p for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    stray = [p for p in split_dir.iterdir() if _is_image(p)]
     if stray:
         problems.append(f"{split_dir}: {len(stray)} images outside a class folder (e.g. {stray[0].name}); skipped")
     if not samples:

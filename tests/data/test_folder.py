@@ -48,6 +48,18 @@ def test_class_layout_with_labels_file(tmp_path):
     assert any("1 images outside a class folder (e.g. stray.png)" in p for p in ds.problems)
 
 
+def test_dicom_without_extension_is_an_image(tmp_path):
+    import numpy as np
+
+    from .test_images import write_dicom
+
+    (tmp_path / "CT").mkdir()
+    write_dicom(tmp_path / "CT" / "IM0001", np.full((4, 4), 1100))
+    write_png(tmp_path / "MR" / "1.png", 1)
+    ds = load_dataset(tmp_path, "all")
+    assert [s.id for s in ds.samples] == ["CT/IM0001", "MR/1.png"]
+
+
 def test_folder_refuses_csv_options(tmp_path):
     write_png(tmp_path / "a" / "1.png", 1)
     with pytest.raises(UsageError, match="does not apply to image folders"):

@@ -42,9 +42,10 @@ def write_dicom(path: Path, raw: np.ndarray, *, photometric: str = "MONOCHROME2"
     return path
 
 
-def test_16bit_png_uses_its_real_range(tmp_path):
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_png_and_tiff_use_their_real_range(tmp_path, suffix):
     values = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
-    path = tmp_path / "x16.png"
+    path = tmp_path / f"x16{suffix}"
     Image.fromarray(values).save(path)
     assert Image.open(path).mode.startswith("I")
     gray = np.asarray(load_image(path))[..., 0]
