@@ -73,11 +73,13 @@ def detect_jsonl(path: Path) -> bool:
 
 
 def splits_csv(path: Path, **options: object) -> list[str]:
-    return _splits(path, *_read_csv(path, TableOptions.from_options(options)), TableOptions.from_options(options))
+    opts = TableOptions.from_options(options)
+    return _splits(path, *_read_csv(path, opts), opts)
 
 
 def splits_jsonl(path: Path, **options: object) -> list[str]:
-    return _splits(path, *_read_jsonl(path), TableOptions.from_options(options))
+    opts = TableOptions.from_options(options)
+    return _splits(path, *_read_jsonl(path), opts)
 
 
 def _splits(path: Path, columns: list[str], rows: list[Row], opts: TableOptions) -> list[str]:
@@ -103,57 +105,79 @@ def load_jsonl(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset
     return _to_dataset("jsonl", path, split, columns, rows, opts)
 
 
-def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list[Row], opts: TableOptions) -> Dataset:
-    image_col = _pick(path, columns, opts.image_column, IMAGE_COLUMNS, "image", "--image-column")
-    caption_col = _pick(path, columns, opts.caption_column, CAPTION_COLUMNS, "caption", "--caption-column", required=False)
-    split_col = _split_column(path, columns, opts)
-    id_col = opts.id_column or (ID_COLUMN if ID_COLUMN in columns else None)
-    if opts.id_column and opts.id_column not in columns:
-        raise DataError(f"{path}: no column {opts.id_column!r} (columns: {', '.join(columns)})", hint="check --id-column")
-    label_cols = _label_columns(path, columns, opts, {image_col, caption_col, split_col, id_col} - {None})
-    if split_col is None and split != ALL_SPLIT:
-        raise DataError(
-            f"{path}: has no split column, so its only split is {ALL_SPLIT!r} (asked for {split!r})",
-            hint=f"use --split {ALL_SPLIT}, or add a '{SPLIT_COLUMN}' column (or name yours with --split-column)",
-        )
-    if split_col is not None:
-        available = _splits(path, columns, rows, opts)
-        rows = [(n, r) for n, r in rows if str(r.get(split_col, "")).strip() == split]
-        if not rows:
-            raise DataError(
-                f"{path}: has no rows of split {split!r} (splits: {', '.join(available) or 'none'})",
-                hint="choose another --split",
-            )
+@dataclass(frozen=True)
+class _Columns:
+    """The columns a manifest's rows are read through, resolved against its header."""
 
+    image: str
+    caption: str | None
+    split: str | None
+    id: str | None
+    labels: tuple[str, ...]
+
+    @classmethod
+    def resolve(cls, path: Path, columns: list[str], opts: TableOptions) -> "_Columns":
+        image = _pick(path, columns, opts.image_column, IMAGE_COLUMNS, "image", "--image-column")
+        caption = _pick(path, columns, opts.caption_column, CAPTION_COLUMNS, "caption", "--caption-column", required=False)
+        split = _split_column(path, columns, opts)
+        if opts.id_column and opts.id_column not in columns:
+            raise DataError(f"{path}: no column {opts.id_column!r} (columns: {', '.join(columns)})", hint="check --id-column")
+        id_col = opts.id_column or (ID_COLUMN if ID_COLUMN in columns else None)
+        labels = _label_columns(path, columns, opts, {image, caption, split, id_col} - {None})
+        return cls(image, caption, split, id_col, tuple(labels))
+
+
+def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list[Row], opts: TableOptions) -> Dataset:
+    cols = _Columns.resolve(path, columns, opts)
     base = Path(os.path.normpath(Path(opts.image_root or path.parent).absolute()))
     fields = read_label_fields(opts.labels_file) if opts.labels_file else {}
     samples, problems, seen = [], [], set()
-    for lineno, row in rows:
+    for lineno, row in _rows_of_split(path, split, cols, columns, rows, opts):
         where = f"{path.name} line {lineno}"
-        raw_image = row.get(image_col)
-        if raw_image is None or not str(raw_image).strip():
-            problems.append(f"{where}: empty {image_col!r}; skipped")
-            continue
-        image = _image_path(base, str(raw_image).strip())
-        if image is None:
+        raw_image = str(row.get(cols.image) or "").strip()
+        image = _image_path(base, raw_image) if raw_image else None
+        if not raw_image:
+            problems.append(f"{where}: empty {cols.image!r}; skipped")
+        elif image is None:
             problems.append(f"{where}: image path {raw_image!r} points outside {base}; skipped")
-            continue
-        if image in seen:
+        elif image in seen:
             problems.append(f"{where}: duplicate image {raw_image!r}; skipped")
-            continue
-        seen.add(image)
-        caption = row.get(caption_col) if caption_col else None
-        caption = str(caption).strip() if caption is not None else None
-        labels = {}
-        for col in label_cols:
-            value = row.get(col)
-            value = fields[col].canonical(value) if col in fields else _plain(value)
-            if value is not None:
-                labels[col] = value
-        sample_id = str(row.get(id_col)).strip() if id_col and row.get(id_col) not in (None, "") else _relative(image, base)
-        samples.append(Sample(id=sample_id, image=image, caption=caption, labels=labels))
-    label_fields = {col: _field(col, fields.get(col), samples) for col in label_cols}
+        else:
+            seen.add(image)
+            samples.append(_sample(row, image, base, cols, fields))
+    label_fields = {col: _field(col, fields.get(col), samples) for col in cols.labels}
     return Dataset(fmt, path, split, samples, label_fields, problems)
+
+
+def _rows_of_split(path: Path, split: str, cols: _Columns, columns: list[str], rows: list[Row], opts: TableOptions) -> list[Row]:
+    if cols.split is None:
+        if split != ALL_SPLIT:
+            raise DataError(
+                f"{path}: has no split column, so its only split is {ALL_SPLIT!r} (asked for {split!r})",
+                hint=f"use --split {ALL_SPLIT}, or add a '{SPLIT_COLUMN}' column (or name yours with --split-column)",
+            )
+        return rows
+    chosen = [(n, r) for n, r in rows if str(r.get(cols.split, "")).strip() == split]
+    if not chosen:
+        available = ", ".join(_splits(path, columns, rows, opts)) or "none"
+        raise DataError(f"{path}: has no rows of split {split!r} (splits: {available})", hint="choose another --split")
+    return chosen
+
+
+def _sample(row: dict, image: Path, base: Path, cols: _Columns, fields: dict[str, LabelField]) -> Sample:
+    caption = row.get(cols.caption) if cols.caption else None
+    labels = {}
+    for col in cols.labels:
+        value = fields[col].canonical(row.get(col)) if col in fields else _plain(row.get(col))
+        if value is not None:
+            labels[col] = value
+    given_id = _plain(row.get(cols.id)) if cols.id else None
+    return Sample(
+        id=given_id or image.relative_to(base).as_posix(),
+        image=image,
+        caption=str(caption).strip() if caption is not None else None,
+        labels=labels,
+    )
 
 
 def _plain(value: object) -> str | None:
@@ -177,10 +201,6 @@ def _image_path(base: Path, raw: str) -> Path | None:
     if candidate != base and base not in candidate.parents:
         return None
     return candidate
-
-
-def _relative(image: Path, base: Path) -> str:
-    return image.relative_to(base).as_posix()
 
 
 def _pick(path: Path, columns: list[str], chosen: str | None, usual: Iterable[str], what: str, option: str, *, required: bool = True) -> str | None:
