@@ -77,13 +77,12 @@ def download_medpix2(
     archive, digest, size = fetch(
         url, medclip_home() / "downloads", expected_sha256=expected_sha256, refetch=force, progress=progress
     )
+    record = {"url": url, "sha256": digest, "size": size, "downloaded": _now()}
     try:
-        unpack(archive, dest, record={"url": url, "sha256": digest, "size": size, "downloaded": _now()}, progress=progress)
+        unpack(archive, dest, record=record, accept=medpix2.detect, what="MedPix 2.0 layout", progress=progress)
     except DataError:
         forget(archive)  # the next run fetches it afresh instead of failing on the same file
         raise
-    if not medpix2.detect(dest):
-        raise DataError(f"{url}: the archive holds no MedPix 2.0 layout (no Descriptions.json or splitted_dataset/)")
     return DownloadResult(dest, url, digest, size, False)
 
 
@@ -124,21 +123,7 @@ def fetch(
     with response:
         total = _total_size(response, have)
         _write_json(state_path, {"url": url, "validator": _validator(response), "total": total})
-        task = progress.task(f"downloading {_host(url)} archive (kB)", total=None if total is None else _kb(total))
-        progress.advance(task, _kb(have))
-        received = have
-        with open(part, "ab" if have else "wb") as out:
-            try:
-                for chunk in _chunks(response):
-                    out.write(chunk)
-                    progress.advance(task, _kb(received + len(chunk)) - _kb(received))
-                    received += len(chunk)
-            except (OSError, http.client.HTTPException) as exc:
-                raise DataError(
-                    f"download of {url} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
-                    hint="run the same command again to resume",
-                ) from exc
-        progress.done(task)
+        received = _stream(response, part, have, total, url, progress)
     if total is not None and received != total:
         raise DataError(
             f"download of {url} is truncated: {received:,} of {total:,} bytes",
@@ -155,6 +140,26 @@ def fetch(
     os.replace(part, final)
     _write_json(state_path, {"url": url, "sha256": digest, "size": received, "complete": True})
     return final, digest, received
+
+
+def _stream(response, part: Path, have: int, total: int | None, url: str, progress: ProgressReporter) -> int:
+    """Append the response body to ``part`` (which holds ``have`` bytes); returns its new size."""
+    task = progress.task(f"downloading {_host(url)} archive (kB)", total=None if total is None else _kb(total))
+    progress.advance(task, _kb(have))
+    received = have
+    with open(part, "ab" if have else "wb") as out:
+        try:
+            for chunk in _chunks(response):
+                out.write(chunk)
+                progress.advance(task, _kb(received + len(chunk)) - _kb(received))
+                received += len(chunk)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DataError(
+                f"download of {url} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
+                hint="run the same command again to resume",
+            ) from exc
+    progress.done(task)
+    return received
 
 
 def forget(archive: Path) -> None:
@@ -231,12 +236,21 @@ def _host(url: str) -> str:
 # --- unpacking --------------------------------------------------------------------------------
 
 
-def unpack(archive: Path, dest: Path, *, record: dict, progress: ProgressReporter | None = None) -> None:
+def unpack(
+    archive: Path,
+    dest: Path,
+    *,
+    record: dict,
+    accept: Callable[[Path], bool] | None = None,
+    what: str = "expected content",
+    progress: ProgressReporter | None = None,
+) -> None:
     """Unpack a zip or tar archive into ``dest`` atomically, refusing unsafe members.
 
     Members with absolute paths, ``..``, links or device files make the whole archive refused;
     nothing is written outside a temporary folder beside ``dest``, which replaces ``dest`` only
-    when everything was unpacked. A single top-level folder (GitHub's ``repo-main/``) is dropped.
+    when everything was unpacked and ``accept`` (if given) approves the content. A single
+    top-level folder (GitHub's ``repo-main/``) is dropped.
     """
     progress = progress or NullProgress()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +272,8 @@ def unpack(archive: Path, dest: Path, *, record: dict, progress: ProgressReporte
             progress.done(task)
         entries = list(tmp.iterdir())
         content = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        if accept is not None and not accept(content):
+            raise DataError(f"{archive}: holds no {what}; nothing was unpacked", hint="check the URL")
         (content / RECORD_NAME).write_text(json.dumps(record, indent=2))
         _replace_dir(content, dest)
     finally:

@@ -202,6 +202,17 @@ def test_offline_or_unreachable_says_how_to_use_a_local_copy(cli, monkeypatch):
     assert result.exit_code == 1 and "MEDCLIP_OFFLINE is set" in result.output
 
 
+def test_archive_without_medpix_layout_is_refused(cli, server, tmp_path, _isolated_home):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("repo-main/README.md", "something else")
+    server.payload = buffer.getvalue()
+    result = cli("data", "download", "medpix2", "--to", tmp_path / "mp")
+    assert result.exit_code == 1 and "holds no MedPix 2.0 layout; nothing was unpacked" in result.output
+    assert not (tmp_path / "mp").exists()
+    assert list((_isolated_home / "downloads").glob("*.archive")) == []  # fetched afresh next time
+
+
 def test_http_error_is_one_line(cli, server, monkeypatch):
     monkeypatch.setenv("MEDCLIP_MEDPIX_URL", server.url.replace("medpix.zip", "nothing.zip"))
     result = cli("data", "download", "medpix2")
