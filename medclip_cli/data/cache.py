@@ -81,12 +81,16 @@ def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -
     return hashes
 
 
+Reuse = Callable[[int], "np.ndarray | None"]  # sample index -> its already decoded row, or None
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """Where one data set's decoded pixels for one geometry live."""
 
     array_path: Path
     meta_path: Path
+    hashes: tuple[str, ...] = ()  # per sample, as from :func:`content_hashes`
 
     @classmethod
     def for_dataset(cls, hashes: list[str], preprocess: PreprocessConfig) -> "CacheEntry":
@@ -95,7 +99,7 @@ class CacheEntry:
             digest.update(f"{h}\n".encode())
         folder = pixels_dir() / preprocess.geometry_key()
         key = digest.hexdigest()[:32]
-        return cls(folder / f"{key}.npy", folder / f"{key}.json")
+        return cls(folder / f"{key}.npy", folder / f"{key}.json", tuple(hashes))
 
     def read(self, dataset: Dataset) -> tuple[np.ndarray, list[int], list[tuple[str, str]]] | None:
         """The stored pixels, row indices and skips, or None when the entry is absent or unusable."""
@@ -105,7 +109,12 @@ class CacheEntry:
         except (OSError, ValueError):
             return None
         indices = meta.get("indices")
-        if not isinstance(indices, list) or array.shape[0] < len(indices) or meta.get("samples") != len(dataset):
+        if (
+            meta.get("version") != CACHE_VERSION
+            or not isinstance(indices, list)
+            or array.shape[0] < len(indices)
+            or meta.get("samples") != len(dataset)
+        ):
             return None
         skipped = [
             (dataset.samples[i].id, reason.replace(_PATH_MARK, str(dataset.samples[i].image)))
@@ -117,15 +126,21 @@ class CacheEntry:
         self,
         dataset: Dataset,
         size: int,
-        decode: Callable[[np.ndarray], tuple[list[int], list[tuple[int, str]]]],
+        decode: Callable[[np.ndarray, Reuse], tuple[list[int], list[tuple[int, str]]]],
     ) -> None:
-        """Create the entry: ``decode(out)`` fills ``out`` row by row and returns (indices, skips)."""
+        """Create the entry: ``decode(out, reuse)`` fills ``out`` row by row, returns (indices, skips).
+
+        ``reuse`` offers the rows of unchanged files from the entry this one replaces (the same
+        data set before a file changed), which is deleted once this one is complete.
+        """
         self.array_path.parent.mkdir(parents=True, exist_ok=True)
+        source = _source(dataset)
+        previous = self._previous(source)
         fd, tmp = tempfile.mkstemp(dir=self.array_path.parent, prefix=".", suffix=".npy.tmp")
         os.close(fd)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(dataset), size, size, 3))
-            indices, skipped = decode(out)
+            indices, skipped = decode(out, _reuse_rows(previous, self.hashes))
             out.flush()
             del out
             os.replace(tmp, self.array_path)
@@ -134,11 +149,60 @@ class CacheEntry:
             raise
         meta = {
             "version": CACHE_VERSION,
+            "source": source,
             "samples": len(dataset),
             "indices": indices,
+            "row_hashes": [self.hashes[i] for i in indices] if self.hashes else [],
             "skipped": [[i, reason.replace(str(dataset.samples[i].image), _PATH_MARK)] for i, reason in skipped],
         }
         _write_atomic(self.meta_path, lambda fh: fh.write(json.dumps(meta).encode()))
+        for meta_path, _ in previous:
+            _remove_entry(meta_path)
+
+    def _previous(self, source: str) -> list[tuple[Path, dict]]:
+        found = []
+        for meta_path in self.meta_path.parent.glob("*.json"):
+            if meta_path == self.meta_path:
+                continue
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(meta, dict) and meta.get("source") == source and meta.get("version") == CACHE_VERSION:
+                found.append((meta_path, meta))
+        return found
+
+
+def _source(dataset: Dataset) -> str:
+    # Which data set an entry belongs to, so a rebuilt entry can replace the one before it.
+    return f"{dataset.format}|{Path(dataset.root).absolute()}|{dataset.split}"
+
+
+def _reuse_rows(previous: list[tuple[Path, dict]], hashes: tuple[str, ...]) -> Reuse:
+    rows: dict[str, tuple[np.ndarray, int]] = {}
+    for meta_path, meta in previous:
+        try:
+            array = np.load(meta_path.with_suffix(".npy"), mmap_mode="r")
+        except (OSError, ValueError):
+            continue
+        for row, digest in enumerate(meta.get("row_hashes", [])):
+            if row < array.shape[0]:
+                rows.setdefault(digest, (array, row))
+
+    def reuse(index: int) -> np.ndarray | None:
+        found = rows.get(hashes[index]) if index < len(hashes) else None
+        return None if found is None else found[0][found[1]]
+
+    return reuse
+
+
+def _remove_entry(meta_path: Path) -> None:
+    # Metadata first: a reader that finds no .json treats the entry as absent.
+    for path in (meta_path, meta_path.with_suffix(".npy")):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # e.g. still memory-mapped on Windows: it is orphaned, not wrong
+            pass
 
 
 def _write_atomic(path: Path, write: Callable) -> None:

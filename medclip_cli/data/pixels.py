@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _load_cached(dataset: Dataset, preprocess: PreprocessConfig, strict: bool, p
         entry.write(
             dataset,
             preprocess.image_size,
-            lambda out: _decode_into(out, dataset, preprocess, strict, progress, label),
+            lambda out, reuse: _decode_into(out, dataset, preprocess, strict, progress, label, reuse),
         )
         found = entry.read(dataset)
         if found is None:
@@ -83,14 +84,19 @@ def _decode_into(
     strict: bool,
     progress: ProgressReporter,
     label: str,
+    reuse: Callable[[int], np.ndarray | None] | None = None,
 ) -> tuple[list[int], list[tuple[int, str]]]:
-    """Fill ``out`` with the decodable images in order; returns (their indices, (index, reason) skips)."""
+    """Fill ``out`` with the decodable images in order; returns (their indices, (index, reason) skips).
+
+    ``reuse(i)`` may give sample i's pixels already decoded (an unchanged file in the cache).
+    """
     indices: list[int] = []
     skipped: list[tuple[int, str]] = []
     task = progress.task(label, total=len(dataset))
     for i, sample in enumerate(dataset.samples):
+        known = reuse(i) if reuse is not None else None
         try:
-            out[len(indices)] = resize_to_uint8(load_image(sample.image), preprocess)
+            out[len(indices)] = known if known is not None else resize_to_uint8(load_image(sample.image), preprocess)
             indices.append(i)
         except ImageError as exc:
             if strict:

@@ -76,11 +76,16 @@ def test_changed_file_or_preprocessing_invalidates(tmp_path, monkeypatch):
     ds = _mixed_set(tmp_path)
     cfg = PreprocessConfig(image_size=24)
     first = load_pixels(ds, cfg)
+    first_rows = np.array(first.array)
+    (first_entry,) = _entries()
     write_png(tmp_path / "tall.png", 99, size=(20, 71))  # same size, new content
     counter = _CountDecodes(monkeypatch)
     second = load_pixels(ds, cfg)
-    assert counter.calls > 0
-    assert not np.array_equal(second.array[1], first.array[1])
+    # Only the changed file (and the two broken ones, whose reasons are not kept) is decoded again.
+    assert counter.calls == 3
+    assert not np.array_equal(second.array[1], first_rows[1])
+    np.testing.assert_array_equal(second.array[[0, 2, 3]], first_rows[[0, 2, 3]])
+    assert first_entry not in _entries()  # the replaced entry is deleted
     np.testing.assert_array_equal(second.array, load_pixels(ds, cfg, cache=False).array)
 
     calls = counter.calls
@@ -93,7 +98,7 @@ def test_changed_file_or_preprocessing_invalidates(tmp_path, monkeypatch):
     assert counter.calls == calls + 2 * len(ds)
     plain = load_pixels(ds, PreprocessConfig(image_size=24, interpolation="bilinear"), cache=False)
     np.testing.assert_array_equal(bilinear.array, plain.array)
-    assert len(_entries()) == 4
+    assert len(_entries()) == 3  # one per geometry
 
 
 def test_a_moved_copy_reuses_the_cache_and_names_its_own_files(tmp_path, monkeypatch):
