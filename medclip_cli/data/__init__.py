@@ -75,7 +75,7 @@ def load_dataset(path: str | Path, split: str = "train", format: str | None = No
     """Read one split of the data set at ``path``."""
     path = Path(path)
     fmt = resolve_format(path, format)
-    options = {k: v for k, v in options.items() if v is not None}
+    options = _given(fmt, fmt.load, options)
     return fmt.load(path, split, **options)
 
 
@@ -83,9 +83,27 @@ def list_splits(path: str | Path, format: str | None = None, **options) -> list[
     """The splits of the data set at ``path`` (options as for :func:`load_dataset`)."""
     path = Path(path)
     fmt = resolve_format(path, format)
-    options = {k: v for k, v in options.items() if v is not None}
     # Options are passed only when given: a plugin's ``splits(root)`` need not accept any.
+    options = _given(fmt, fmt.splits, options)
     return fmt.splits(path, **options) if options else fmt.splits(path)
+
+
+def _given(fmt: DatasetFormat, function, options: dict) -> dict:
+    """The options that were set, after checking that ``function`` of ``fmt`` accepts them."""
+    import inspect
+
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins and some callables have no signature: let them decide
+        return given
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return given
+    names = {p.name for p in params}
+    refused = [k for k in given if k not in names]
+    if refused:
+        raise UsageError(f"the {fmt.name} data-set format takes no option {refused[0]!r}")
+    return given
 
 
 __all__ = [

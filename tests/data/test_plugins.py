@@ -68,6 +68,18 @@ def test_plugin_format_is_detected_and_loaded(tmp_path, registered):
     assert [s.caption for s in ds.samples] == ["first", "second"]
 
 
+def test_options_a_plugin_format_does_not_take_are_a_usage_error(tmp_path, registered):
+    from medclip_cli.data import list_splits
+    from medclip_cli.errors import UsageError
+
+    registered(_ListFormat(), "listfile-plugin")
+    manifest = tmp_path / "pairs.list"
+    manifest.write_text("a.png\tfirst\n")
+    with pytest.raises(UsageError, match="the listfile data-set format takes no option 'caption_column'"):
+        list_splits(manifest, caption_column="text")
+    assert list_splits(manifest, caption_column=None) == ["all"]
+
+
 def test_duplicate_format_names_both_plugins(registered):
     registered(_Duplicate(), "dup-plugin")
     with pytest.raises(PluginError, match="'csv' is registered by both 'datasets' and 'dup-plugin'"):
