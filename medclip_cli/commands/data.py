@@ -22,20 +22,34 @@ def check(
     ] = None,
     dataset: options.DatasetKind = None,
     split: Annotated[
-        Optional[List[str]], typer.Option("--split", "-s", help="Split to check (repeat; default: all).", show_default=False)
+        Optional[List[str]],
+        typer.Option("--split", "-s", help="Split to check (repeat; default: all).", show_default=False),
     ] = None,
     encoder: Annotated[
         Optional[str],
-        typer.Option("--encoder", "-e", help="Count captions its text tower truncates (default: clip-text).", show_default=False),
+        typer.Option(
+            "--encoder", "-e", help="Count captions its text tower truncates (default: clip-text).", show_default=False
+        ),
     ] = None,
-    image_column: Annotated[Optional[str], typer.Option("--image-column", help="CSV/JSONL: image path column.", show_default=False)] = None,
-    caption_column: Annotated[Optional[str], typer.Option("--caption-column", help="CSV/JSONL: caption column.", show_default=False)] = None,
+    image_column: Annotated[
+        Optional[str], typer.Option("--image-column", help="CSV/JSONL: image path column.", show_default=False)
+    ] = None,
+    caption_column: Annotated[
+        Optional[str], typer.Option("--caption-column", help="CSV/JSONL: caption column.", show_default=False)
+    ] = None,
     label_column: Annotated[
-        Optional[List[str]], typer.Option("--label-column", help="CSV/JSONL: label column (repeat; default: all others).", show_default=False)
+        Optional[List[str]],
+        typer.Option(
+            "--label-column", help="CSV/JSONL: label column (repeat; default: all others).", show_default=False
+        ),
     ] = None,
-    split_column: Annotated[Optional[str], typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False)] = None,
+    split_column: Annotated[
+        Optional[str],
+        typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False),
+    ] = None,
     labels_file: Annotated[
-        Optional[Path], typer.Option("--labels-file", help="TOML of readable class names (configs/labels format).", show_default=False)
+        Optional[Path],
+        typer.Option("--labels-file", help="TOML of readable class names (configs/labels format).", show_default=False),
     ] = None,
     as_json: options.Json = False,
 ) -> None:
@@ -63,7 +77,9 @@ def check(
         "split_column": split_column,
         "labels_file": labels_file,
     }
-    splits = split or [s for s in list_splits(root, dataset, **data_options) if s != "all" or _only_split(root, dataset, data_options)]
+    splits = split or [
+        s for s in list_splits(root, dataset, **data_options) if s != "all" or _only_split(root, dataset, data_options)
+    ]
     datasets = [load_dataset(root, s, dataset, **data_options) for s in splits]
     count_tokens, context, text_encoder = caption_token_counter(encoder or DEFAULT_TEXT_ENCODER)
     with ui.progress(enabled=not as_json) as reporter:
@@ -91,7 +107,18 @@ _MAX_CLASSES_SHOWN = 8
 
 def _show(report) -> None:
     tokens = f">{report.context_length} tokens"
-    columns = ["split", "images", "readable", "captions", "empty", tokens, "missing", "corrupt", "duplicates", "skipped rows"]
+    columns = [
+        "split",
+        "images",
+        "readable",
+        "captions",
+        "empty",
+        tokens,
+        "missing",
+        "corrupt",
+        "duplicates",
+        "skipped rows",
+    ]
     rows = [
         (
             s.split,
@@ -110,9 +137,13 @@ def _show(report) -> None:
     title = f"{report.path} ({report.format}; caption tokens by {report.text_encoder})"
     ui.show(ui.table(title, columns, rows))
     for s in report.splits:
-        class_rows = [(name, len(counts), _top_classes(counts), s.unlabelled.get(name, 0)) for name, counts in s.classes.items()]
+        class_rows = [
+            (name, len(counts), _top_classes(counts), s.unlabelled.get(name, 0)) for name, counts in s.classes.items()
+        ]
         if class_rows:
-            ui.show(ui.table(f"classes in {s.split}", ["label", "classes", "images per class", "unlabelled"], class_rows))
+            ui.show(
+                ui.table(f"classes in {s.split}", ["label", "classes", "images per class", "unlabelled"], class_rows)
+            )
     for s in report.splits:
         for p in s.missing:
             ui.error(f"{s.split}: missing image {p}")
@@ -141,10 +172,12 @@ def _top_classes(counts: dict[str, int]) -> str:
 def download(
     name: Annotated[str, typer.Argument(help="Data set to download: medpix2.", show_default=False)],
     to: Annotated[
-        Optional[Path], typer.Option("--to", help="Folder to unpack into (default: under MEDCLIP_HOME).", show_default=False)
+        Optional[Path],
+        typer.Option("--to", help="Folder to unpack into (default: under MEDCLIP_HOME).", show_default=False),
     ] = None,
     sha256: Annotated[
-        Optional[str], typer.Option("--sha256", help="Expected sha256 of the archive (refused when it differs).", show_default=False)
+        Optional[str],
+        typer.Option("--sha256", help="Expected sha256 of the archive (refused when it differs).", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again and replace an existing copy.")] = False,
     as_json: options.Json = False,
@@ -169,7 +202,15 @@ def download(
     with ui.progress(enabled=not as_json) as reporter:
         result = download_medpix2(to, expected_sha256=sha256, force=force, progress=reporter)
     if as_json:
-        ui.print_json({"root": str(result.root), "url": result.url, "sha256": result.sha256, "bytes": result.size, "reused": result.reused})
+        ui.print_json(
+            {
+                "root": str(result.root),
+                "url": result.url,
+                "sha256": result.sha256,
+                "bytes": result.size,
+                "reused": result.reused,
+            }
+        )
         return
     verb = "already downloaded" if result.reused else "downloaded"
     ui.info(f"MedPix 2.0 {verb}: {result.root} (sha256 {result.sha256[:16]}…, {result.size:,} bytes)")

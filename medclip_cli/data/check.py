@@ -113,7 +113,9 @@ def check_dataset(
             owners[digest].append((dataset.split, ids))
         checks.append(check)
     shared = [
-        [f"{split}:{ids[0]}" for split, ids in entries] for entries in owners.values() if len({s for s, _ in entries}) > 1
+        [f"{split}:{ids[0]}" for split, ids in entries]
+        for entries in owners.values()
+        if len({s for s, _ in entries}) > 1
     ]
     first = datasets[0] if datasets else None
     return CheckReport(
@@ -157,4 +159,3 @@ def _check_split(dataset: Dataset, progress: ProgressReporter) -> tuple[SplitChe
         }
         check.unlabelled[name] = len(dataset) - sum(counts.values())
     return check, by_hash
-

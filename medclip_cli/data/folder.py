@@ -61,7 +61,9 @@ def load(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
     _check_root(path)
     available = splits(path)
     if split not in available:
-        raise DataError(f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split")
+        raise DataError(
+            f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split"
+        )
     split_dir = path if split == ALL_SPLIT else path / split
     labels_file = options.get("labels_file")
     listed = read_label_fields(Path(labels_file)).get(LABEL_FIELD) if labels_file else None
@@ -69,7 +71,9 @@ def load(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
     for class_dir in _subdirs(split_dir):
         value = listed.canonical(class_dir.name) if listed is not None else class_dir.name
         if value is None:
-            problems.append(f"{class_dir}: class {class_dir.name!r} is not in [{LABEL_FIELD}] of {labels_file}; skipped")
+            problems.append(
+                f"{class_dir}: class {class_dir.name!r} is not in [{LABEL_FIELD}] of {labels_file}; skipped"
+            )
             continue
         for image in _images(class_dir):
             rel = image.relative_to(path).as_posix()
@@ -81,7 +85,9 @@ def load(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
         raise DataError(f"{split_dir}: no images in class folders", hint="expected <class>/<image>.png below it")
     seen = sorted({s.labels[LABEL_FIELD] for s in samples})
     if listed is None:
-        field = LabelField(LABEL_FIELD, tuple(seen), {v: v for v in seen}, include_unlisted=True, description="folder name")
+        field = LabelField(
+            LABEL_FIELD, tuple(seen), {v: v for v in seen}, include_unlisted=True, description="folder name"
+        )
     else:
         field = listed.with_classes(seen) if listed.include_unlisted else listed
     return Dataset("folder", path, split, samples, {LABEL_FIELD: field}, problems)

@@ -118,10 +118,14 @@ class _Columns:
     @classmethod
     def resolve(cls, path: Path, columns: list[str], opts: TableOptions) -> "_Columns":
         image = _pick(path, columns, opts.image_column, IMAGE_COLUMNS, "image", "--image-column")
-        caption = _pick(path, columns, opts.caption_column, CAPTION_COLUMNS, "caption", "--caption-column", required=False)
+        caption = _pick(
+            path, columns, opts.caption_column, CAPTION_COLUMNS, "caption", "--caption-column", required=False
+        )
         split = _split_column(path, columns, opts)
         if opts.id_column and opts.id_column not in columns:
-            raise DataError(f"{path}: no column {opts.id_column!r} (columns: {', '.join(columns)})", hint="check --id-column")
+            raise DataError(
+                f"{path}: no column {opts.id_column!r} (columns: {', '.join(columns)})", hint="check --id-column"
+            )
         id_col = opts.id_column or (ID_COLUMN if ID_COLUMN in columns else None)
         labels = _label_columns(path, columns, opts, {image, caption, split, id_col} - {None})
         return cls(image, caption, split, id_col, tuple(labels))
@@ -149,7 +153,9 @@ def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list
     return Dataset(fmt, path, split, samples, label_fields, problems)
 
 
-def _rows_of_split(path: Path, split: str, cols: _Columns, columns: list[str], rows: list[Row], opts: TableOptions) -> list[Row]:
+def _rows_of_split(
+    path: Path, split: str, cols: _Columns, columns: list[str], rows: list[Row], opts: TableOptions
+) -> list[Row]:
     if cols.split is None:
         if split != ALL_SPLIT:
             raise DataError(
@@ -203,10 +209,21 @@ def _image_path(base: Path, raw: str) -> Path | None:
     return candidate
 
 
-def _pick(path: Path, columns: list[str], chosen: str | None, usual: Iterable[str], what: str, option: str, *, required: bool = True) -> str | None:
+def _pick(
+    path: Path,
+    columns: list[str],
+    chosen: str | None,
+    usual: Iterable[str],
+    what: str,
+    option: str,
+    *,
+    required: bool = True,
+) -> str | None:
     if chosen is not None:
         if chosen not in columns:
-            raise DataError(f"{path}: no column {chosen!r} (columns: {', '.join(columns) or 'none'})", hint=f"check {option}")
+            raise DataError(
+                f"{path}: no column {chosen!r} (columns: {', '.join(columns) or 'none'})", hint=f"check {option}"
+            )
         return chosen
     lowered = {c.lower(): c for c in columns}
     for name in usual:
@@ -223,7 +240,9 @@ def _pick(path: Path, columns: list[str], chosen: str | None, usual: Iterable[st
 def _split_column(path: Path, columns: list[str], opts: TableOptions) -> str | None:
     if opts.split_column is not None:
         if opts.split_column not in columns:
-            raise DataError(f"{path}: no column {opts.split_column!r} (columns: {', '.join(columns)})", hint="check --split-column")
+            raise DataError(
+                f"{path}: no column {opts.split_column!r} (columns: {', '.join(columns)})", hint="check --split-column"
+            )
         return opts.split_column
     return SPLIT_COLUMN if SPLIT_COLUMN in columns else None
 
@@ -232,7 +251,9 @@ def _label_columns(path: Path, columns: list[str], opts: TableOptions, used: set
     if opts.label_columns is not None:
         missing = [c for c in opts.label_columns if c not in columns]
         if missing:
-            raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(columns)})", hint="check --label-column")
+            raise DataError(
+                f"{path}: no column {missing[0]!r} (columns: {', '.join(columns)})", hint="check --label-column"
+            )
         return list(opts.label_columns)
     return [c for c in columns if c not in used]
 
@@ -296,7 +317,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")  # Excel writes a byte-order mark
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path} line {line}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from exc
+        raise DataError(
+            f"{path} line {line}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
+        ) from exc
 
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[Row]]:

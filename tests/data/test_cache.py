@@ -106,7 +106,9 @@ def test_a_moved_copy_reuses_the_cache_and_names_its_own_files(tmp_path, monkeyp
     cfg = PreprocessConfig(image_size=16)
     load_pixels(ds, cfg)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    moved = Dataset("test", tmp_path / "b", "all", [Sample(s.id, tmp_path / "b" / s.image.name, s.caption) for s in ds.samples], {})
+    moved = Dataset(
+        "test", tmp_path / "b", "all", [Sample(s.id, tmp_path / "b" / s.image.name, s.caption) for s in ds.samples], {}
+    )
     counter = _CountDecodes(monkeypatch)
     result = load_pixels(moved, cfg)
     assert counter.calls == 0

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from medclip_cli.data import load_dataset
-from medclip_cli.data.download import RECORD_NAME, unpack
+from medclip_cli.data.archives import unpack
+from medclip_cli.data.download import RECORD_NAME
 from medclip_cli.data.home import default_data_root
 from medclip_cli.errors import DataError
 
@@ -26,7 +27,12 @@ def medpix_zip(tmp_path: Path, caption: str = "an axial CT") -> bytes:
     """A tiny MedPix 2.0 repository archive, laid out like GitHub's (one top-level folder)."""
     records = [
         {"Type": "CT", "U_id": "MPX1", "image": "MPX1_a", "Description": {"Caption": caption, "Plane": "Axial"}},
-        {"Type": "MR", "U_id": "MPX2", "image": "MPX2_b", "Description": {"Caption": "a brain MR", "Plane": "Sagittal"}},
+        {
+            "Type": "MR",
+            "U_id": "MPX2",
+            "image": "MPX2_b",
+            "Description": {"Caption": "a brain MR", "Plane": "Sagittal"},
+        },
     ]
     jsonl = "\n".join(json.dumps(r) for r in records) + "\n"
     buffer = io.BytesIO()
@@ -56,7 +62,9 @@ class ArchiveServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                server.requests.append({"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")})
+                server.requests.append(
+                    {"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")}
+                )
                 if self.path != "/medpix.zip":
                     self.send_error(404, "Not Found")
                     return
@@ -128,7 +136,9 @@ def test_interrupted_download_resumes_with_a_range_request(cli, server, tmp_path
     assert f"is truncated: {half:,} of {len(server.payload):,} bytes (run the same command again to resume)" in output
     assert not (tmp_path / "mp").exists()
 
-    second = cli("data", "download", "medpix2", "--to", tmp_path / "mp", "--sha256", hashlib.sha256(server.payload).hexdigest())
+    second = cli(
+        "data", "download", "medpix2", "--to", tmp_path / "mp", "--sha256", hashlib.sha256(server.payload).hexdigest()
+    )
     assert second.exit_code == 0, second.output
     assert server.requests[-1]["range"] == f"bytes={half}-" and server.requests[-1]["if_range"] == '"v1"'
     assert server.bytes_sent == len(server.payload)  # nothing fetched twice
@@ -174,7 +184,9 @@ def test_server_without_ranges_restarts_from_the_start(cli, server, tmp_path):
 def test_checksum_mismatch_is_refused(cli, server, tmp_path, _isolated_home):
     result = cli("data", "download", "medpix2", "--to", tmp_path / "mp", "--sha256", "0" * 64)
     assert result.exit_code == 1
-    assert f"has sha256 {hashlib.sha256(server.payload).hexdigest()}, expected {'0' * 64}" in " ".join(result.output.split())
+    assert f"has sha256 {hashlib.sha256(server.payload).hexdigest()}, expected {'0' * 64}" in " ".join(
+        result.output.split()
+    )
     assert not (tmp_path / "mp").exists()
     assert list((_isolated_home / "downloads").glob("*.part")) == []
 
@@ -228,7 +240,7 @@ def _zip(path: Path, members: list[tuple[str, bytes]], symlink: str | None = Non
             zf.writestr(name, data)
         if symlink:
             info = zipfile.ZipInfo(symlink)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
     return path
 
@@ -252,8 +264,16 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes = b"x", kind: bytes = tarfi
         (lambda p: _zip(p / "a.zip", [("/abs/evil.txt", b"2")]), "outside the target"),
         (lambda p: _zip(p / "a.zip", [("top/ok.txt", b"1")], symlink="top/link"), "symbolic link"),
         (lambda p: _tar(p / "a.tgz", lambda tf: _add(tf, "top/../../evil.txt")), "outside the target"),
-        (lambda p: _tar(p / "a.tgz", lambda tf: _add(tf, "top/link", kind=tarfile.SYMTYPE, link="/etc/passwd")), "is a link"),
-        (lambda p: _tar(p / "a.tgz", lambda tf: (_add(tf, "top/f"), _add(tf, "top/h", kind=tarfile.LNKTYPE, link="top/f"))), "is a link"),
+        (
+            lambda p: _tar(p / "a.tgz", lambda tf: _add(tf, "top/link", kind=tarfile.SYMTYPE, link="/etc/passwd")),
+            "is a link",
+        ),
+        (
+            lambda p: _tar(
+                p / "a.tgz", lambda tf: (_add(tf, "top/f"), _add(tf, "top/h", kind=tarfile.LNKTYPE, link="top/f"))
+            ),
+            "is a link",
+        ),
         (lambda p: _tar(p / "a.tgz", lambda tf: _add(tf, "top/dev", kind=tarfile.CHRTYPE)), "not a file or folder"),
     ],
 )
@@ -263,7 +283,7 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, make, mess
     archive = make(tmp_path)
     dest = work / "out"
     with pytest.raises(DataError, match=message):
-        unpack(archive, dest, record={})
+        unpack(archive, dest)
     assert list(work.iterdir()) == []  # no target, no leftover temporary folder
     assert not (tmp_path / "evil.txt").exists() and not Path("/abs/evil.txt").exists()
 
@@ -271,11 +291,12 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, make, mess
 def test_truncated_archive_is_refused(tmp_path, server):
     (tmp_path / "cut.zip").write_bytes(server.payload[: len(server.payload) - 40])
     with pytest.raises(DataError, match="not a readable zip or tar archive"):
-        unpack(tmp_path / "cut.zip", tmp_path / "out", record={})
+        unpack(tmp_path / "cut.zip", tmp_path / "out", extra_files={})
     good = _tar(tmp_path / "ok.tgz", lambda tf: _add(tf, "repo-main/a/b.txt", b"hello"))
     (tmp_path / "cut.tgz").write_bytes(good.read_bytes()[:-30])
     with pytest.raises(DataError, match="truncated or corrupt|not a readable"):
-        unpack(tmp_path / "cut.tgz", tmp_path / "out", record={})
-    unpack(good, tmp_path / "out", record={"sha256": "x"})
+        unpack(tmp_path / "cut.tgz", tmp_path / "out", extra_files={})
+    unpack(good, tmp_path / "out", extra_files={"record.json": b"{}"})
     assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"hello"
+    assert (tmp_path / "out" / "record.json").read_bytes() == b"{}"
     assert not (tmp_path / "out").with_name("cut").exists()

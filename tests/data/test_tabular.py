@@ -75,7 +75,9 @@ def test_csv_labels_file_gives_readable_names_and_aliases(image_dir, tmp_path):
         '[modality.classes]\nCT = "computed tomography"\nMR = "magnetic resonance imaging"\n'
         '[modality.aliases]\nMRI = "MR"\n',
     )
-    manifest = _write(image_dir / "m.csv", "image,caption,modality\nimg/a0.png,a,CT\nimg/a1.png,b,MRI\nimg/a2.png,c,PET\n")
+    manifest = _write(
+        image_dir / "m.csv", "image,caption,modality\nimg/a0.png,a,CT\nimg/a1.png,b,MRI\nimg/a2.png,c,PET\n"
+    )
     ds = load_dataset(manifest, "all", labels_file=labels)
     assert [s.labels.get("modality") for s in ds.samples] == ["CT", "MR", None]  # PET is not a listed class
     assert ds.label_fields["modality"].readable_name("MR") == "magnetic resonance imaging"
