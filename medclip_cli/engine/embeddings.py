@@ -63,13 +63,14 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def embedding_cache_key(model_key: str, dataset: Dataset, preprocess) -> str:
+def embedding_cache_path(model_key: str, dataset: Dataset, preprocess) -> Path:
+    """Where the embeddings of ``dataset`` by the model ``model_key`` are cached."""
     raw = json.dumps(
         [CACHE_VERSION, model_key, dataset.fingerprint(), str(dataset.root), preprocess.as_dict()],
         sort_keys=True,
         default=str,
     )
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return embeddings_cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()[:32]}.npz"
 
 
 def embed_images(
@@ -85,16 +86,15 @@ def embed_images(
     progress = progress or NullProgress()
     path = None
     if cache:
-        key = embedding_cache_key(model_key or model_fingerprint(model), dataset, model.preprocess)
-        path = embeddings_cache_dir() / f"{key}.npz"
-        cached = _read(path)
+        path = embedding_cache_path(model_key or model_fingerprint(model), dataset, model.preprocess)
+        cached = load_embeddings(path)
         if cached is not None:
             return cached
     start = time.perf_counter()
     features, indices, skipped = _compute(model, dataset, batch_size, progress)
     result = ImageEmbeddings(features, indices, skipped, False, time.perf_counter() - start)
     if path is not None:
-        _write(path, result)
+        save_embeddings(path, result)
     return result
 
 
@@ -117,7 +117,7 @@ def _compute(model, dataset: Dataset, batch_size: int, progress: ProgressReporte
     return features, list(pixels.indices), list(pixels.skipped)
 
 
-def _read(path: Path) -> ImageEmbeddings | None:
+def load_embeddings(path: Path) -> ImageEmbeddings | None:
     """The cached embeddings, or None when absent or unreadable (then they are recomputed)."""
     import torch
 
@@ -135,7 +135,7 @@ def _read(path: Path) -> ImageEmbeddings | None:
     return ImageEmbeddings(features, indices, skipped, from_cache=True)
 
 
-def _write(path: Path, embeddings: ImageEmbeddings) -> None:
+def save_embeddings(path: Path, embeddings: ImageEmbeddings) -> None:
     """Write the cache entry atomically; a cache that cannot be written only costs time later."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,9 @@ def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_name
             y_true, y_pred, labels=all_labels, zero_division=np.nan
         )
         balanced = float(balanced_accuracy_score(y_true, y_pred))
+        # With exactly 5 classes accuracy@5 is 1 by construction (sklearn warns); reported as
+        # CLIP_benchmark does.
+        top5 = float(top_k_accuracy_score(y_true, scores, k=TOP_K, labels=all_labels)) if n_classes >= TOP_K else None
     auroc = _one_vs_rest_auroc(y_true, scores, support)
     per_class = [
         {
@@ -64,9 +67,7 @@ def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_name
         "n_images": int(len(y_true)),
         "n_classes": n_classes,
         "accuracy@1": float(accuracy_score(y_true, y_pred)),
-        "accuracy@5": (
-            float(top_k_accuracy_score(y_true, scores, k=TOP_K, labels=all_labels)) if n_classes >= TOP_K else None
-        ),
+        "accuracy@5": top5,
         # Mean recall over the classes present (CLIP_benchmark's mean_per_class_recall).
         "balanced_accuracy": balanced,
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
