@@ -129,9 +129,21 @@ class EvalResult:
 
 
 def resolve_tasks(dataset: Dataset, tasks: Sequence[str]) -> list[str]:
-    """The tasks to run, checked against the data set's label fields (all of them when empty)."""
+    """The tasks to run, checked against the data set's label fields. When none are named: every
+    label field with at least 2 classes and a labelled image, and retrieval if there are captions."""
     known = list(dataset.label_fields) + [RETRIEVAL]
-    chosen = list(dict.fromkeys(tasks)) or known
+    if not tasks:
+        chosen = [
+            name
+            for name, f in dataset.label_fields.items()
+            if len(f.classes) >= 2 and any(s.labels.get(name) in f.classes for s in dataset.samples)
+        ]
+        if any((s.caption or "").strip() for s in dataset.samples):
+            chosen.append(RETRIEVAL)
+        if not chosen:
+            raise DataError(f"{dataset.root}: split {dataset.split!r} has neither labels nor captions to evaluate")
+        return chosen
+    chosen = list(dict.fromkeys(tasks))
     unknown = [t for t in chosen if t not in known]
     if unknown:
         raise UsageError(f"--task {unknown[0]!r} is not a task of this data set (tasks: {', '.join(known)})")

@@ -140,3 +140,25 @@ def test_help_does_not_import_torch():
     assert proc.returncode == 0 and "--prompts" in proc.stdout
     code = "import sys, medclip_cli.cli, medclip_cli.commands.evaluate; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_unreadable_images_are_skipped_and_reported(cli, make_medpix, tmp_path):
+    root = make_medpix([{"image": f"MPX{i}_x", "modality": m} for i, m in enumerate(["CT", "MR", "CT", "MR"])])
+    (root / "MedPix-2-0" / "images" / "MPX2_x.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = cli("evaluate", "--data", root, "--task", "modality", "--encoder", "test-vit", "--device", "cpu", "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "skipped image MPX2_x" in result.stderr
+    saved = json.loads((out / "results.json").read_text())["models"][0]
+    assert saved["image_embeddings"]["n_images"] == 3 and saved["image_embeddings"]["skipped"][0]["id"] == "MPX2_x"
+    assert saved["tasks"]["modality"]["n_images"] == 3
+    assert [r["id"] for r in _read_csv(out / "predictions_modality.csv")] == ["MPX0_x", "MPX1_x", "MPX3_x"]
+
+
+def test_without_task_every_label_field_with_labels_and_retrieval_run(cli, make_medpix):
+    root = make_medpix(
+        [{"image": f"MPX{i}_x", "modality": m, "caption": f"c{i}"} for i, m in enumerate(["CT", "MR", "CT"])]
+    )
+    result = cli("evaluate", "--data", root, "--encoder", "test-vit", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tasks"] == ["modality", "retrieval"]  # no plane, location or sex labels here
