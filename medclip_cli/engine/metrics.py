@@ -25,9 +25,9 @@ def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_name
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
+        classification_report,
         confusion_matrix,
         f1_score,
-        precision_recall_fscore_support,
         top_k_accuracy_score,
     )
 
@@ -43,8 +43,11 @@ def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_name
     with warnings.catch_warnings():
         # Absent classes are reported in ``absent_classes``; sklearn's warnings would repeat it.
         warnings.simplefilter("ignore")
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=all_labels, zero_division=np.nan
+        # The seed's classification report, one entry per listed class (keys are indices so a
+        # class called "macro avg" cannot collide with the report's own rows).
+        report = classification_report(
+            y_true, y_pred, labels=all_labels, target_names=[str(c) for c in all_labels],
+            output_dict=True, zero_division=np.nan,
         )
         balanced = float(balanced_accuracy_score(y_true, y_pred))
         # With exactly 5 classes accuracy@5 is 1 by construction (sklearn warns); reported as
@@ -54,9 +57,9 @@ def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_name
     per_class = [
         {
             "class": class_names[c],
-            "precision": _number(precision[c]),
-            "recall": _number(recall[c]),
-            "f1": _number(f1[c]) if support[c] > 0 else None,
+            "precision": _number(report[str(c)]["precision"]),
+            "recall": _number(report[str(c)]["recall"]),
+            "f1": _number(report[str(c)]["f1-score"]) if support[c] > 0 else None,
             "support": int(support[c]),
             "auroc": auroc[c],
         }
