@@ -162,3 +162,36 @@ def test_without_task_every_label_field_with_labels_and_retrieval_run(cli, make_
     result = cli("evaluate", "--data", root, "--encoder", "test-vit", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["tasks"] == ["modality", "retrieval"]  # no plane, location or sex labels here
+
+
+def _embedding_info(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["models"][0]
+
+
+def test_cache_is_keyed_by_weights_and_data_not_by_name(cli, make_medpix, tmp_path):
+    import torch
+
+    from medclip_cli.models import resolve_model
+    from medclip_cli.models.bundle import save_bundle
+
+    root = make_medpix([{"image": f"MPX{i}_x", "modality": m} for i, m in enumerate(["CT", "MR", "CT"])])
+    common = ["evaluate", "--data", root, "--task", "modality", "--device", "cpu", "--json"]
+    by_name = _embedding_info(cli(*common, "--encoder", "test-vit"))
+    torch.manual_seed(0)  # the weights `--encoder test-vit` gets with the default --seed 0
+    bundle = save_bundle(resolve_model(None, "test-vit", None, "none"), tmp_path / "bundle")
+    from_bundle = _embedding_info(cli(*common, "--model", bundle))
+    assert from_bundle["model_key"] == by_name["model_key"]
+    assert from_bundle["image_embeddings"]["from_cache"] is True
+    assert from_bundle["tasks"]["modality"]["metrics"] == by_name["tasks"]["modality"]["metrics"]
+
+    other_seed = _embedding_info(cli(*common, "--encoder", "test-vit", "--seed", "1"))
+    assert other_seed["model_key"] != by_name["model_key"] and other_seed["image_embeddings"]["from_cache"] is False
+
+    image = root / "MedPix-2-0" / "images" / "MPX1_x.png"
+    image.write_bytes((root / "MedPix-2-0" / "images" / "MPX0_x.png").read_bytes())  # the data changed
+    changed = _embedding_info(cli(*common, "--encoder", "test-vit"))
+    assert changed["image_embeddings"]["from_cache"] is False
+
+    uncached = _embedding_info(cli(*common, "--encoder", "test-vit", "--no-cache"))
+    assert uncached["image_embeddings"]["from_cache"] is False
