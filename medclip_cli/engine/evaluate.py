@@ -172,6 +172,7 @@ def evaluate(
     for source in sources:
         torch.manual_seed(config.seed)
         model = source.load().to(device)
+        model.module.eval()  # also when the images come from the cache: text towers may have dropout
         results.append(_evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress))
         del model
     return EvalResult(
