@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -43,12 +44,20 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     return t
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Any:
+    if isinstance(value, Text):
+        return value
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.4f}"
     return escape(str(value))
+
+
+def emphasis(value: Any) -> Text:
+    """A table cell drawn in bold green (the best value of a row)."""
+    text = "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return Text(text, style="bold green")
 
 
 def show(renderable: Any) -> None:

@@ -1,13 +1,164 @@
-"""``medclip evaluate``."""
+"""``medclip evaluate``: zero-shot classification and retrieval metrics over a labelled split."""
 
 from __future__ import annotations
 
-from medclip_cli.errors import NotAvailableError
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from medclip_cli import options, ui
+from medclip_cli.errors import UsageError
+
+_LOWER_IS_BETTER = ("median_rank",)
 
 
-def evaluate() -> None:
-    """Zero-shot classification and image-caption retrieval over a labelled data set.
+def evaluate(
+    data: options.Data = None,
+    dataset_kind: options.DatasetKind = None,
+    split: Annotated[str, typer.Option("--split", "-s", help="Split to evaluate on.")] = "test",
+    task: Annotated[
+        Optional[List[str]],
+        typer.Option("--task", "-t", help="A label field (zero-shot classification) or 'retrieval'; repeat. Default: all.", show_default=False),
+    ] = None,
+    model_dir: Annotated[
+        Optional[List[Path]],
+        typer.Option("--model", help="A model bundle folder; repeat to compare models.", show_default=False),
+    ] = None,
+    encoder: Annotated[
+        Optional[List[str]],
+        typer.Option("--encoder", "-e", help="Image or CLIP encoder name (see `medclip encoders`); repeat to compare.", show_default=False),
+    ] = None,
+    pretrained: Annotated[
+        Optional[List[str]],
+        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one per --encoder.", show_default=False),
+    ] = None,
+    text_encoder: options.TextEncoder = None,
+    prompts: Annotated[
+        Optional[str],
+        typer.Option("--prompts", help="Prompt set name (configs/prompts: seed, radiology) or a .toml/.json/.txt file. Default: seed.", show_default=False),
+    ] = None,
+    output: options.Output = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds torch before each model is built.")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding cache.")] = False,
+    device: options.Device = "auto",
+    as_json: options.Json = False,
+) -> None:
+    """Evaluate models zero-shot: classification metrics per label field, and image-caption retrieval.
 
-    Not available yet in this version.
+    Images are embedded once per model (and cached under MEDCLIP_HOME); every task reuses them.
+    Writes results.json, predictions_<task>.csv and confusion_<task>.png under --output.
+
+    Examples:
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder vit-b-32 --pretrained openai
+
+        medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
     """
-    raise NotAvailableError("medclip evaluate is not available yet in this version")
+    from medclip_cli.data import load_dataset
+    from medclip_cli.engine.evaluate import EvalConfig, evaluate as run_evaluation, resolve_tasks, write_outputs
+
+    if data is None:
+        raise UsageError("no data set given", hint="pass --data PATH (a MedPix 2.0 folder, CSV/JSONL file or image folder)")
+    sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
+    dataset = load_dataset(data, split, format=dataset_kind)
+    config = EvalConfig(
+        tasks=resolve_tasks(dataset, task or []),
+        prompts=prompts,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        cache=not no_cache,
+    )
+    with ui.progress(enabled=not as_json) as reporter:
+        result = run_evaluation(sources, dataset, config, progress=reporter)
+    written = write_outputs(result, output) if output is not None else []
+    if as_json:
+        ui.print_json(result.to_json())
+        return
+    _show(result)
+    if written:
+        ui.info(f"wrote {len(written)} files to {output}")
+
+
+def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None):
+    from medclip_cli.engine.evaluate import ModelSource
+    from medclip_cli.models import resolve_model
+
+    if not model_dirs and not encoders:
+        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
+    if pretrained and not encoders:
+        raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if len(pretrained) > 1 and len(pretrained) != len(encoders):
+        raise UsageError(
+            f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
+            hint="give one --pretrained for all encoders, or one per --encoder",
+        )
+    tags = pretrained if len(pretrained) > 1 else (pretrained or ["none"]) * len(encoders)
+    sources = [ModelSource(path.name or str(path), lambda path=path: resolve_model(path)) for path in model_dirs]
+    for name, tag in zip(encoders, tags):
+        load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
+        sources.append(ModelSource(f"{name}/{tag}", load))
+    labels = [s.label for s in sources]
+    for i, source in enumerate(sources):
+        if labels.count(source.label) > 1:
+            source.label = f"{source.label}#{i + 1}"
+    return sources
+
+
+def _show(result) -> None:
+    for task in result.tasks:
+        if len(result.models) > 1:
+            ui.show(_comparison_table(result, task))
+            continue
+        model = result.models[0]
+        t = model.tasks[task]
+        ui.show(ui.table(_title(task, t, model.label), ["metric", "value"], _summary(t)))
+        if t.kind == "classification":
+            rows = [
+                (c["class"], name, c["precision"], c["recall"], c["f1"], c["support"], c["auroc"])
+                for c, name in zip(t.metrics["per_class"], t.class_names)
+            ]
+            ui.show(ui.table(None, ["class", "prompted as", "precision", "recall", "F1", "support", "AUROC"], rows))
+            matrix = [(f"true {c}", *counts) for c, counts in zip(t.classes, t.metrics["confusion_matrix"])]
+            ui.show(ui.table(None, ["confusion", *[f"pred {c}" for c in t.classes]], matrix))
+    for model in result.models:
+        for image_id, reason in model.skipped_images[:5]:
+            ui.warning(f"skipped image {image_id}: {reason}")
+        if len(model.skipped_images) > 5:
+            ui.warning(f"skipped {len(model.skipped_images) - 5} more unreadable images (see results.json)")
+
+
+def _title(task: str, t, label: str) -> str:
+    return f"{task} ({label})"
+
+
+def _summary(t) -> list[tuple[str, object]]:
+    rows = [(name, value) for name, value in t.metrics.items() if _is_summary(value)]
+    if t.n_excluded:
+        rows.append((f"left out (no {'caption' if t.kind == 'retrieval' else 'class'})", t.n_excluded))
+    absent = t.metrics.get("absent_classes")
+    if absent:
+        rows.append(("absent from this split", ", ".join(absent)))
+    return rows
+
+
+def _is_summary(value: object) -> bool:
+    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _comparison_table(result, task: str):
+    models = result.models
+    first = models[0].tasks[task]
+    names = [name for name, value in first.metrics.items() if _is_summary(value) and not name.startswith("n_")]
+    rows = [("n_images", *[m.tasks[task].n_images for m in models])]
+    for name in names:
+        values = [m.tasks[task].metrics.get(name) for m in models]
+        defined = [v for v in values if v is not None]
+        best = (min if name.endswith(_LOWER_IS_BETTER) else max)(defined) if len(defined) > 1 else None
+        rows.append((name, *[ui.emphasis(v) if best is not None and v == best else v for v in values]))
+    absent = first.metrics.get("absent_classes")
+    if absent:
+        rows.append(("absent from this split", *[", ".join(absent)] * len(models)))
+    return ui.table(_title(task, first, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)

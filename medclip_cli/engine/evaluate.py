@@ -1,0 +1,370 @@
+"""``evaluate``: zero-shot classification and retrieval of one or more models on one split.
+
+Each model embeds the images once (or reads them from the embedding cache); every task reuses
+those features and only embeds its own prompts or captions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from medclip_cli import __version__
+from medclip_cli.data.dataset import Dataset
+from medclip_cli.engine.embeddings import ImageEmbeddings, embed_images, model_fingerprint
+from medclip_cli.engine.metrics import classification_metrics, save_confusion_png
+from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.engine.prompts import PromptSet, load_prompt_set
+from medclip_cli.errors import DataError, OutputError, UsageError
+
+RETRIEVAL = "retrieval"
+RETRIEVAL_KS = (1, 5, 10)
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how."""
+
+    tasks: list[str] = field(default_factory=list)  # label fields and/or "retrieval"; empty: all
+    prompts: str | None = None  # a prompt-set name (configs/prompts) or file; None: the seed's
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0  # seeds torch before each model is built (random-init towers are reproducible)
+    cache: bool = True  # read and write image embeddings under MEDCLIP_HOME
+    ks: tuple[int, ...] = RETRIEVAL_KS
+
+
+@dataclass
+class ModelSource:
+    """A model to evaluate: a label for tables and a function that builds it (called once)."""
+
+    label: str
+    load: Callable[[], object]
+
+
+@dataclass
+class TaskResult:
+    task: str
+    kind: str  # "classification" or "retrieval"
+    metrics: dict
+    n_images: int
+    n_excluded: int  # embedded images without a usable label (or caption) for this task
+    classes: list[str] = field(default_factory=list)  # raw values, the order of score columns
+    class_names: list[str] = field(default_factory=list)  # readable names put into the prompts
+    prompts: list[list[str]] = field(default_factory=list)  # the filled prompts of each class
+    rows: list[dict] = field(default_factory=list)  # one per image, for predictions_<task>.csv
+
+    def to_json(self) -> dict:
+        out = {"kind": self.kind, "n_images": self.n_images, "n_excluded": self.n_excluded, "metrics": self.metrics}
+        if self.kind == "classification":
+            out["classes"] = self.classes
+            out["class_names"] = self.class_names
+            out["prompts"] = dict(zip(self.classes, self.prompts))
+        return out
+
+
+@dataclass
+class ModelResult:
+    label: str
+    manifest: dict
+    model_key: str
+    logit_scale: float
+    embeddings_from_cache: bool
+    embed_seconds: float
+    n_embedded: int
+    skipped_images: list[tuple[str, str]]
+    tasks: dict[str, TaskResult]
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label,
+            "manifest": self.manifest,
+            "model_key": self.model_key,
+            "logit_scale": self.logit_scale,
+            "image_embeddings": {
+                "from_cache": self.embeddings_from_cache,
+                "seconds": round(self.embed_seconds, 3),
+                "n_images": self.n_embedded,
+                "skipped": [{"id": i, "reason": r} for i, r in self.skipped_images],
+            },
+            "tasks": {name: t.to_json() for name, t in self.tasks.items()},
+        }
+
+
+@dataclass
+class EvalResult:
+    models: list[ModelResult]
+    dataset: dict
+    prompts: dict
+    config: dict
+    versions: dict
+    seconds: float
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.models[0].tasks) if self.models else []
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "tasks": self.tasks,
+            "seed": self.config["seed"],
+            "config": self.config,
+            "prompt_set": self.prompts,
+            "versions": self.versions,
+            "seconds": round(self.seconds, 3),
+            "models": [m.to_json() for m in self.models],
+        }
+
+
+def resolve_tasks(dataset: Dataset, tasks: Sequence[str]) -> list[str]:
+    """The tasks to run, checked against the data set's label fields. When none are named: every
+    label field with at least 2 classes and a labelled image, and retrieval if there are captions."""
+    known = list(dataset.label_fields) + [RETRIEVAL]
+    if not tasks:
+        chosen = [
+            name
+            for name, f in dataset.label_fields.items()
+            if len(f.classes) >= 2 and any(s.labels.get(name) in f.classes for s in dataset.samples)
+        ]
+        if any((s.caption or "").strip() for s in dataset.samples):
+            chosen.append(RETRIEVAL)
+        if not chosen:
+            raise DataError(f"{dataset.root}: split {dataset.split!r} has neither labels nor captions to evaluate")
+        return chosen
+    chosen = list(dict.fromkeys(tasks))
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        raise UsageError(f"--task {unknown[0]!r} is not a task of this data set (tasks: {', '.join(known)})")
+    return chosen
+
+
+def evaluate(
+    sources: Sequence[ModelSource],
+    dataset: Dataset,
+    config: EvalConfig,
+    progress: ProgressReporter | None = None,
+) -> EvalResult:
+    """Evaluate every model in ``sources`` on every task of ``config`` over ``dataset``."""
+    import torch
+
+    from medclip_cli.engine.devices import resolve_device
+
+    progress = progress or NullProgress()
+    if not sources:
+        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME")
+    tasks = resolve_tasks(dataset, config.tasks)
+    prompt_set = load_prompt_set(config.prompts)
+    device = resolve_device(config.device)
+    start = time.perf_counter()
+    results = []
+    for source in sources:
+        torch.manual_seed(config.seed)
+        model = source.load().to(device)
+        model.module.eval()  # also when the images come from the cache: text towers may have dropout
+        results.append(_evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress))
+        del model
+    return EvalResult(
+        models=results,
+        dataset={
+            "format": dataset.format,
+            "root": str(dataset.root),
+            "split": dataset.split,
+            "n_samples": len(dataset),
+            "fingerprint": dataset.fingerprint(),
+        },
+        prompts=prompt_set.as_dict(),
+        config={
+            "tasks": tasks,
+            "prompts": prompt_set.name,
+            "batch_size": config.batch_size,
+            "device": str(device),
+            "seed": config.seed,
+            "cache": config.cache,
+            "ks": list(config.ks),
+        },
+        versions=package_versions(),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) -> ModelResult:
+    key = model_fingerprint(model)
+    embeddings = embed_images(
+        model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=key, progress=progress
+    )
+    if not embeddings.indices:
+        raise DataError(f"{dataset.root}: none of the {len(dataset)} images of split {dataset.split!r} could be read")
+    task_results = {}
+    for task in tasks:
+        if task == RETRIEVAL:
+            task_results[task] = _retrieval(model, dataset, embeddings, config.ks, progress)
+        else:
+            task_results[task] = _classification(model, dataset, embeddings, task, prompt_set)
+    return ModelResult(
+        label=label,
+        manifest=dict(model.manifest),
+        model_key=key,
+        logit_scale=model.logit_scale,
+        embeddings_from_cache=embeddings.from_cache,
+        embed_seconds=embeddings.seconds,
+        n_embedded=len(embeddings.indices),
+        skipped_images=embeddings.skipped,
+        tasks=task_results,
+    )
+
+
+def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: str, prompt_set: PromptSet) -> TaskResult:
+    from medclip_cli.engine.zeroshot import build_zero_shot_classifier, class_prompts, zero_shot_probabilities
+
+    label_field = dataset.label_fields[task]
+    classes = list(label_field.classes)
+    if len(classes) < 2:
+        raise DataError(f"task {task!r}: needs at least 2 classes, this split has {len(classes)}")
+    names = [label_field.readable_name(c) for c in classes]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise DataError(f"task {task!r}: several classes have the readable name {clashes[0]!r}", hint="edit the label names file")
+    index = {c: i for i, c in enumerate(classes)}
+    positions = [p for p, i in enumerate(embeddings.indices) if dataset.samples[i].labels.get(task) in index]
+    if not positions:
+        raise DataError(f"task {task!r}: no image of split {dataset.split!r} has one of its classes ({', '.join(classes)})")
+    per_class = prompt_set.for_task(task, label_field)
+    classifier = build_zero_shot_classifier(model, names, per_class)
+    features = embeddings.features[positions]
+    probs = zero_shot_probabilities(features, classifier, model.logit_scale).double().cpu().numpy()
+    probs /= probs.sum(axis=1, keepdims=True)
+    samples = [dataset.samples[embeddings.indices[p]] for p in positions]
+    y_true = [index[s.labels[task]] for s in samples]
+    metrics = classification_metrics(y_true, probs, classes)
+    rows = [
+        {
+            "id": s.id,
+            "image": _relative(s.image, dataset.root),
+            "true": s.labels[task],
+            "predicted": classes[int(np.argmax(p))],
+            **{f"score_{c}": float(v) for c, v in zip(classes, p)},
+        }
+        for s, p in zip(samples, probs)
+    ]
+    return TaskResult(
+        task, "classification", metrics, len(positions), len(embeddings.indices) - len(positions),
+        classes, names, class_prompts(names, per_class), rows,
+    )
+
+
+def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progress) -> TaskResult:
+    from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
+
+    positions = [p for p, i in enumerate(embeddings.indices) if (dataset.samples[i].caption or "").strip()]
+    if not positions:
+        raise DataError(f"task 'retrieval': no image of split {dataset.split!r} has a caption")
+    samples = [dataset.samples[embeddings.indices[p]] for p in positions]
+    captions, owner = caption_groups([s.caption.strip() for s in samples])
+    task = progress.task(f"embedding {len(captions)} captions", total=len(captions))
+    text_features = model.encode_texts(captions).cpu()
+    progress.advance(task, len(captions))
+    progress.done(task)
+    image_features = embeddings.features[positions]
+    metrics = retrieval_metrics(image_features, text_features, owner, ks)
+    metrics["n_captions"] = len(captions)
+    rank_i2t, _ = retrieval_ranks(image_features, text_features, owner)
+    rows = [
+        {"id": s.id, "image": _relative(s.image, dataset.root), "caption_id": c, "image_to_text_rank": int(r) + 1}
+        for s, c, r in zip(samples, owner, rank_i2t.tolist())
+    ]
+    return TaskResult(RETRIEVAL, "retrieval", metrics, len(positions), len(embeddings.indices) - len(positions), rows=rows)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"medclip": __version__, "python": platform.python_version()}
+    for dist in ("torch", "open_clip_torch", "timm", "scikit-learn", "numpy"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def write_outputs(result: EvalResult, output: str | Path) -> list[Path]:
+    """``results.json``, ``predictions_<task>.csv`` and ``confusion_<task>.png`` under ``output``,
+    each file written atomically. With several models the CSVs get a ``model`` column and the
+    pictures the model's label in their name."""
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--output {output}: cannot create the folder ({exc.strerror})") from exc
+    if not output.is_dir():
+        raise OutputError(f"--output {output}: exists and is not a folder")
+    several = len(result.models) > 1
+    written = [_write_text(output / "results.json", json.dumps(result.to_json(), indent=2, default=str) + "\n")]
+    try:
+        for task in result.tasks:
+            rows = [
+                {"model": m.label, **row} if several else row
+                for m in result.models
+                for row in m.tasks[task].rows
+            ]
+            written.append(_write_text(output / f"predictions_{_slug(task)}.csv", _csv(rows)))
+            for m in result.models:
+                t = m.tasks[task]
+                if t.kind != "classification":
+                    continue
+                name = f"confusion_{_slug(task)}" + (f"_{_slug(m.label)}" if several else "") + ".png"
+                title = f"{task} — {m.label}" if several else task
+                written.append(save_confusion_png(t.metrics["confusion_matrix"], t.classes, output / name, title))
+    except OSError as exc:
+        raise OutputError(f"--output {output}: writing the results failed ({exc.strerror or exc})") from exc
+    return written
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_text(path: Path, text: str) -> Path:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: writing failed ({exc.strerror or exc})") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"

@@ -1,0 +1,152 @@
+"""Named prompt-template sets (``configs/prompts/*.toml``) and user prompt files.
+
+A set gives every task its templates, optionally per-task templates and per-class prompt lists
+(see ``configs/prompts/seed.toml`` for the format). :meth:`PromptSet.for_task` turns it into
+what :func:`~medclip_cli.engine.zeroshot.build_zero_shot_classifier` takes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from medclip_cli.data.labels import LabelField, config_dir
+from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, check_template
+from medclip_cli.errors import UsageError
+
+DEFAULT_PROMPT_SET = "seed"
+PROMPT_SUFFIXES = (".toml", ".json", ".txt")
+
+
+@dataclass(frozen=True)
+class TaskPrompts:
+    """The prompts of one task: templates, and per-class prompt lists that override them."""
+
+    templates: tuple[str, ...] = ()
+    classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Templates for every task, with per-task and per-class overrides."""
+
+    name: str
+    templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)
+    tasks: Mapping[str, TaskPrompts] = field(default_factory=dict)
+    source: str = ""  # the file it was read from
+    description: str = ""
+
+    def for_task(self, task: str, label_field: LabelField) -> dict[str, list[str]]:
+        """Prompts of each class of ``label_field``, keyed by its readable name (template
+        placeholders still unfilled; ``class_prompts`` fills them)."""
+        own = self.tasks.get(task, TaskPrompts())
+        templates = list(own.templates or self.templates)
+        per_class = {}
+        for raw in label_field.classes:
+            readable = label_field.readable_name(raw)
+            listed = own.classes.get(raw) or own.classes.get(readable)
+            per_class[readable] = list(listed) if listed else templates
+        return per_class
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "templates": list(self.templates),
+            "tasks": {
+                t: {"templates": list(p.templates), "classes": {c: list(v) for c, v in p.classes.items()}}
+                for t, p in self.tasks.items()
+            },
+        }
+
+
+def prompt_sets_dir() -> Path:
+    return config_dir() / "prompts"
+
+
+def list_prompt_sets() -> list[str]:
+    """Names of the prompt sets shipped in ``configs/prompts/``."""
+    folder = prompt_sets_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def load_prompt_set(name_or_path: str | Path | None = None) -> PromptSet:
+    """A named set from ``configs/prompts/`` or a user file (.toml, .json, or .txt one template a line)."""
+    value = str(name_or_path or DEFAULT_PROMPT_SET)
+    path = Path(value).expanduser()
+    if path.suffix.lower() in PROMPT_SUFFIXES or path.exists() or "/" in value:
+        if not path.is_file():
+            raise UsageError(f"--prompts {value}: no such prompt file", hint="pass a .toml, .json or .txt file, or a set name")
+        return _read_file(path)
+    named = prompt_sets_dir() / f"{value}.toml"
+    if not named.is_file():
+        known = list_prompt_sets()
+        close = difflib.get_close_matches(value, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"--prompts {value!r}: no such prompt set (known: {', '.join(known) or 'none'})", hint=f"{hint}or pass a file")
+    return _read_file(named, name=value)
+
+
+def _read_file(path: Path, name: str | None = None) -> PromptSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--prompts {path}: cannot read the prompt file ({exc})") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        raw: object = {"templates": [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]}
+    else:
+        try:
+            raw = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--prompts {path}: not valid {suffix[1:].upper()} ({exc})") from exc
+    if isinstance(raw, list):  # a bare JSON list of templates
+        raw = {"templates": raw}
+    return _parse(raw, path, name or path.stem)
+
+
+def _parse(raw: object, path: Path, name: str) -> PromptSet:
+    if not isinstance(raw, dict):
+        raise UsageError(f"--prompts {path}: expected a table with 'templates' (and optional 'tasks')")
+    unknown = sorted(set(raw) - {"templates", "tasks", "description"})
+    if unknown:
+        raise UsageError(f"--prompts {path}: unknown key {unknown[0]!r} (expected templates, tasks, description)")
+    templates = _templates(raw.get("templates", [DEFAULT_TEMPLATE]), path, "templates")
+    tasks_raw = raw.get("tasks", {})
+    if not isinstance(tasks_raw, dict):
+        raise UsageError(f"--prompts {path}: 'tasks' must be a table of task names")
+    tasks = {}
+    for task, table in tasks_raw.items():
+        where = f"tasks.{task}"
+        if not isinstance(table, dict) or set(table) - {"templates", "classes"}:
+            raise UsageError(f"--prompts {path}: [{where}] may only hold 'templates' and 'classes'")
+        classes = table.get("classes", {})
+        if not isinstance(classes, dict):
+            raise UsageError(f"--prompts {path}: [{where}.classes] must map class names to prompt lists")
+        tasks[task] = TaskPrompts(
+            templates=_templates(table["templates"], path, f"{where}.templates") if "templates" in table else (),
+            classes={str(c): _prompts(v, path, f"{where}.classes.{c}") for c, v in classes.items()},
+        )
+    return PromptSet(name, templates, tasks, str(path), str(raw.get("description", "")))
+
+
+def _templates(value: object, path: Path, where: str) -> tuple[str, ...]:
+    items = _prompts(value, path, where)
+    for template in items:
+        try:
+            check_template(template)
+        except UsageError:
+            raise UsageError(f"--prompts {path}: {where}: {template!r} has no {{}} placeholder for the class name") from None
+    return items
+
+
+def _prompts(value: object, path: Path, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UsageError(f"--prompts {path}: {where} must be a non-empty list of strings")
+    return tuple(value)
