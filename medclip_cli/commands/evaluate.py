@@ -56,11 +56,11 @@ def evaluate(
 
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
     """
-    from medclip_cli.data import load_dataset
+    from medclip_cli.data import default_data_root, load_dataset
     from medclip_cli.engine.evaluate import EvalConfig, evaluate as run_evaluation, resolve_tasks, write_outputs
 
     if data is None:
-        raise UsageError("no data set given", hint="pass --data PATH (a MedPix 2.0 folder, CSV/JSONL file or image folder)")
+        data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
     dataset = load_dataset(data, split, format=dataset_kind)
     config = EvalConfig(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medclip_cli.data.dataset import Dataset
+from medclip_cli.data.home import cache_dir
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
 
 CACHE_VERSION = 1
@@ -35,18 +36,8 @@ class ImageEmbeddings:
     seconds: float = 0.0  # decoding and embedding time (0 when read from the cache)
 
 
-def medclip_home() -> Path:
-    """``MEDCLIP_HOME``, else the user's cache folder for medclip."""
-    env = os.environ.get("MEDCLIP_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("medclip"))
-
-
 def embeddings_cache_dir() -> Path:
-    return medclip_home() / "cache" / "embeddings"
+    return cache_dir() / "embeddings"
 
 
 def model_fingerprint(model) -> str:
