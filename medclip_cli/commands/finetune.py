@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from click.core import ParameterSource
 
 from medclip_cli import options, ui
 from medclip_cli.errors import UsageError
@@ -135,7 +134,9 @@ def _saved_settings(ctx: typer.Context, output: Path) -> dict:
         raise UsageError(f"{path}: cannot read the run's settings ({exc})") from exc
     taken = {}
     for param, name in _FIELDS.items():
-        if ctx.get_parameter_source(param) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None) and name in saved:
+        source = ctx.get_parameter_source(param)
+        # Compared by name: Typer may bundle its own copy of click's ParameterSource enum.
+        if (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")) and name in saved:
             value = saved[name]
             taken[name] = Path(value) if name in ("data", "model_dir") and value is not None else value
     return taken

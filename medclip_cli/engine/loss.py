@@ -14,6 +14,11 @@ text→image, since group equality is symmetric). Groups are caption identity (t
 same caption are not each other's negatives) or, when a label field is named, the label value
 (every same-class pair is a positive). With all groups distinct this equals the hard loss.
 
+Note on caption groups: two pairs with one caption have identical text features, so the hard loss
+already pulls each image towards that one text vector; the soft loss has the same value and
+gradient then. Caption soft targets matter only where identical captions can encode differently
+(dropout, augmentation of text); label soft targets (``--soft-label``) change the objective.
+
 Under ``torchrun`` each rank scores its own B rows against the features of the whole global batch
 (N = B·world), gathered with gradients flowing back into each rank's local part, so the loss is the
 global batch's loss (open_clip's ``local_loss`` + ``gather_with_grad``).

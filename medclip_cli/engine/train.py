@@ -809,7 +809,8 @@ class _Run:
             where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
             raise NonFiniteLoss(
                 f"the loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}); stopped before applying it",
-                hint=f"{where}; lower --lr or use --precision fp32, then --resume",
+                hint=f"{where}; lower --lr" + (" or use --precision fp32" if self.precision != "fp32" else "")
+                + (", then --resume" if self.last_checkpoint else ""),
             )
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
