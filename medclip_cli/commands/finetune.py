@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -103,9 +104,10 @@ def finetune(
     if settings["data"] is None:
         raise UsageError("no --data given", hint="pass --data PATH (e.g. a MedPix 2.0 folder)")
     config = TrainConfig(output=output, resume=resume, **settings)
-    events = _Events(as_json)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
+    events = _Events(as_json or not main_process)
     try:
-        with ui.progress(enabled=not as_json) as reporter:
+        with ui.progress(enabled=not as_json and main_process) as reporter:
             result = train(config, reporter, events)
     except TrainingInterrupted as exc:
         exc.hint = f"continue with: medclip finetune --output {output} --resume"
@@ -115,6 +117,8 @@ def finetune(
         "steps": result.steps, "epochs": result.epochs_done, "best_metric": result.best_metric,
         "best_value": result.best_value, "best_epoch": result.best_epoch, "history": result.history,
     }
+    if not main_process:
+        return
     if as_json:
         ui.print_json(summary)
         return
