@@ -101,6 +101,19 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(small_medpix, ref
     _assert_identical(reference_run, out)
 
 
+def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_the_resume_command(small_medpix, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(*_args(small_medpix, out))
+    _wait_for_checkpoint(proc, out, at_least=5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert f"--output {out} --resume" in stderr
+    step = int(stderr.split("interrupted at step ")[1].split(";")[0])
+    assert _latest_step(out) == step >= 5  # the checkpoint holds the very step it stopped at
+
+
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes_exactly(small_medpix, reference_run, tmp_path):
     out = tmp_path / "run"
     proc = _start(*_args(small_medpix, out))
