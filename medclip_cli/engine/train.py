@@ -366,14 +366,18 @@ def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor
     lengths = (tokens != 0).sum(dim=1)
     order = torch.argsort(lengths, stable=True)
     sorted_lengths = lengths[order].tolist()
+    longest = max(1, sorted_lengths[-1])
+    cast_dtype = module.transformer.get_cast_dtype()
+    # One embedding lookup for the batch: its backward builds one dense vocabulary-sized
+    # gradient instead of one per bucket.
+    embedded = module.token_embedding(tokens[:, :longest]).to(cast_dtype)
     out = None
     start = 0
     for end in _bucket_bounds(sorted_lengths):
         rows = order[start:end]
         width = max(1, sorted_lengths[end - 1])
         text = tokens[rows, :width]
-        cast_dtype = module.transformer.get_cast_dtype()
-        x = module.token_embedding(text).to(cast_dtype) + module.positional_embedding[:width].to(cast_dtype)
+        x = embedded[rows, :width] + module.positional_embedding[:width].to(cast_dtype)
         x = module.transformer(x, attn_mask=module.attn_mask[:width, :width])
         x = module.ln_final(x)
         x = text_global_pool(x, text, module.text_pool_type, eos_token_id=getattr(module, "text_eos_id", None))
@@ -764,10 +768,12 @@ class _Run:
             )
             window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             batch_iter = iter(batches)
+            last_end = time.perf_counter()
             while self.position < steps_this_epoch:
-                started = time.perf_counter()
                 loss = self._step(batch_iter)
-                seconds = time.perf_counter() - started
+                # Step to step, waiting for data included (open_clip_train's "Batch (t)").
+                now = time.perf_counter()
+                seconds, last_end = now - last_end, now
                 window["loss"] += loss
                 window["steps"] += 1
                 window["seconds"] += seconds
@@ -783,6 +789,7 @@ class _Run:
                     raise TrainingInterrupted(self.step, path)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.position < steps_this_epoch:
                     self._checkpoint()
+                    last_end = time.perf_counter()  # a checkpoint is not training time
             self.progress.done(task)
             self._end_epoch()
 

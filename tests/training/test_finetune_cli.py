@@ -50,13 +50,14 @@ def test_finetune_prints_the_resolved_plan(cli, small_medpix, tmp_path):
     result = cli(
         "finetune", "--encoder", "test-vit", "--data", small_medpix, "--output", tmp_path / "run",
         "--batch-size", "8", "--grad-accum", "2", "--max-steps", "2", "--val-split", "none", "--lock-text",
-        "--device", "cpu",
+        "--soft-targets", "--soft-label", "modality", "--device", "cpu",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = result.output
     assert "total 2 steps" in out and "8 / 16" in out  # batch / effective batch
     assert "warmup 0 steps" in out and "then cosine" in out
     assert "validation pairs" in out and "off" in out
+    assert "soft targets by modality" in out
     assert not (tmp_path / "run" / "best").exists() and (tmp_path / "run" / "last").is_dir()
 
 

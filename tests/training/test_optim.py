@@ -91,3 +91,32 @@ def test_trimmed_text_encoding_has_the_same_gradient(tiny_model):
         grads.append(module.transformer.resblocks[0].mlp.c_fc.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4 * float(grads[1].abs().max()))
     assert math.isfinite(float(grads[0].abs().sum())) and grads[0].abs().sum() > 0
+
+
+def _trainable(module, prefix: str) -> set[str]:
+    return {n.split(".")[1] for n, p in module.named_parameters() if n.startswith(prefix) and p.requires_grad}
+
+
+def test_lock_image_leaves_the_last_resnet_groups_trainable():
+    # open_clip's ModifiedResNet cannot be partially locked; medclip unlocks whole stages.
+    from medclip_cli.engine.train import TrainConfig, _lock
+    from medclip_cli.models import resolve_model
+
+    model = resolve_model(encoder="test-resnet", pretrained="none")
+    _lock(model.module, TrainConfig(output=None, data=None, lock_image=True, lock_image_unlocked=2))
+    assert _trainable(model.module, "visual.") == {"layer4", "attnpool"}
+    assert any(p.requires_grad for n, p in model.module.named_parameters() if n.startswith("transformer."))
+
+
+def test_lock_image_and_text_freeze_the_towers(tiny_model):
+    from medclip_cli.engine.train import TrainConfig, _lock
+
+    module = tiny_model.module
+    try:
+        _lock(module, TrainConfig(output=None, data=None, lock_image=True, lock_text=True, lock_text_unlocked=1))
+        assert not _trainable(module, "visual.")
+        text = {n for n, p in module.named_parameters() if p.requires_grad and not n.startswith("visual.")}
+        assert text and all(n.startswith("transformer.resblocks.1.") or n.startswith("ln_final") or n in ("text_projection", "logit_scale") for n in text)
+    finally:
+        for p in module.parameters():
+            p.requires_grad = True
