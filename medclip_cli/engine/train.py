@@ -271,36 +271,37 @@ def _random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> to
 
     n, _, h, w = images.shape
     out = torch.empty_like(images)
-    scales = 0.8 + 0.2 * torch.rand(n, generator=generator)
-    offsets = torch.rand(n, 2, generator=generator)
+    scales = (0.8 + 0.2 * torch.rand(n, generator=generator)).tolist()
+    offsets = torch.rand(n, 2, generator=generator).tolist()
     for k in range(n):
         ch, cw = max(1, int(h * scales[k])), max(1, int(w * scales[k]))
-        top, left = int(offsets[k, 0] * (h - ch)), int(offsets[k, 1] * (w - cw))
+        top, left = int(offsets[k][0] * (h - ch)), int(offsets[k][1] * (w - cw))
         crop = images[k : k + 1, :, top : top + ch, left : left + cw]
         out[k] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
     return out
 
 
 class _Batches:
-    """The micro-batches of one epoch from ``start``, prepared ahead in a thread when ``workers`` > 0."""
+    """The micro-batches of one epoch from ``start``, gathered ahead in threads when ``workers`` > 0."""
 
-    def __init__(self, data: _PairSet, cfg: TrainConfig, preprocess, device, info, epoch: int, start: int, count: int):
-        self.data, self.cfg, self.preprocess, self.device, self.info = data, cfg, preprocess, device, info
+    def __init__(self, data: _PairSet, cfg: TrainConfig, device, info, epoch: int, start: int, count: int):
+        self.data, self.cfg, self.device, self.info = data, cfg, device, info
         self.order = epoch_order(len(data), cfg.seed, epoch)
         self.epoch, self.start, self.count = epoch, start, count
 
     def _make(self, micro: int):
-        from medclip_cli.data.preprocess import normalize_batch
-
         b, rank = self.cfg.batch_size, self.info.rank
         global_batch = self.order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
         idx = global_batch[rank * b : (rank + 1) * b]
-        images = normalize_batch(self.data.pixels[idx.numpy()], self.preprocess)
-        if self.cfg.augment:
-            g = torch.Generator().manual_seed(hash((self.cfg.seed, self.epoch, micro, rank)) & 0x7FFFFFFF)
-            images = _random_resized_crop(images, g)
+        # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
+        pixels = torch.from_numpy(self.data.pixels[idx.numpy()])
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        augment = None
+        if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
+            augment = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63)
         groups = self.data.groups[idx] if self.data.groups is not None else None
-        return images, self.data.tokens[idx], groups
+        return pixels, self.data.tokens[idx], groups, augment
 
     def __iter__(self):
         micro_batches = range(self.start, self.start + self.count)
@@ -763,7 +764,7 @@ class _Run:
             if self.position:
                 self.progress.advance(task, self.position)
             batches = _Batches(
-                self.train_set, cfg, self.model.preprocess, self.device, self.info, self.epoch,
+                self.train_set, cfg, self.device, self.info, self.epoch,
                 self.position * cfg.grad_accum, (steps_this_epoch - self.position) * cfg.grad_accum,
             )
             window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
@@ -797,11 +798,16 @@ class _Run:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _step(self, batch_iter) -> float:
+        from medclip_cli.data.preprocess import normalize_batch
+
         cfg = self.cfg
         total = torch.zeros((), dtype=torch.float64)
         for k in range(cfg.grad_accum):
-            images, tokens, groups = next(batch_iter)
-            images, tokens = images.to(self.device, non_blocking=True), tokens.to(self.device, non_blocking=True)
+            pixels, tokens, groups, augment = next(batch_iter)
+            images = normalize_batch(pixels, self.model.preprocess, self.device)
+            if augment is not None:
+                images = _random_resized_crop(images, augment)
+            tokens = tokens.to(self.device, non_blocking=True)
             groups = groups.to(self.device) if groups is not None else None
             sync = self.step_module.no_sync() if self.info.enabled and k < cfg.grad_accum - 1 else nullcontext()
             with sync:
