@@ -358,6 +358,59 @@ def _can_trim_text(module: nn.Module) -> bool:
     )
 
 
+def _pooled_shortcut_ok(transformer: nn.Module) -> bool:
+    """Whether :func:`_blocks_then_pooled` reproduces this open_clip ``Transformer`` exactly."""
+    blocks = getattr(transformer, "resblocks", None)
+    if not blocks or not getattr(transformer, "batch_first", False) or getattr(transformer, "grad_checkpointing", True):
+        return False
+    last = blocks[-1]
+    return (
+        type(last).__name__ == "ResidualAttentionBlock"
+        and not hasattr(last, "ln_1_kv")
+        and isinstance(getattr(last, "attn", None), nn.MultiheadAttention)
+        and last.attn.batch_first
+    )
+
+
+def _blocks_then_pooled(transformer: nn.Module, x: torch.Tensor, attn_mask, pick: torch.Tensor) -> torch.Tensor:
+    """The output of ``transformer(x)`` at one position per sequence (``pick``), shape [B, D].
+
+    Only the pooled token leaves the model, so the last block computes attention queries, the
+    attention output and the MLP for that token alone (keys and values still see every token):
+    the same numbers as open_clip's ``ResidualAttentionBlock`` for less work.
+    """
+    blocks = transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x, attn_mask=attn_mask)
+    last = blocks[-1]
+    rows = torch.arange(x.shape[0], device=x.device)
+    normed = last.ln_1(x)
+    query = normed[rows, pick].unsqueeze(1)
+    mask = None
+    if attn_mask is not None:  # each query keeps its own row of the (causal) mask, per head
+        mask = attn_mask[pick].unsqueeze(1).repeat_interleave(last.attn.num_heads, dim=0).to(query.dtype)
+    attended = last.attn(query, normed, normed, need_weights=False, attn_mask=mask)[0][:, 0]
+    h = x[rows, pick] + last.ls_1(attended)
+    return h + last.ls_2(last.mlp(last.ln_2(h)))
+
+
+def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``module.encode_image(images)``, with the last ViT block computed for the class token only."""
+    visual = module.visual
+    if not (
+        type(visual).__name__ == "VisionTransformer"
+        and visual.attn_pool is None
+        and visual.pool_type == "tok"
+        and not visual.output_tokens
+        and _pooled_shortcut_ok(visual.transformer)
+    ):
+        return module.encode_image(images)
+    x = visual._embeds(images)
+    pooled = _blocks_then_pooled(visual.transformer, x, None, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+    pooled = visual.ln_post(pooled)  # a per-token norm: the same before or after pooling
+    return pooled @ visual.proj if visual.proj is not None else pooled
+
+
 def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption."""
     if not _can_trim_text(module) or tokens.shape[0] < 2:
@@ -369,6 +422,7 @@ def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor
     sorted_lengths = lengths[order].tolist()
     longest = max(1, sorted_lengths[-1])
     cast_dtype = module.transformer.get_cast_dtype()
+    pooled_only = _pooled_shortcut_ok(module.transformer)
     # One embedding lookup for the batch: its backward builds one dense vocabulary-sized
     # gradient instead of one per bucket.
     embedded = module.token_embedding(tokens[:, :longest]).to(cast_dtype)
@@ -379,9 +433,14 @@ def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor
         width = max(1, sorted_lengths[end - 1])
         text = tokens[rows, :width]
         x = embedded[rows, :width] + module.positional_embedding[:width].to(cast_dtype)
-        x = module.transformer(x, attn_mask=module.attn_mask[:width, :width])
-        x = module.ln_final(x)
-        x = text_global_pool(x, text, module.text_pool_type, eos_token_id=getattr(module, "text_eos_id", None))
+        mask = module.attn_mask[:width, :width]
+        if pooled_only:
+            pick = text.argmax(dim=-1) if module.text_pool_type == "argmax" else (text == module.text_eos_id).int().argmax(dim=-1)
+            x = module.ln_final(_blocks_then_pooled(module.transformer, x, mask, pick))
+        else:
+            x = module.transformer(x, attn_mask=mask)
+            x = module.ln_final(x)
+            x = text_global_pool(x, text, module.text_pool_type, eos_token_id=getattr(module, "text_eos_id", None))
         if module.text_projection is not None:
             x = module.text_projection(x) if isinstance(module.text_projection, nn.Linear) else x @ module.text_projection
         if out is None:
@@ -399,7 +458,7 @@ class _ClipStep(nn.Module):
         self.clip = clip
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
-        return self.clip.encode_image(images), encode_text_trimmed(self.clip, tokens), self.clip.logit_scale
+        return encode_image_pooled(self.clip, images), encode_text_trimmed(self.clip, tokens), self.clip.logit_scale
 
 
 def _lock(module: nn.Module, cfg: TrainConfig) -> None:
@@ -450,7 +509,7 @@ def _features(module: nn.Module, data: _PairSet, preprocess, device, precision: 
     for start in range(0, len(data), batch):
         pix = normalize_batch(data.pixels[start : start + batch], preprocess, device)
         with _autocast(precision, device):
-            images.append(module.encode_image(pix).float())
+            images.append(encode_image_pooled(module, pix).float())
             texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())
     return torch.cat(images), torch.cat(texts)
 

@@ -120,3 +120,21 @@ def test_lock_image_and_text_freeze_the_towers(tiny_model):
     finally:
         for p in module.parameters():
             p.requires_grad = True
+
+
+def test_pooled_image_encoding_equals_open_clip(tiny_model):
+    from medclip_cli.engine.train import encode_image_pooled
+
+    module = tiny_model.module.train()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    grads = []
+    outs = []
+    for encode in (encode_image_pooled, lambda m, x: m.encode_image(x)):
+        module.zero_grad()
+        out = encode(module, images)
+        out.pow(2).sum().backward()
+        outs.append(out.detach())
+        grads.append([module.visual.transformer.resblocks[-1].attn.in_proj_weight.grad.clone(), module.visual.conv1.weight.grad.clone()])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * float(theirs.abs().max()))
