@@ -255,6 +255,10 @@ def _load_pairs(dataset, model, *, strict: bool, progress, soft_label: str | Non
         else:
             _, ids = caption_groups(captions)
         groups = torch.tensor(ids, dtype=torch.long)
+    if pixel_set.skipped:
+        progress.log(f"{dataset.split}: skipped {len(pixel_set.skipped)} unreadable image(s), e.g. {pixel_set.skipped[0][1]}")
+    if len(keep) < len(pixel_set):
+        progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
     return _PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
 

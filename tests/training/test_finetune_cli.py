@@ -90,3 +90,29 @@ def test_batch_larger_than_the_split_is_a_usage_error(cli, small_medpix, tmp_pat
 def test_help_does_not_import_torch():
     code = "import sys; from medclip_cli.cli import app; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def _medpix_with_a_corrupt_image(small_medpix, tmp_path):
+    import shutil
+
+    root = tmp_path / "medpix" / "MedPix-2-0"
+    shutil.copytree(small_medpix / "MedPix-2-0" / "splitted_dataset", root / "splitted_dataset")
+    (root / "images").mkdir()
+    records = read_jsonl(root / "splitted_dataset" / "descriptions_train.jsonl")
+    source = (small_medpix / "MedPix-2-0" / "images").resolve()
+    for r in records:
+        shutil.copyfile(source / f"{r['image']}.png", root / "images" / f"{r['image']}.png")
+    broken = root / "images" / f"{records[3]['image']}.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root.parent, broken
+
+
+def test_unreadable_images_are_skipped_or_stop_a_strict_run(cli, small_medpix, tmp_path):
+    data, broken = _medpix_with_a_corrupt_image(small_medpix, tmp_path)
+    common = ["finetune", "--encoder", "test-vit", "--data", data, "--val-split", "none", "--batch-size", "8", "--max-steps", "1"]
+    strict = cli(*common, "--output", tmp_path / "strict", "--strict")
+    assert strict.exit_code == 1
+    assert broken.name in strict.output and "--strict" in strict.output
+    lenient = cli(*common, "--output", tmp_path / "lenient")
+    assert lenient.exit_code == 0, lenient.output
+    assert "95 (1 skipped)" in lenient.output and "skipped 1 unreadable image" in lenient.output
