@@ -34,6 +34,7 @@ PRETRAINED_LR = 1e-5
 SCRATCH_LR = 5e-4
 # Settings that may differ when a run is resumed: they do not change what is computed.
 RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict")
+_OPTION_NAMES = {"weight_decay": "--wd", "dataset_format": "--dataset", "val_tasks": "--val-task", "model_dir": "--model"}
 
 
 @dataclass
@@ -329,24 +330,30 @@ class _Batches:
 # Model
 
 
-def _bucket_bounds(lengths: list[int], max_buckets: int = 3, overhead: int = 16) -> list[int]:
-    """Split points of the sorted ``lengths`` into ≤ ``max_buckets`` groups, minimising padded tokens."""
+def _bucket_bounds(lengths: list[int], max_buckets: int = 6, overhead: int = 12) -> list[int]:
+    """Split points of the ascending ``lengths`` into ≤ ``max_buckets`` groups, minimising padded
+    tokens plus ``overhead`` per group (the cost of running one more, smaller batch).
+
+    Cuts are only considered where the length changes, so the search stays small for big batches.
+    """
     n = len(lengths)
+    cuts = [0] + [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
+    m = len(cuts)
     inf = float("inf")
-    best = [[inf] * (n + 1) for _ in range(max_buckets + 1)]
-    cut = [[0] * (n + 1) for _ in range(max_buckets + 1)]
-    best[0][0] = 0
+    best = [[inf] * m for _ in range(max_buckets + 1)]
+    back = [[0] * m for _ in range(max_buckets + 1)]
+    best[0][0] = 0.0
     for k in range(1, max_buckets + 1):
-        for j in range(1, n + 1):
+        for j in range(1, m):
             for i in range(j):
-                cost = best[k - 1][i] + (j - i) * lengths[j - 1] + overhead
+                cost = best[k - 1][i] + (cuts[j] - cuts[i]) * lengths[cuts[j] - 1] + overhead
                 if cost < best[k][j]:
-                    best[k][j], cut[k][j] = cost, i
-    k = min(range(1, max_buckets + 1), key=lambda kk: best[kk][n])
-    bounds, j = [], n
+                    best[k][j], back[k][j] = cost, i
+    k = min(range(1, max_buckets + 1), key=lambda kk: best[kk][m - 1])
+    bounds, j = [], m - 1
     while j > 0:
-        bounds.append(j)
-        j = cut[k][j]
+        bounds.append(cuts[j])
+        j = back[k][j]
         k -= 1
     return sorted(bounds)
 
@@ -682,8 +689,9 @@ class _Run:
                 new = cfg.as_dict()
                 for key, value in new.items():
                     if key not in RESUME_FREE and key in old and old[key] != value:
+                        option = _OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
                         raise UsageError(
-                            f"--resume: {key} is {value!r} but the run in {out} used {old[key]!r}",
+                            f"--resume: {option} is {value!r} but the run in {out} used {old[key]!r}",
                             hint="resume with the run's own settings (or start a new --output)",
                         )
             return ckpt.load_checkpoint(found)
