@@ -2,12 +2,181 @@
 
 from __future__ import annotations
 
-from medclip_cli.errors import NotAvailableError
+import json
+import os
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from medclip_cli import options, ui
+from medclip_cli.errors import UsageError
+
+# CLI parameter name -> TrainConfig field, for the options that a resumed run takes from config.json.
+_FIELDS = {
+    "model_dir": "model_dir", "encoder": "encoder", "text_encoder": "text_encoder", "pretrained": "pretrained",
+    "text_pretrained": "text_pretrained", "image_size": "image_size", "data": "data", "dataset": "dataset_format",
+    "split": "split", "val_split": "val_split", "val_task": "val_tasks", "select_metric": "select_metric",
+    "strict": "strict", "loss_weight": "loss_weight", "soft_targets": "soft_targets", "soft_label": "soft_label",
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "wd": "weight_decay", "warmup": "warmup",
+    "grad_accum": "grad_accum", "grad_clip": "grad_clip", "precision": "precision", "max_steps": "max_steps",
+    "seed": "seed", "augment": "augment", "lock_image": "lock_image", "lock_image_unlocked": "lock_image_unlocked",
+    "lock_text": "lock_text", "lock_text_unlocked": "lock_text_unlocked", "device": "device", "workers": "workers",
+    "checkpoint_every": "checkpoint_every", "log_every": "log_every",
+}
 
 
-def finetune() -> None:
+def finetune(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: last/, best/, checkpoints/, metrics.jsonl, config.json.")],
+    model_dir: options.ModelDir = None,
+    encoder: options.Encoder = None,
+    text_encoder: options.TextEncoder = None,
+    pretrained: options.Pretrained = "none",
+    text_pretrained: options.TextPretrained = "auto",
+    image_size: options.ImageSize = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", "-d", help="Data set root or file (with --resume: the run's own).", show_default=False),
+    ] = None,
+    dataset: options.DatasetKind = None,
+    split: Annotated[str, typer.Option("--split", help="Split to train on.")] = "train",
+    val_split: Annotated[str, typer.Option("--val-split", help="Split validated after every epoch, or none.")] = "dev",
+    val_task: Annotated[
+        Optional[List[str]], typer.Option("--val-task", help="Label field scored zero-shot at validation (repeat).", show_default=False)
+    ] = None,
+    select_metric: Annotated[str, typer.Option("--select-metric", help="Validation metric that picks best/ (e.g. zeroshot_modality_acc).")] = "val_loss",
+    loss_weight: Annotated[float, typer.Option("--loss-weight", help="λ in λ·CE(image→text) + (1−λ)·CE(text→image); 0.5 is CLIP's.")] = 0.5,
+    soft_targets: Annotated[bool, typer.Option("--soft-targets", help="Pairs sharing a --soft-label value (else a caption) count as positives, not negatives.")] = False,
+    soft_label: Annotated[Optional[str], typer.Option("--soft-label", help="Label field that defines soft-target positives.", show_default=False)] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per step and process (the contrastive batch).")] = 32,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: 1e-5 from pretrained weights, 5e-4 from scratch).", show_default=False)] = None,
+    wd: Annotated[float, typer.Option("--wd", help="AdamW weight decay (never on norms, biases, embeddings, logit scale).")] = 0.1,
+    warmup: Annotated[float, typer.Option("--warmup", help="Warmup: a fraction of the steps (< 1) or a number of steps.")] = 0.1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Optimizer step every k batches.")] = 1,
+    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a GPU that has it, fp32 on the CPU).")] = "auto",
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation and data order.")] = 0,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random resized crops (never a horizontal flip).")] = False,
+    lock_image: Annotated[bool, typer.Option("--lock-image", help="Freeze the image tower (LiT).")] = False,
+    lock_image_unlocked: Annotated[int, typer.Option("--lock-image-unlocked", help="Last image-tower groups left trainable.")] = 0,
+    lock_text: Annotated[bool, typer.Option("--lock-text", help="Freeze the text tower.")] = False,
+    lock_text_unlocked: Annotated[int, typer.Option("--lock-text-unlocked", help="Last text-tower layers left trainable.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and at every epoch end).")] = 200,
+    log_every: Annotated[int, typer.Option("--log-every", help="Steps per line of metrics.jsonl.")] = 10,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="Threads preparing batches ahead of each step.")] = 1,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    device: options.Device = "auto",
+    as_json: options.Json = False,
+) -> None:
     """Fine-tune a CLIP model on image-caption pairs with the weighted contrastive loss.
 
-    Not available yet in this version.
+    The loss is λ·CE(image→text) + (1−λ)·CE(text→image) over the batch's similarity matrix
+    (--loss-weight λ; 0.5 is CLIP's). Every epoch is validated on --val-split; runs/NAME/last/ and
+    runs/NAME/best/ are model bundles every command (and open_clip's local-dir:) can load.
+    Ctrl-C saves a checkpoint; --resume continues exactly where the run stopped. Under torchrun
+    the loss spans every process's batch.
+
+    Examples:
+
+        medclip finetune --encoder vit-b-32 --pretrained openai --data ../shared/medpix2 --output runs/medpix --val-task modality
+
+        medclip finetune --output runs/medpix --resume
+
+        torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50
     """
-    raise NotAvailableError("medclip finetune is not available yet in this version")
+    from medclip_cli.engine.train import TrainConfig, TrainingInterrupted, train
+
+    values = {
+        "model_dir": model_dir, "encoder": encoder, "text_encoder": text_encoder, "pretrained": pretrained,
+        "text_pretrained": text_pretrained, "image_size": image_size, "data": data, "dataset": dataset, "split": split,
+        "val_split": None if val_split.strip().lower() == "none" else val_split, "val_task": list(val_task or []),
+        "select_metric": select_metric, "strict": strict, "loss_weight": loss_weight, "soft_targets": soft_targets,
+        "soft_label": soft_label, "epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": wd, "warmup": warmup,
+        "grad_accum": grad_accum, "grad_clip": grad_clip or None, "precision": precision.strip().lower(),
+        "max_steps": max_steps, "seed": seed, "augment": augment, "lock_image": lock_image,
+        "lock_image_unlocked": lock_image_unlocked, "lock_text": lock_text, "lock_text_unlocked": lock_text_unlocked,
+        "device": device, "workers": workers, "checkpoint_every": checkpoint_every, "log_every": log_every,
+    }
+    settings = {_FIELDS[k]: v for k, v in values.items()}
+    if resume:
+        settings.update(_saved_settings(ctx, output))
+    if settings["data"] is None:
+        raise UsageError("no --data given", hint="pass --data PATH (e.g. a MedPix 2.0 folder)")
+    config = TrainConfig(output=output, resume=resume, **settings)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
+    events = _Events(as_json or not main_process)
+    try:
+        with ui.progress(enabled=not as_json and main_process) as reporter:
+            result = train(config, reporter, events)
+    except TrainingInterrupted as exc:
+        exc.hint = f"continue with: medclip finetune --output {output} --resume"
+        raise
+    summary = {
+        "output": str(result.output), "last": str(result.last), "best": str(result.best) if result.best else None,
+        "steps": result.steps, "epochs": result.epochs_done, "best_metric": result.best_metric,
+        "best_value": result.best_value, "best_epoch": result.best_epoch, "history": result.history,
+    }
+    if not main_process:
+        return
+    if as_json:
+        ui.print_json(summary)
+        return
+    if result.best is not None:
+        ui.info(f"best epoch {result.best_epoch} ({result.best_metric} {result.best_value:.4f}): {result.best}")
+    ui.info(f"last: {result.last}  ({result.steps} steps)")
+
+
+def _saved_settings(ctx: typer.Context, output: Path) -> dict:
+    """On --resume, options left at their defaults take the run's own values from config.json."""
+    path = output / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the run's settings ({exc})") from exc
+    taken = {}
+    for param, name in _FIELDS.items():
+        source = ctx.get_parameter_source(param)
+        # Compared by name: Typer may bundle its own copy of click's ParameterSource enum.
+        if (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")) and name in saved:
+            value = saved[name]
+            taken[name] = Path(value) if name in ("data", "model_dir") and value is not None else value
+    return taken
+
+
+class _Events:
+    """Draws the plan before the run and a table after each validation."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def on_plan(self, plan, config) -> None:
+        if self.as_json:
+            return
+        warm = f"{plan.warmup_steps} steps ({plan.warmup_steps / max(1, plan.total_steps):.0%})"
+        rows = [
+            ("device / precision", f"{plan.device} / {plan.precision}" + (f" × {plan.world_size} processes" if plan.world_size > 1 else "")),
+            ("training pairs", f"{plan.train_pairs}" + (f" ({plan.skipped} skipped)" if plan.skipped else "")),
+            ("validation pairs", plan.val_pairs if config.val_split else "off"),
+            ("loss", f"λ={config.loss_weight} " + ("soft targets by " + (config.soft_label or "caption") if config.soft_targets else "hard targets")),
+            ("epochs × steps", f"{plan.epochs} × {plan.steps_per_epoch} (total {plan.total_steps} steps)"),
+            ("batch / effective", f"{plan.batch_size} / {plan.effective_batch}"),
+            ("AdamW lr / wd", f"{plan.lr:g} / {plan.weight_decay:g}, warmup {warm}, then cosine"),
+            ("trainable params", f"{plan.trainable_params:,} of {plan.total_params:,}"),
+        ]
+        if plan.resumed_from:
+            rows.append(("resumed from", f"{plan.resumed_from} (step {plan.start_step})"))
+        ui.show(ui.table(f"finetune → {config.output}", ["setting", "value"], rows))
+
+    def on_validation(self, record: dict) -> None:
+        if self.as_json:
+            return
+        shown = [(k, v) for k, v in record.items() if k not in ("type", "best", "epoch", "step")]
+        title = f"epoch {record['epoch']} (step {record['step']})" + (" — new best" if record.get("best") else "")
+        ui.show(ui.table(title, ["metric", "value"], shown))
+

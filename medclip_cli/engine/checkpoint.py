@@ -1,0 +1,145 @@
+"""Resumable checkpoints, written so that a crash at any instant leaves the last good one intact.
+
+Layout under ``RUN/checkpoints/``::
+
+    step-000120/            a model bundle (model.safetensors + open_clip_config.json ...)
+        training_state.pt   optimizer, scheduler, grad scaler, RNG states, data position
+    latest                  the name of the newest complete checkpoint folder
+
+A checkpoint folder is assembled under a temporary name and renamed into place, then ``latest``
+is replaced atomically; only then are older folders removed. ``training_state.pt`` holds only
+tensors and plain containers and is read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medclip_cli.errors import OutputError, TrainingError
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest"
+STATE_NAME = "training_state.pt"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint found on disk: its folder and its training state."""
+
+    path: Path
+    state: dict
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(run_dir: Path, model, state: dict, step: int, keep: int = 1) -> Path:
+    """Write model + training ``state`` for ``step`` atomically; keep the newest ``keep`` checkpoints."""
+    from medclip_cli.models.bundle import save_bundle
+
+    root = Path(run_dir) / CHECKPOINT_DIR
+    name = f"step-{step:08d}"
+    target = root / name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    except OSError as exc:
+        raise OutputError(f"{root}: cannot write checkpoints here ({exc.strerror})") from exc
+    try:
+        bundle = save_bundle(model, tmp / "bundle", provenance={"checkpoint_step": step})
+        for item in bundle.iterdir():
+            os.replace(item, tmp / item.name)
+        bundle.rmdir()
+        state_tmp = tmp / f".{STATE_NAME}.tmp"
+        torch.save(state, state_tmp)
+        os.replace(state_tmp, tmp / STATE_NAME)
+        if target.exists():  # the same step saved again (e.g. Ctrl-C right after a periodic save)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        _write_text_atomic(root / LATEST, name + "\n")
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{root}: writing the checkpoint failed ({exc.strerror or exc})") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _prune(root, keep=keep, current=name)
+    return target
+
+
+def _prune(root: Path, keep: int, current: str) -> None:
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_NAME).is_file())
+    for old in done[:-keep] if keep > 0 else done:
+        if old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step-*.tmp-*"):  # left by a run killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return None
+    pointer = root / LATEST
+    if pointer.is_file():
+        candidate = root / pointer.read_text(encoding="utf-8").strip()
+        if (candidate / STATE_NAME).is_file():
+            return candidate
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_NAME).is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint's training state (tensors and plain containers only)."""
+    import pickle
+
+    state_path = Path(path) / STATE_NAME
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except (OSError, pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise TrainingError(
+            f"{state_path}: cannot read the checkpoint ({type(exc).__name__}: {exc})",
+            hint="delete that folder to resume from an older checkpoint, or start a new run",
+        ) from exc
+    if not isinstance(state, dict) or "step" not in state:
+        raise TrainingError(f"{state_path}: not a medclip training checkpoint")
+    return Checkpoint(Path(path), state)
+
+
+def load_model_weights(module: torch.nn.Module, path: Path) -> None:
+    """Copy the checkpoint's weights into ``module`` exactly."""
+    from safetensors.torch import load_model
+
+    from medclip_cli.models.bundle import WEIGHTS_NAME
+
+    load_model(module, str(Path(path) / WEIGHTS_NAME), strict=True)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

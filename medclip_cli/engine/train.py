@@ -1,0 +1,974 @@
+"""Fine-tuning a CLIP model on image-caption pairs: :func:`train` runs a :class:`TrainConfig`.
+
+The split is decoded once into a uint8 array; each step slices a batch out of it, normalises it
+on the fly and feeds pre-tokenised captions. The data order of epoch e is a permutation seeded by
+(seed, e), so a checkpoint only needs (epoch, position) to continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from medclip_cli.engine import checkpoint as ckpt
+from medclip_cli.engine import distributed as dist_
+from medclip_cli.engine.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
+from medclip_cli.engine.optim import build_optimizer, build_scheduler, warmup_steps_for
+from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.errors import OutputError, TrainingError, UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRETRAINED_LR = 1e-5
+SCRATCH_LR = 5e-4
+# Settings that may differ when a run is resumed: they do not change what is computed.
+RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict")
+_OPTION_NAMES = {"weight_decay": "--wd", "dataset_format": "--dataset", "val_tasks": "--val-task", "model_dir": "--model"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a fine-tuning run depends on (``config.json`` of the run holds it)."""
+
+    output: Path  # the run folder: last/, best/, checkpoints/, metrics.jsonl, config.json
+    data: Path
+    # Model: a bundle folder, or encoders by name (+ where their weights come from).
+    model_dir: Path | None = None
+    encoder: str | None = None
+    text_encoder: str | None = None
+    pretrained: str | None = None
+    text_pretrained: str | None = "auto"
+    image_size: int | None = None
+    # Data.
+    dataset_format: str | None = None
+    split: str = "train"
+    val_split: str | None = "dev"  # None: no validation
+    val_tasks: list[str] = field(default_factory=list)  # label fields scored zero-shot each epoch
+    select_metric: str = "val_loss"  # picks best/ ; lower is better for losses and ranks
+    strict: bool = False  # an unreadable image stops the run instead of being skipped
+    # Loss.
+    loss_weight: float = 0.5  # λ of λ·CE(image→text) + (1−λ)·CE(text→image)
+    soft_targets: bool = False
+    soft_label: str | None = None  # soft targets by this label field instead of by caption
+    # Optimisation.
+    epochs: int = 10
+    batch_size: int = 32  # per process; negatives come from the whole global batch
+    lr: float | None = None  # None: 1e-5 when starting from pretrained weights, else 5e-4
+    weight_decay: float = 0.1
+    warmup: float = 0.1  # fraction of the steps (< 1) or a number of steps (≥ 1)
+    grad_accum: int = 1  # optimizer step every k batches (each batch is its own contrastive batch)
+    grad_clip: float | None = 1.0
+    precision: str = "auto"
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule fits them)
+    seed: int = 0
+    augment: bool = False  # random resized crop (scale 0.8–1); never a horizontal flip
+    lock_image: bool = False
+    lock_image_unlocked: int = 0  # last groups of a locked image tower left trainable
+    lock_text: bool = False
+    lock_text_unlocked: int = 0
+    # Running.
+    device: str = "auto"
+    workers: int = 1  # threads preparing batches ahead of the step (0: in the training thread)
+    checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
+    log_every: int = 10
+    resume: bool = False
+
+    def as_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        for key in ("output", "data", "model_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+@dataclass
+class TrainPlan:
+    """The resolved run, shown before it starts."""
+
+    device: str
+    precision: str
+    world_size: int
+    train_pairs: int
+    val_pairs: int
+    skipped: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    warmup_steps: int
+    batch_size: int
+    effective_batch: int
+    lr: float
+    weight_decay: float
+    trainable_params: int
+    total_params: int
+    resumed_from: str | None = None
+    start_step: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output: Path
+    last: Path
+    best: Path | None
+    steps: int
+    epochs_done: int
+    best_metric: str | None
+    best_value: float | None
+    best_epoch: int | None
+    history: list[dict]
+
+
+class TrainEvents:
+    """Hooks for a front end: the plan before the first step and each validation's numbers."""
+
+    def on_plan(self, plan: TrainPlan, config: TrainConfig) -> None:
+        pass
+
+    def on_validation(self, record: dict) -> None:
+        pass
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C: a checkpoint was saved; the run can be resumed."""
+
+    exit_code = 130
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {checkpoint}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite."""
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.endswith("loss") or metric.endswith("median_rank")
+
+
+def metric_names(val_tasks: Sequence[str]) -> list[str]:
+    names = ["val_loss"]
+    for k in (1, 5, 10):
+        names += [f"image_to_text_R@{k}", f"text_to_image_R@{k}"]
+    names += ["image_to_text_median_rank", "text_to_image_median_rank"]
+    return names + [f"zeroshot_{t}_acc" for t in val_tasks]
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Usage errors before anything is loaded."""
+    check_loss_weight(cfg.loss_weight)
+    positive = {"--batch-size": cfg.batch_size, "--epochs": cfg.epochs, "--grad-accum": cfg.grad_accum, "--log-every": cfg.log_every}
+    for option, value in positive.items():
+        if not isinstance(value, int) or value <= 0:
+            raise UsageError(f"{option} must be a positive whole number, not {value}")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise UsageError(f"--max-steps must be positive, not {cfg.max_steps}")
+    if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UsageError(f"--lr must be a positive number, not {cfg.lr}")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise UsageError(f"--wd must be zero or positive, not {cfg.weight_decay}")
+    if not (cfg.warmup >= 0 and math.isfinite(cfg.warmup)):
+        raise UsageError(f"--warmup must be a fraction of the steps (0–1) or a number of steps, not {cfg.warmup}")
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}")
+    if cfg.checkpoint_every < 0 or cfg.workers < 0:
+        raise UsageError("--checkpoint-every and --workers must be zero or positive")
+    if cfg.soft_label and not cfg.soft_targets:
+        raise UsageError("--soft-label needs --soft-targets")
+    if cfg.lock_image_unlocked and not cfg.lock_image or cfg.lock_text_unlocked and not cfg.lock_text:
+        raise UsageError("unlocked groups/layers only apply with --lock-image / --lock-text")
+    if cfg.lock_image_unlocked < 0 or cfg.lock_text_unlocked < 0:
+        raise UsageError("the number of unlocked groups/layers must be zero or positive")
+    if cfg.model_dir is not None and cfg.image_size is not None:
+        raise UsageError("--image-size applies to --encoder; a --model bundle keeps its own input size")
+    if cfg.val_split is None and cfg.val_tasks:
+        raise UsageError("--val-task needs a validation split (drop --val-split none)")
+    known = metric_names(cfg.val_tasks)
+    if cfg.select_metric not in known:
+        raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return precision
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class _PairSet:
+    """Decoded images with their pre-tokenised captions (and labels) in the same order."""
+
+    pixels: np.ndarray  # [N, H, W, 3] uint8
+    tokens: torch.Tensor  # [N, context] int64
+    captions: list[str]
+    labels: list[dict]
+    groups: torch.Tensor | None  # [N] soft-target group ids
+    skipped: int
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def _load_pairs(dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool) -> _PairSet:
+    from medclip_cli.data.pixels import load_pixels
+    from medclip_cli.engine.retrieval import caption_groups
+
+    pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress)
+    keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
+    samples = [dataset.samples[pixel_set.indices[pos]] for pos in keep]
+    pixels = pixel_set.array if len(keep) == len(pixel_set) else pixel_set.array[keep]
+    captions = [s.caption for s in samples]
+    tokens = model.tokenize(captions) if captions else torch.zeros(0, model.context_length, dtype=torch.long)
+    groups = None
+    if soft:
+        if soft_label:
+            dataset.label_field(soft_label)  # unknown field: usage error naming the known ones
+            # Pairs without the label get their own group (no extra positives).
+            values = [s.labels.get(soft_label) or f"\0{k}" for k, s in enumerate(samples)]
+            _, ids = caption_groups(values)
+        else:
+            _, ids = caption_groups(captions)
+        groups = torch.tensor(ids, dtype=torch.long)
+    if pixel_set.skipped:
+        progress.log(f"{dataset.split}: skipped {len(pixel_set.skipped)} unreadable image(s), e.g. {pixel_set.skipped[0][1]}")
+    if len(keep) < len(pixel_set):
+        progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
+    skipped = len(dataset) - len(samples)
+    return _PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch: the same on every rank and after a resume."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def _random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image, a random square crop of 80–100 % of the side, resized back (NCHW float)."""
+    import torch.nn.functional as F
+
+    n, _, h, w = images.shape
+    out = torch.empty_like(images)
+    scales = (0.8 + 0.2 * torch.rand(n, generator=generator)).tolist()
+    offsets = torch.rand(n, 2, generator=generator).tolist()
+    for k in range(n):
+        ch, cw = max(1, int(h * scales[k])), max(1, int(w * scales[k]))
+        top, left = int(offsets[k][0] * (h - ch)), int(offsets[k][1] * (w - cw))
+        crop = images[k : k + 1, :, top : top + ch, left : left + cw]
+        out[k] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    return out
+
+
+class _Batches:
+    """The micro-batches of one epoch from ``start``, gathered ahead in threads when ``workers`` > 0."""
+
+    def __init__(self, data: _PairSet, cfg: TrainConfig, device, info, epoch: int, start: int, count: int):
+        self.data, self.cfg, self.device, self.info = data, cfg, device, info
+        self.order = epoch_order(len(data), cfg.seed, epoch)
+        self.epoch, self.start, self.count = epoch, start, count
+
+    def _make(self, micro: int):
+        b, rank = self.cfg.batch_size, self.info.rank
+        global_batch = self.order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
+        idx = global_batch[rank * b : (rank + 1) * b]
+        # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
+        pixels = torch.from_numpy(self.data.pixels[idx.numpy()])
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        augment = None
+        if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
+            augment = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63)
+        groups = self.data.groups[idx] if self.data.groups is not None else None
+        return pixels, self.data.tokens[idx], groups, augment
+
+    def __iter__(self):
+        micro_batches = range(self.start, self.start + self.count)
+        if self.cfg.workers <= 0:
+            for micro in micro_batches:
+                yield self._make(micro)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        depth = max(2, 2 * self.cfg.workers)
+        with ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="medclip-batches") as pool:
+            pending = [pool.submit(self._make, m) for m in micro_batches[:depth]]
+            for k, micro in enumerate(micro_batches):
+                if k + depth < len(micro_batches):
+                    pending.append(pool.submit(self._make, micro_batches[k + depth]))
+                yield pending[k].result()
+                pending[k] = None
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+
+
+def _bucket_bounds(lengths: list[int], max_buckets: int = 6, overhead: int = 12) -> list[int]:
+    """Split points of the ascending ``lengths`` into ≤ ``max_buckets`` groups, minimising padded
+    tokens plus ``overhead`` per group (the cost of running one more, smaller batch).
+
+    Cuts are only considered where the length changes, so the search stays small for big batches.
+    """
+    n = len(lengths)
+    cuts = [0] + [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
+    m = len(cuts)
+    inf = float("inf")
+    best = [[inf] * m for _ in range(max_buckets + 1)]
+    back = [[0] * m for _ in range(max_buckets + 1)]
+    best[0][0] = 0.0
+    for k in range(1, max_buckets + 1):
+        for j in range(1, m):
+            for i in range(j):
+                cost = best[k - 1][i] + (cuts[j] - cuts[i]) * lengths[cuts[j] - 1] + overhead
+                if cost < best[k][j]:
+                    best[k][j], back[k][j] = cost, i
+    k = min(range(1, max_buckets + 1), key=lambda kk: best[kk][m - 1])
+    bounds, j = [], m - 1
+    while j > 0:
+        bounds.append(cuts[j])
+        j = back[k][j]
+        k -= 1
+    return sorted(bounds)
+
+
+def _can_trim_text(module: nn.Module) -> bool:
+    # A causal text transformer pooled at the end-of-text token never looks past it, so the
+    # padding after the longest caption of a group changes nothing and need not be computed.
+    return (
+        hasattr(module, "token_embedding")
+        and getattr(module, "attn_mask", None) is not None
+        and getattr(module, "text_pool_type", None) in ("argmax", "eos")
+        and not getattr(module, "text_cls_emb", None)
+    )
+
+
+def _pooled_shortcut_ok(transformer: nn.Module) -> bool:
+    """Whether :func:`_blocks_then_pooled` reproduces this open_clip ``Transformer`` exactly."""
+    blocks = getattr(transformer, "resblocks", None)
+    if not blocks or not getattr(transformer, "batch_first", False) or getattr(transformer, "grad_checkpointing", True):
+        return False
+    last = blocks[-1]
+    return (
+        type(last).__name__ == "ResidualAttentionBlock"
+        and not hasattr(last, "ln_1_kv")
+        and isinstance(getattr(last, "attn", None), nn.MultiheadAttention)
+        and last.attn.batch_first
+    )
+
+
+def _blocks_then_pooled(transformer: nn.Module, x: torch.Tensor, attn_mask, pick: torch.Tensor) -> torch.Tensor:
+    """The output of ``transformer(x)`` at one position per sequence (``pick``), shape [B, D].
+
+    Only the pooled token leaves the model, so the last block computes attention queries, the
+    attention output and the MLP for that token alone (keys and values still see every token):
+    the same numbers as open_clip's ``ResidualAttentionBlock`` for less work.
+    """
+    blocks = transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x, attn_mask=attn_mask)
+    last = blocks[-1]
+    rows = torch.arange(x.shape[0], device=x.device)
+    normed = last.ln_1(x)
+    query = normed[rows, pick].unsqueeze(1)
+    mask = None
+    if attn_mask is not None:  # each query keeps its own row of the (causal) mask, per head
+        mask = attn_mask[pick].unsqueeze(1).repeat_interleave(last.attn.num_heads, dim=0).to(query.dtype)
+    attended = last.attn(query, normed, normed, need_weights=False, attn_mask=mask)[0][:, 0]
+    h = x[rows, pick] + last.ls_1(attended)
+    return h + last.ls_2(last.mlp(last.ln_2(h)))
+
+
+def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``module.encode_image(images)``, with the last ViT block computed for the class token only."""
+    visual = module.visual
+    if not (
+        type(visual).__name__ == "VisionTransformer"
+        and visual.attn_pool is None
+        and visual.pool_type == "tok"
+        and not visual.output_tokens
+        and _pooled_shortcut_ok(visual.transformer)
+    ):
+        return module.encode_image(images)
+    x = visual._embeds(images)
+    pooled = _blocks_then_pooled(visual.transformer, x, None, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+    pooled = visual.ln_post(pooled)  # a per-token norm: the same before or after pooling
+    return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption."""
+    if not _can_trim_text(module) or tokens.shape[0] < 2:
+        return module.encode_text(tokens)
+    from open_clip.transformer import text_global_pool
+
+    lengths = (tokens != 0).sum(dim=1)
+    order = torch.argsort(lengths, stable=True)
+    sorted_lengths = lengths[order].tolist()
+    longest = max(1, sorted_lengths[-1])
+    cast_dtype = module.transformer.get_cast_dtype()
+    pooled_only = _pooled_shortcut_ok(module.transformer)
+    # One embedding lookup for the batch: its backward builds one dense vocabulary-sized
+    # gradient instead of one per bucket.
+    embedded = module.token_embedding(tokens[:, :longest]).to(cast_dtype)
+    out = None
+    start = 0
+    for end in _bucket_bounds(sorted_lengths):
+        rows = order[start:end]
+        width = max(1, sorted_lengths[end - 1])
+        text = tokens[rows, :width]
+        x = embedded[rows, :width] + module.positional_embedding[:width].to(cast_dtype)
+        mask = module.attn_mask[:width, :width]
+        if pooled_only:
+            pick = text.argmax(dim=-1) if module.text_pool_type == "argmax" else (text == module.text_eos_id).int().argmax(dim=-1)
+            x = module.ln_final(_blocks_then_pooled(module.transformer, x, mask, pick))
+        else:
+            x = module.transformer(x, attn_mask=mask)
+            x = module.ln_final(x)
+            x = text_global_pool(x, text, module.text_pool_type, eos_token_id=getattr(module, "text_eos_id", None))
+        if module.text_projection is not None:
+            x = module.text_projection(x) if isinstance(module.text_projection, nn.Linear) else x @ module.text_projection
+        if out is None:
+            out = x.new_empty((tokens.shape[0], x.shape[1]))
+        out[rows] = x
+        start = end
+    return out
+
+
+class _ClipStep(nn.Module):
+    """The training forward: image features, text features and the logit scale (what DDP wraps)."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        return encode_image_pooled(self.clip, images), encode_text_trimmed(self.clip, tokens), self.clip.logit_scale
+
+
+def _lock(module: nn.Module, cfg: TrainConfig) -> None:
+    if cfg.lock_image:
+        visual = module.visual
+        if type(visual).__name__ == "ModifiedResNet":
+            # open_clip cannot partially lock its ResNet; its stages are natural groups.
+            for p in visual.parameters():
+                p.requires_grad = False
+            stem = [visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3]
+            groups = [stem, [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4], [visual.attnpool]]
+            if cfg.lock_image_unlocked > len(groups):
+                raise UsageError(f"--lock-image-unlocked: this ResNet has only {len(groups)} groups")
+            for group in groups[len(groups) - cfg.lock_image_unlocked :] if cfg.lock_image_unlocked else []:
+                for part in group:
+                    for p in part.parameters():
+                        p.requires_grad = True
+        else:
+            try:
+                module.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked)
+            except (AssertionError, NotImplementedError) as exc:
+                raise UsageError(f"--lock-image-unlocked {cfg.lock_image_unlocked}: not supported by this image tower ({exc})") from exc
+    if cfg.lock_text:
+        module.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked)
+
+
+def _train_mode(module: nn.Module, cfg: TrainConfig) -> None:
+    module.train()
+    if cfg.lock_image and not any(p.requires_grad for p in module.visual.parameters()):
+        module.visual.eval()  # a frozen tower keeps its batch-norm statistics
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def _features(module: nn.Module, data: _PairSet, preprocess, device, precision: str, batch: int):
+    from medclip_cli.data.preprocess import normalize_batch
+
+    images, texts = [], []
+    for start in range(0, len(data), batch):
+        pix = normalize_batch(data.pixels[start : start + batch], preprocess, device)
+        with _autocast(precision, device):
+            images.append(encode_image_pooled(module, pix).float())
+            texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())
+    return torch.cat(images), torch.cat(texts)
+
+
+@torch.no_grad()
+def validate(model, data: _PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int) -> dict:
+    """Validation loss, retrieval recall both ways and zero-shot accuracy on ``cfg.val_tasks``."""
+    import torch.nn.functional as F
+
+    from medclip_cli.engine.loss import weighted_clip_loss
+    from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics
+    from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, build_zero_shot_classifier, zero_shot_logits
+
+    module = model.module
+    was_training = module.training
+    module.eval()
+    try:
+        image_f, text_f = _features(module, data, model.preprocess, device, precision, batch)
+        scale = module.logit_scale.detach()
+        total = 0.0
+        for start in range(0, len(data), batch):
+            n = min(batch, len(data) - start)
+            groups = data.groups[start : start + n].to(device) if data.groups is not None else None
+            total += n * float(
+                weighted_clip_loss(image_f[start : start + n], text_f[start : start + n], scale, cfg.loss_weight, groups)
+            )
+        record = {"val_loss": total / max(1, len(data))}
+        image_n, text_n = F.normalize(image_f, dim=-1), F.normalize(text_f, dim=-1)
+        unique, owner = caption_groups(data.captions)
+        first = {}
+        for i, o in enumerate(owner):
+            first.setdefault(o, i)
+        record.update(retrieval_metrics(image_n, text_n[[first[o] for o in range(len(unique))]], owner))
+        for task in cfg.val_tasks:
+            label_field = dataset.label_field(task)
+            rows = [i for i, labels in enumerate(data.labels) if labels.get(task) in label_field.classes]
+            classes = list(label_field.classes)
+            if not rows:
+                record[f"zeroshot_{task}_acc"] = float("nan")
+                continue
+            classifier = build_zero_shot_classifier(model, [label_field.readable_name(c) for c in classes], [DEFAULT_TEMPLATE])
+            logits = zero_shot_logits(image_n[rows], classifier, model.logit_scale)
+            truth = torch.tensor([classes.index(data.labels[i][task]) for i in rows], device=logits.device)
+            record[f"zeroshot_{task}_acc"] = float((logits.argmax(dim=1) == truth).float().mean())
+    finally:
+        module.train(was_training)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def train(config: TrainConfig, progress: ProgressReporter | None = None, events: TrainEvents | None = None) -> TrainResult:
+    """Fine-tune as ``config`` says; under ``torchrun`` every rank calls this (rank 0 writes files)."""
+    from medclip_cli.engine.devices import resolve_device
+
+    check_config(config)
+    device = resolve_device(config.device)
+    info = dist_.init_distributed(device)
+    device = dist_.local_device(device, info)
+    try:
+        return _Run(config, progress or NullProgress(), events or TrainEvents(), device, info).run()
+    finally:
+        dist_.shutdown_distributed()
+
+
+class _StopFlag:
+    """First Ctrl-C (or SIGTERM) asks the loop to checkpoint and stop; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _Scalars:
+    """metrics.jsonl (always) and TensorBoard scalars (when tensorboard is installed), rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        if resume_step is not None and self.path.is_file():
+            self._truncate_after(resume_step)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            self.writer = None
+
+    def _truncate_after(self, step: int) -> None:
+        # Lines written after the checkpoint belong to steps that will run again.
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            prefix = "val" if record.get("type") == "epoch" else "train"
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, progress: ProgressReporter, events: TrainEvents, device, info) -> None:
+        self.cfg, self.device, self.info = cfg, device, info
+        self.progress = progress if info.is_main else NullProgress()
+        self.events = events if info.is_main else TrainEvents()
+        self.out = Path(cfg.output)
+        self.precision = resolve_precision(cfg.precision, device)
+
+    # -- set-up --------------------------------------------------------------------------
+    def _find_resume(self) -> ckpt.Checkpoint | None:
+        cfg, out = self.cfg, self.out
+        if cfg.resume:
+            found = ckpt.find_checkpoint(out)
+            if found is None:
+                raise TrainingError(
+                    f"{out}: nothing to resume (no checkpoint under {out / ckpt.CHECKPOINT_DIR})",
+                    hint="start the run without --resume",
+                )
+            saved = out / "config.json"
+            if saved.is_file():
+                old = json.loads(saved.read_text(encoding="utf-8")).get("config", {})
+                new = cfg.as_dict()
+                for key, value in new.items():
+                    if key not in RESUME_FREE and key in old and old[key] != value:
+                        option = _OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
+                        raise UsageError(
+                            f"--resume: {option} is {value!r} but the run in {out} used {old[key]!r}",
+                            hint="resume with the run's own settings (or start a new --output)",
+                        )
+            return ckpt.load_checkpoint(found)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise OutputError(f"{out}: already exists and is not empty", hint="pass --resume to continue that run, or choose another --output")
+        return None
+
+    def _build_model(self, resume: ckpt.Checkpoint | None):
+        from medclip_cli.models import resolve_model
+        from medclip_cli.models.bundle import load_bundle
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        if resume is not None:
+            model = load_bundle(resume.path)
+            model.manifest = dict(resume.state["manifest"])
+        else:
+            model = resolve_model(cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size)
+        _lock(model.module, cfg)
+        return model.to(self.device)
+
+    def _load_data(self, model):
+        from medclip_cli.data import load_dataset
+
+        cfg = self.cfg
+        train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format)
+        val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format) if cfg.val_split else None
+        for task in cfg.val_tasks:
+            val_ds.label_field(task)
+        soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets)
+        train_set = _load_pairs(train_ds, model, progress=self.progress, **soft)
+        val_set = None
+        if val_ds is not None and self.info.is_main:
+            val_set = _load_pairs(val_ds, model, progress=self.progress, **soft)
+            if len(val_set) == 0:
+                raise TrainingError(f"{cfg.data}: the {cfg.val_split!r} split has no readable image with a caption", hint="pass --val-split none")
+        return train_ds, train_set, val_ds, val_set
+
+    def _plan(self, model, n_train: int, n_val: int, skipped: int, lr: float, resume) -> TrainPlan:
+        cfg, world = self.cfg, self.info.world_size
+        global_batch = cfg.batch_size * world
+        micro = n_train // global_batch
+        if micro < cfg.grad_accum:
+            raise UsageError(
+                f"--batch-size {cfg.batch_size} × {world} process(es) × --grad-accum {cfg.grad_accum} "
+                f"needs more than the {n_train} training pairs",
+                hint="lower --batch-size or --grad-accum",
+            )
+        per_epoch = micro // cfg.grad_accum
+        total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.epochs * per_epoch, cfg.max_steps)
+        params = list(model.module.parameters())
+        return TrainPlan(
+            device=str(self.device), precision=self.precision, world_size=world, train_pairs=n_train, val_pairs=n_val,
+            skipped=skipped, steps_per_epoch=per_epoch, epochs=math.ceil(total / per_epoch), total_steps=total,
+            warmup_steps=warmup_steps_for(total, cfg.warmup), batch_size=cfg.batch_size,
+            effective_batch=global_batch * cfg.grad_accum, lr=lr, weight_decay=cfg.weight_decay,
+            trainable_params=sum(p.numel() for p in params if p.requires_grad), total_params=sum(p.numel() for p in params),
+            resumed_from=str(resume.path) if resume else None, start_step=int(resume.state["step"]) if resume else 0,
+        )
+
+    def _default_lr(self, model) -> float:
+        if self.cfg.lr is not None:
+            return self.cfg.lr
+        pretrained = self.cfg.model_dir is not None or model.manifest.get("pretrained") or model.manifest.get("text_pretrained")
+        return PRETRAINED_LR if pretrained else SCRATCH_LR
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        resume = self._find_resume()
+        dist_.barrier()  # every rank has checked the output folder before rank 0 writes to it
+        model = self._build_model(resume)
+        train_ds, train_set, val_ds, val_set = self._load_data(model)
+        self.fingerprint = train_ds.fingerprint()
+        if resume is not None and resume.state.get("data_fingerprint") != self.fingerprint:
+            raise TrainingError(
+                f"{cfg.data}: the {cfg.split!r} split changed since the checkpoint was written",
+                hint="resume with the same data, or start a new run",
+            )
+        lr = self._default_lr(model)
+        plan = self._plan(model, len(train_set), len(val_set) if val_set else 0, train_set.skipped, lr, resume)
+        self.model, self.plan, self.train_set, self.val_set, self.val_ds = model, plan, train_set, val_set, val_ds
+
+        module = model.module
+        self.optimizer = build_optimizer(module, lr, cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, plan.total_steps, plan.warmup_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.best: dict | None = None
+        self.history: list[dict] = []
+        self.epoch_loss = [0.0, 0]
+        self.last_checkpoint: Path | None = None
+        if resume is not None:
+            self._restore(resume)
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.out / "config.json", {"config": cfg.as_dict(), "plan": asdict(plan)})
+        self.events.on_plan(plan, cfg)
+        self.scalars = _Scalars(self.out, info.is_main, self.step if resume else None)
+        self.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, info.rank, info.world_size)
+        step_module: nn.Module = _ClipStep(module)
+        if info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            step_module = DistributedDataParallel(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.step_module = step_module
+        try:
+            with _StopFlag() as stop:
+                self._loop(stop)
+        finally:
+            self.scalars.close()
+        return TrainResult(
+            output=self.out, last=self.out / "last", best=self.out / "best" if self.best else None, steps=self.step,
+            epochs_done=self.epoch, best_metric=cfg.select_metric if self.best else None,
+            best_value=self.best["value"] if self.best else None, best_epoch=self.best["epoch"] if self.best else None,
+            history=self.history,
+        )
+
+    def _restore(self, resume: ckpt.Checkpoint) -> None:
+        state = resume.state
+        if state.get("world_size", 1) != self.info.world_size:
+            raise UsageError(
+                f"--resume: the run used {state.get('world_size', 1)} process(es), this one has {self.info.world_size}",
+                hint="resume with the same number of processes",
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.restore_rng_state(state["rng"], self.device)
+        self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        self.best = state.get("best")
+        self.history = list(state.get("history", []))
+        self.epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
+        self.last_checkpoint = resume.path
+
+    def _loop(self, stop: _StopFlag) -> None:
+        cfg, plan = self.cfg, self.plan
+        while self.step < plan.total_steps:
+            steps_this_epoch = min(plan.steps_per_epoch, plan.total_steps - self.epoch * plan.steps_per_epoch)
+            task = self.progress.task(f"epoch {self.epoch + 1}/{plan.epochs}", total=steps_this_epoch)
+            if self.position:
+                self.progress.advance(task, self.position)
+            batches = _Batches(
+                self.train_set, cfg, self.device, self.info, self.epoch,
+                self.position * cfg.grad_accum, (steps_this_epoch - self.position) * cfg.grad_accum,
+            )
+            window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+            batch_iter = iter(batches)
+            last_end = time.perf_counter()
+            while self.position < steps_this_epoch:
+                loss = self._step(batch_iter)
+                # Step to step, waiting for data included (open_clip_train's "Batch (t)").
+                now = time.perf_counter()
+                seconds, last_end = now - last_end, now
+                window["loss"] += loss
+                window["steps"] += 1
+                window["seconds"] += seconds
+                self.epoch_loss[0] += loss
+                self.epoch_loss[1] += 1
+                samples_s = plan.effective_batch / seconds
+                self.progress.advance(task, loss=loss, lr=self._lr(), samples_s=round(samples_s, 1))
+                if window["steps"] == cfg.log_every or self.position == steps_this_epoch:
+                    self._log_window(window)
+                    window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+                if dist_.any_rank(stop.requested, self.device):
+                    path = self._checkpoint()
+                    raise TrainingInterrupted(self.step, path)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.position < steps_this_epoch:
+                    self._checkpoint()
+                    last_end = time.perf_counter()  # a checkpoint is not training time
+            self.progress.done(task)
+            self._end_epoch()
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _step(self, batch_iter) -> float:
+        from medclip_cli.data.preprocess import normalize_batch
+
+        cfg = self.cfg
+        total = torch.zeros((), dtype=torch.float64)
+        for k in range(cfg.grad_accum):
+            pixels, tokens, groups, augment = next(batch_iter)
+            images = normalize_batch(pixels, self.model.preprocess, self.device)
+            if augment is not None:
+                images = _random_resized_crop(images, augment)
+            tokens = tokens.to(self.device, non_blocking=True)
+            groups = groups.to(self.device) if groups is not None else None
+            sync = self.step_module.no_sync() if self.info.enabled and k < cfg.grad_accum - 1 else nullcontext()
+            with sync:
+                with _autocast(self.precision, self.device):
+                    image_f, text_f, scale = self.step_module(images, tokens)
+                loss = self.loss_fn(image_f, text_f, scale, groups)
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += loss.detach().double().cpu()
+        value = dist_.all_mean(float(total) / cfg.grad_accum, self.device)
+        if not math.isfinite(value):
+            self.optimizer.zero_grad(set_to_none=True)
+            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+            raise NonFiniteLoss(
+                f"the loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}); stopped before applying it",
+                hint=f"{where}; lower --lr" + (" or use --precision fp32" if self.precision != "fp32" else "")
+                + (", then --resume" if self.last_checkpoint else ""),
+            )
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        with torch.no_grad():  # CLIP's clamp: the temperature never exceeds 100
+            self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        self.step += 1
+        self.position += 1
+        return value
+
+    def _log_window(self, window: dict) -> None:
+        record = {
+            "type": "train", "step": self.step, "epoch": self.epoch + 1, "loss": window["loss"] / window["steps"],
+            "lr": self._lr(), "logit_scale": self.model.logit_scale,
+            "samples_per_s": self.plan.effective_batch * window["steps"] / max(window["seconds"], 1e-9),
+        }
+        self.scalars.write(record)
+
+    def _end_epoch(self) -> None:
+        cfg = self.cfg
+        record = {"type": "epoch", "step": self.step, "epoch": self.epoch + 1,
+                  "train_loss": self.epoch_loss[0] / max(1, self.epoch_loss[1])}
+        improved = False
+        if self.info.is_main:
+            if self.val_set is not None:
+                batch = cfg.batch_size * self.info.world_size
+                record.update(validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.precision, batch))
+                value = record[cfg.select_metric]
+                better = (lambda a, b: a < b) if lower_is_better(cfg.select_metric) else (lambda a, b: a > b)
+                if math.isfinite(value) and (self.best is None or better(value, self.best["value"])):
+                    self.best = {"value": value, "epoch": self.epoch + 1, "step": self.step}
+                    improved = True
+                record["best"] = improved
+            self.history.append(record)
+            self.scalars.write(record)
+            self.events.on_validation(record)
+            self._save_bundle("last", record)
+            if improved:
+                self._save_bundle("best", record)
+        dist_.barrier()
+        self.epoch += 1
+        self.position = 0
+        self.epoch_loss = [0.0, 0]
+        self._checkpoint()
+
+    def _provenance(self, record: dict) -> dict:
+        cfg = self.cfg
+        return {
+            "source": "medclip finetune", "run": str(self.out), "data": str(cfg.data), "split": cfg.split,
+            "data_fingerprint": self.fingerprint, "epoch": record["epoch"], "step": record["step"],
+            "loss_weight": cfg.loss_weight, "metrics": {k: v for k, v in record.items() if isinstance(v, float)},
+        }
+
+    def _save_bundle(self, name: str, record: dict) -> None:
+        from medclip_cli.models.bundle import save_bundle
+
+        save_bundle(self.model, self.out / name, self._provenance(record))
+
+    def _checkpoint(self) -> Path:
+        path = self.out / ckpt.CHECKPOINT_DIR / f"step-{self.step:08d}"
+        if self.info.is_main:
+            state = {
+                "step": self.step, "epoch": self.epoch, "position": self.position,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(self.device),
+                "best": self.best, "history": self.history, "epoch_loss": self.epoch_loss,
+                "world_size": self.info.world_size, "data_fingerprint": self.fingerprint,
+                "manifest": self.model.manifest,
+            }
+            path = ckpt.save_checkpoint(self.out, self.model, state, self.step)
+        dist_.barrier()
+        self.last_checkpoint = path
+        return path
