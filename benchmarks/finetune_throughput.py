@@ -1,13 +1,15 @@
 """Training throughput of ``medclip finetune`` next to ``python -m open_clip_train.main``.
 
-Same data (MedPix 2.0 train), model (ViT-B-32, random init), batch (32), image size (224),
+Same data (MedPix 2.0 train), model (``--encoder``: ViT-B-32 or RN50, random init), batch (32), image size (224),
 precision (fp32), worker count and device (CPU). Each trainer runs a bounded number of steps;
 samples/s is the batch divided by the median step-to-step time after the first ``--skip`` steps
 (open_clip_train's own "Batch (t)", and the same measure in medclip's metrics.jsonl); ``--rounds``
 alternates the trainers so that a busy machine slows both alike, and the best step is shown too.
-medclip's one-time decode of the split is reported separately.
+medclip's one-time decode of the split is reported separately. Peak memory is the highest PSS
+summed over each trainer's process tree (its data loader workers included), sampled every 0.5 s.
 
     python benchmarks/finetune_throughput.py --data ../shared/medpix2 --steps 8 --workers 2
+    python benchmarks/finetune_throughput.py --encoder rn50 --steps 8 --workers 2
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import PeakTreeMemory  # noqa: E402
+
+OPEN_CLIP_NAMES = {"vit-b-32": "ViT-B-32", "rn50": "RN50"}
 STEP_LINE = re.compile(r"Train Epoch: \d+ \[.*?\].*?Batch \(t\): [0-9.]+, ([0-9.]+)/s,")
 
 
@@ -39,17 +45,18 @@ def write_open_clip_csv(data: Path, split: str, target: Path) -> int:
     return len(rows)
 
 
-def run_open_clip_train(csv: Path, args, logs: Path) -> list[float]:
-    """Per-step samples/s of open_clip_train, stopped after ``args.steps`` steps."""
+def run_open_clip_train(csv: Path, args, logs: Path) -> tuple[list[float], float]:
+    """Per-step samples/s of open_clip_train, stopped after ``args.steps`` steps, and its peak MiB."""
     cmd = [
         sys.executable, "-m", "open_clip_train.main", "--train-data", str(csv), "--dataset-type", "csv",
-        "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", "ViT-B-32",
+        "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", OPEN_CLIP_NAMES[args.encoder],
         "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--precision", "fp32",
         "--epochs", "1", "--lr", "5e-4", "--warmup", "10", "--log-every-n-steps", "1", "--seed", "0",
         "--logs", str(logs), "--name", "bench", "--save-frequency", "0", "--report-to", "",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=logs)
     rates: list[float] = []
+    memory = PeakTreeMemory(proc.pid, 0.5).__enter__()
     try:
         for line in proc.stdout:
             match = STEP_LINE.search(line)
@@ -59,33 +66,37 @@ def run_open_clip_train(csv: Path, args, logs: Path) -> list[float]:
                 if len(rates) >= args.steps:
                     break
     finally:
+        memory.__exit__()
         proc.terminate()
         proc.wait(30)
     if len(rates) < args.steps:
         raise SystemExit(f"open_clip_train stopped after {len(rates)} steps (exit {proc.returncode})")
-    return rates
+    return rates, memory.peak_mib
 
 
-def run_medclip(args, output: Path) -> tuple[list[float], float]:
-    """Per-step samples/s of medclip finetune, and the seconds before its first step."""
+def run_medclip(args, output: Path) -> tuple[list[float], float, float]:
+    """Per-step samples/s of medclip finetune, the seconds before its first step, and its peak MiB."""
     cmd = [
-        sys.executable, "-m", "medclip_cli.cli", "finetune", "--encoder", "vit-b-32", "--pretrained", "none",
+        sys.executable, "-m", "medclip_cli.cli", "finetune", "--encoder", args.encoder, "--pretrained", "none",
         "--data", str(args.data), "--output", str(output), "--batch-size", str(args.batch_size),
         "--workers", str(args.workers), "--precision", "fp32", "--image-size", "224", "--max-steps", str(args.steps),
         "--val-split", "none", "--log-every", "1", "--checkpoint-every", "0", "--device", "cpu", "--json",
         "--grad-clip", "0",  # open_clip_train clips nothing by default: the same work per step
     ]  # fmt: skip
     started = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if result.returncode != 0:
-        raise SystemExit(f"medclip finetune failed: {result.stderr[-2000:]}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with PeakTreeMemory(proc.pid, 0.5) as memory:
+        _, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"medclip finetune failed: {stderr[-2000:]}")
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] for r in records if r["type"] == "train"]
     total = time.monotonic() - started
     steps_time = sum(args.batch_size / r for r in rates)
     for k, r in enumerate(rates, 1):
         print(f"  medclip step {k}: {r:.2f} samples/s")
-    return rates, total - steps_time
+    return rates, total - steps_time, memory.peak_mib
 
 
 def steady(rates: list[float], skip: int, batch: int) -> float:
@@ -96,6 +107,7 @@ def steady(rates: list[float], skip: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "medpix2")
+    parser.add_argument("--encoder", choices=sorted(OPEN_CLIP_NAMES), default="vit-b-32")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--skip", type=int, default=2, help="first steps left out (warm-up)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -106,31 +118,35 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
-    print(f"CPU threads: {torch.get_num_threads()}, batch {args.batch_size}, workers {args.workers}, "
+    print(f"{args.encoder}: CPU threads: {torch.get_num_threads()}, batch {args.batch_size}, workers {args.workers}, "
           f"{args.steps} steps each, {args.rounds} round(s), first {args.skip} steps of each run left out")
     rates: dict[str, list[float]] = {"medclip": [], "open_clip_train": []}
+    peaks: dict[str, float] = {"medclip": 0.0, "open_clip_train": 0.0}
     with tempfile.TemporaryDirectory(prefix="medclip-bench-") as tmp:
         tmp = Path(tmp)
         n = write_open_clip_csv(args.data, "train", tmp / "train.csv")
         for round_ in range(args.rounds):
             if args.only in ("both", "medclip"):
-                run_rates, setup = run_medclip(args, tmp / f"medclip-run-{round_}")
+                run_rates, setup, peak = run_medclip(args, tmp / f"medclip-run-{round_}")
                 rates["medclip"] += run_rates[args.skip :]
+                peaks["medclip"] = max(peaks["medclip"], peak)
                 print(f"medclip finetune round {round_ + 1}: {steady(run_rates, args.skip, args.batch_size):.2f} samples/s "
-                      f"(start-up incl. decoding the split once: {setup:.1f} s)", flush=True)
+                      f"(start-up incl. decoding the split once: {setup:.1f} s; peak {peak:.0f} MiB)", flush=True)
             if args.only in ("both", "open_clip"):
                 logs = tmp / f"logs-{round_}"
                 logs.mkdir()
-                run_rates = run_open_clip_train(tmp / "train.csv", args, logs)
+                run_rates, peak = run_open_clip_train(tmp / "train.csv", args, logs)
                 rates["open_clip_train"] += run_rates[args.skip :]
+                peaks["open_clip_train"] = max(peaks["open_clip_train"], peak)
                 print(f"open_clip_train round {round_ + 1} ({n} pairs): "
-                      f"{steady(run_rates, args.skip, args.batch_size):.2f} samples/s", flush=True)
+                      f"{steady(run_rates, args.skip, args.batch_size):.2f} samples/s; peak {peak:.0f} MiB", flush=True)
     summary = {k: (steady(v, 0, args.batch_size), max(v)) for k, v in rates.items() if v}
     for name, (median, best) in summary.items():
-        print(f"{name}: median {median:.2f} samples/s, best step {best:.2f} samples/s")
+        print(f"{name}: median {median:.2f} samples/s, best step {best:.2f} samples/s, peak PSS {peaks[name]:.0f} MiB")
     if len(summary) == 2:
         (m_med, m_best), (o_med, o_best) = summary["medclip"], summary["open_clip_train"]
         print(f"ratio medclip / open_clip_train: {m_med / o_med:.2f}x (median), {m_best / o_best:.2f}x (best step)")
+        print(f"peak memory medclip / open_clip_train: {peaks['medclip'] / peaks['open_clip_train']:.2f}")
 
 
 if __name__ == "__main__":
