@@ -496,6 +496,18 @@ def _lock(module: nn.Module, cfg: TrainConfig) -> None:
         module.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked)
 
 
+def prefer_channels_last(module: nn.Module, device: torch.device) -> bool:
+    """On CUDA, NHWC weights for a convolutional image tower: cuDNN's tensor-core convolutions work
+    NHWC, and the batch already is (``normalize_batch`` permutes the NHWC uint8 pixels, keeping
+    their layout), so no transposes are left around the convolutions. A ViT, whose only
+    convolution is the patch embedding, is left alone. Returns whether the tower was converted."""
+    visual = getattr(module, "visual", None)
+    if device.type != "cuda" or visual is None or sum(isinstance(m, nn.Conv2d) for m in visual.modules()) < 2:
+        return False
+    visual.to(memory_format=torch.channels_last)
+    return True
+
+
 def _train_mode(module: nn.Module, cfg: TrainConfig) -> None:
     module.train()
     if cfg.lock_image and not any(p.requires_grad for p in module.visual.parameters()):
@@ -711,7 +723,9 @@ class _Run:
         else:
             model = resolve_model(cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size)
         _lock(model.module, cfg)
-        return model.to(self.device)
+        model = model.to(self.device)
+        prefer_channels_last(model.module, self.device)
+        return model
 
     def _load_data(self, model):
         from medclip_cli.data import load_dataset
