@@ -50,8 +50,8 @@ def run_open_clip_train(csv: Path, args, logs: Path) -> tuple[list[float], float
     cmd = [
         sys.executable, "-m", "open_clip_train.main", "--train-data", str(csv), "--dataset-type", "csv",
         "--csv-img-key", "filepath", "--csv-caption-key", "title", "--model", OPEN_CLIP_NAMES[args.encoder],
-        "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--precision", "fp32",
-        "--epochs", "1", "--lr", "5e-4", "--warmup", "10", "--log-every-n-steps", "1", "--seed", "0",
+        "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--precision", getattr(args, "open_clip_precision", "fp32"),
+        "--epochs", str(getattr(args, "open_clip_epochs", 1)), "--lr", "5e-4", "--warmup", "10", "--log-every-n-steps", "1", "--seed", "0",
         "--logs", str(logs), "--name", "bench", "--save-frequency", "0", "--report-to", "",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=logs)

@@ -36,7 +36,7 @@ def captions_for(data: Path | None, split: str, n: int) -> list[str]:
     return [captions[k % len(captions)] for k in range(n)]
 
 
-def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str, image_size: int = 224,
+def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str, image_size: int | None = None,
                   total_steps: int = 10_000, seed: int = 0, output: Path | None = None, **config):
     """A ``_Run`` set up exactly as ``_Run.run`` sets it up (model, AdamW, schedule, loss, step module),
     random init, without loading data: call ``run._step(batches)`` with in-memory batches."""

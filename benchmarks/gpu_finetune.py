@@ -1,0 +1,172 @@
+"""One prepared GPU run (H100/H200, under 10 minutes): bf16 fine-tuning of ViT-B/32 on MedPix train.
+
+Measured in one process, one after the other, each after its own warm-up:
+1. the ceiling: the engine's own training step (``step_ceiling.make_step_run``) on pinned,
+   in-memory batches; with ``--compile`` also the step with ``torch.compile`` on the forward;
+2. the model FLOPs of one engine step (``torch.utils.flop_counter.FlopCounterMode``, forward and
+   backward) -> model FLOP utilisation = FLOPs/step x steps/s / ``--peak-tflops``;
+3. ``medclip finetune`` end to end (decode cache, pinned memory, non-blocking copies, fused
+   AdamW, SDPA attention through ``nn.MultiheadAttention``; NHWC for convolutional towers);
+4. ``python -m open_clip_train.main`` with its default data pipeline (CSV, PIL decode and
+   resize in ``--workers`` processes) at ``amp_bf16``, same model, batch and image size.
+Samples/s are the batch over the median step-to-step time after ``--skip`` steps. Targets: end to
+end >= 90 % of the ceiling, >= 3x open_clip_train. Prints a table last; ``--json`` writes the figures.
+
+    python benchmarks/gpu_finetune.py --data ../shared/medpix2 --json $OUT/gpu_finetune.json
+    python benchmarks/gpu_finetune.py --encoder test-vit --device cpu --precision fp32 --batch-size 8 \
+        --steps 3 --skip 1 --no-open-clip          # a quick check of the script without a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from finetune_throughput import OPEN_CLIP_NAMES, run_open_clip_train, steady, write_open_clip_csv  # noqa: E402
+from step_ceiling import captions_for, make_step_run, memory_batches, time_steps  # noqa: E402
+
+
+def step_flops(run, batches) -> int:
+    """Model FLOPs of one engine step (forward + backward), counted by PyTorch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run._step(iter(batches))
+    return counter.get_total_flops()
+
+
+def ceiling(args, captions: list[str], compile_: bool = False) -> tuple[float, int | None]:
+    import torch
+
+    run = make_step_run(args.encoder, batch_size=args.batch_size, device=args.device, precision=args.precision)
+    batches = memory_batches(run, captions)
+    flops = step_flops(run, batches) if not compile_ else None
+    if compile_:
+        run.step_module = torch.compile(run.step_module, dynamic=True)
+    times = time_steps(run, batches, args.steps, args.skip)
+    del run
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return args.batch_size / statistics.median(times), flops
+
+
+def end_to_end(args, output: Path) -> tuple[float, float]:
+    """``medclip finetune`` as a user runs it: median samples/s after warm-up, and its wall time."""
+    cmd = [
+        sys.executable, "-m", "medclip_cli.cli", "finetune", "--encoder", args.encoder, "--pretrained", "none",
+        "--data", str(args.data), "--output", str(output), "--batch-size", str(args.batch_size),
+        "--workers", str(args.workers), "--precision", args.precision, "--max-steps", str(args.steps + args.skip),
+        "--epochs", "1000", "--val-split", "none", "--log-every", "1", "--checkpoint-every", "0",
+        "--device", args.device, "--json", "--grad-clip", "0",
+    ]  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"medclip finetune failed: {result.stderr[-3000:]}")
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in records if r["type"] == "train"]
+    return steady(rates, args.skip, args.batch_size), wall
+
+
+def open_clip_side(args, tmp: Path) -> float:
+    csv = tmp / "train.csv"
+    write_open_clip_csv(args.data, "train", csv)
+    logs = tmp / "open_clip_logs"
+    logs.mkdir()
+    oc_args = argparse.Namespace(
+        encoder=args.encoder, batch_size=args.batch_size, workers=args.open_clip_workers, steps=args.steps + args.skip,
+        open_clip_precision="amp_bf16" if args.precision == "bf16" else args.precision, open_clip_epochs=1000,
+    )
+    rates, _ = run_open_clip_train(csv, oc_args, logs)
+    return steady(rates, args.skip, args.batch_size)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "medpix2")
+    parser.add_argument("--encoder", default="vit-b-32")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps of each measurement")
+    parser.add_argument("--skip", type=int, default=10, help="warm-up steps left out")
+    parser.add_argument("--workers", type=int, default=4, help="medclip's batch threads")
+    parser.add_argument("--open-clip-workers", type=int, default=8, help="open_clip_train's loader processes")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
+    parser.add_argument("--compile", action="store_true", help="also time the in-memory step under torch.compile")
+    parser.add_argument("--no-open-clip", action="store_true")
+    parser.add_argument("--no-end-to-end", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not args.no_open_clip and args.encoder not in OPEN_CLIP_NAMES:
+        raise SystemExit(f"--encoder {args.encoder}: no open_clip_train counterpart; pass --no-open-clip")
+    import torch
+
+    torch.manual_seed(0)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        name = torch.cuda.get_device_name()
+    else:
+        name = f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
+    print(f"device {name}; torch {torch.__version__}; {args.encoder}, batch {args.batch_size}, {args.precision}; "
+          f"{args.steps} timed steps after {args.skip}", flush=True)
+    captions = captions_for(args.data, "train", 4 * args.batch_size)
+    out: dict = {"device": name, "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()}}
+
+    out["ceiling"], flops = ceiling(args, captions)
+    out["step_flops"] = flops
+    out["mfu_ceiling"] = flops * out["ceiling"] / args.batch_size / (args.peak_tflops * 1e12)
+    print(f"in-memory step: {out['ceiling']:.1f} samples/s; {flops / 1e12:.3f} TFLOP/step; "
+          f"MFU {100 * out['mfu_ceiling']:.1f}%", flush=True)
+    if args.compile:
+        try:
+            out["ceiling_compiled"], _ = ceiling(args, captions, compile_=True)
+            print(f"in-memory step, torch.compile: {out['ceiling_compiled']:.1f} samples/s", flush=True)
+        except Exception as exc:  # a compile failure is a finding, not the end of the run
+            out["ceiling_compiled"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+            print(f"torch.compile: {out['ceiling_compiled']}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="medclip-gpu-") as tmp:
+        tmp = Path(tmp)
+        if not args.no_end_to_end:
+            out["end_to_end"], out["end_to_end_wall_s"] = end_to_end(args, tmp / "run")
+            out["mfu_end_to_end"] = flops * out["end_to_end"] / args.batch_size / (args.peak_tflops * 1e12)
+            print(f"medclip finetune: {out['end_to_end']:.1f} samples/s ({out['end_to_end_wall_s']:.0f} s in all)", flush=True)
+        if not args.no_open_clip:
+            out["open_clip_train"] = open_clip_side(args, tmp)
+            print(f"open_clip_train: {out['open_clip_train']:.1f} samples/s", flush=True)
+
+    print(f"\n{'what':34} {'samples/s':>10} {'ratio':>8} {'target':>8}")
+    print(f"{'in-memory engine step (ceiling)':34} {out['ceiling']:>10.1f}")
+    if isinstance(out.get("ceiling_compiled"), float):
+        print(f"{'  same, torch.compile':34} {out['ceiling_compiled']:>10.1f} {out['ceiling_compiled'] / out['ceiling']:>7.2f}x")
+    if "end_to_end" in out:
+        print(f"{'medclip finetune / ceiling':34} {out['end_to_end']:>10.1f} {100 * out['end_to_end'] / out['ceiling']:>7.0f}% {'>= 90%':>8}")
+    if "open_clip_train" in out:
+        print(f"{'open_clip_train':34} {out['open_clip_train']:>10.1f}")
+        if "end_to_end" in out:
+            print(f"{'medclip / open_clip_train':34} {'':>10} {out['end_to_end'] / out['open_clip_train']:>7.2f}x {'>= 3x':>8}")
+    print(f"MFU at {args.peak_tflops:.0f} TFLOP/s peak: ceiling {100 * out['mfu_ceiling']:.1f}%"
+          + (f", end to end {100 * out['mfu_end_to_end']:.1f}%" if "mfu_end_to_end" in out else ""))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
