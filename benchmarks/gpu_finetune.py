@@ -73,7 +73,9 @@ def end_to_end(args, output: Path) -> tuple[float, float]:
         "--device", args.device, "--json", "--grad-clip", "0",
     ]  # fmt: skip
     started = time.monotonic()
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    # Keep what PYTHONPATH already holds: on the GPU machine the carried wheels live there.
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     wall = time.monotonic() - started
     if result.returncode != 0:
         raise SystemExit(f"medclip finetune failed: {result.stderr[-3000:]}")
