@@ -6,7 +6,8 @@ Side by side with what a user would otherwise run:
   open_clip, builds the same model from the same folder (``local-dir:``), encodes the image and
   the labels, and prints the softmax — the least a user would write by hand.
 
-Each figure is the median wall time of ``--rounds`` cold processes, all measured in one run.
+Each figure is the median wall time of ``--rounds`` cold processes, the two sides alternating,
+all measured in one run.
 
     python benchmarks/startup_latency.py --rounds 5
 """
@@ -46,13 +47,15 @@ MINIMAL_SCRIPT = textwrap.dedent(
 )
 
 
-def _time(cmd: list[str], rounds: int, env: dict) -> tuple[float, list[float]]:
-    times = []
+def _time_pair(ours: list[str], theirs: list[str], rounds: int, env: dict) -> tuple[float, float]:
+    """Median wall times of the two commands, run alternately so that load slows both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(rounds):
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=env)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for cmd, out in ((ours, times[0]), (theirs, times[1])):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -84,11 +87,12 @@ def main() -> None:
         medclip = [sys.executable, "-m", "medclip_cli.cli"]
         clip_benchmark = shutil.which("clip_benchmark") or str(Path(sys.executable).with_name("clip_benchmark"))
         rows = []
-        help_ours, _ = _time([*medclip, "--help"], args.rounds, env)
-        help_theirs, _ = _time([clip_benchmark, "--help"], args.rounds, env)
+        help_ours, help_theirs = _time_pair([*medclip, "--help"], [clip_benchmark, "--help"], args.rounds, env)
         rows.append(("--help", "medclip --help", help_ours, "clip_benchmark --help", help_theirs))
-        ours, _ = _time([*medclip, "classify", str(image), "--labels", labels, "--model", str(bundle), "--json"], args.rounds, env)
-        theirs, _ = _time([sys.executable, str(work / "minimal.py"), str(bundle), str(image), labels], args.rounds, env)
+        ours, theirs = _time_pair(
+            [*medclip, "classify", str(image), "--labels", labels, "--model", str(bundle), "--json"],
+            [sys.executable, str(work / "minimal.py"), str(bundle), str(image), labels], args.rounds, env,
+        )
         rows.append(("classify 1 image", f"medclip classify ({args.encoder} bundle)", ours, "open_clip minimal script", theirs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
