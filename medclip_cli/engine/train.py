@@ -522,6 +522,22 @@ def _lock(module: nn.Module, cfg: TrainConfig) -> None:
         module.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked)
 
 
+@torch.no_grad()
+def _own_tensors(module: nn.Module) -> None:
+    """Give every parameter and buffer its own freshly allocated storage.
+
+    Weights adopted from a file may sit at any offset of one shared buffer; CPU matrix kernels
+    can then take another code path (alignment) and round differently, which would make a
+    resumed run drift from an uninterrupted one in the last bits.
+    """
+    for param in module.parameters():
+        param.data = param.data.clone(memory_format=torch.contiguous_format)
+    for sub in module.modules():
+        for name, buf in sub._buffers.items():
+            if buf is not None:
+                sub._buffers[name] = buf.clone(memory_format=torch.contiguous_format)
+
+
 def _train_mode(module: nn.Module, cfg: TrainConfig) -> None:
     module.train()
     if cfg.lock_image and not any(p.requires_grad for p in module.visual.parameters()):
@@ -743,6 +759,7 @@ class _Run:
         if resume is not None:
             model = load_bundle(resume.path)
             model.manifest = dict(resume.state["manifest"])
+            _own_tensors(model.module)
         else:
             model = resolve_model(
                 cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size
@@ -854,6 +871,7 @@ class _Run:
                 step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.step_module = step_module
+        _train_mode(module, cfg)  # a loaded bundle comes in eval mode (dropout, batch norm)
         try:
             with _StopFlag() as stop:
                 self._loop(stop)
