@@ -47,7 +47,10 @@ def test_torchrun_two_processes_match_one_process(small_medpix, tmp_path):
     assert len(losses_one) == 3
     assert losses_two == pytest.approx(losses_one, rel=1e-5)
     assert losses_one[0] != pytest.approx(losses_one[2], rel=1e-3)  # the weights did move
-    one, two = load_file(str(tmp_path / "one" / "last" / "model.safetensors")), load_file(str(tmp_path / "two" / "last" / "model.safetensors"))
+    one, two = (
+        load_file(str(tmp_path / "one" / "last" / "model.safetensors")),
+        load_file(str(tmp_path / "two" / "last" / "model.safetensors")),
+    )
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=2e-6, msg=lambda m, k=key: f"{k}: {m}")
 
