@@ -22,7 +22,9 @@ _FIELDS = {
     "grad_accum": "grad_accum", "grad_clip": "grad_clip", "precision": "precision", "max_steps": "max_steps",
     "seed": "seed", "augment": "augment", "lock_image": "lock_image", "lock_image_unlocked": "lock_image_unlocked",
     "lock_text": "lock_text", "lock_text_unlocked": "lock_text_unlocked", "device": "device", "workers": "workers",
-    "checkpoint_every": "checkpoint_every", "log_every": "log_every",
+    "checkpoint_every": "checkpoint_every", "log_every": "log_every", "label_text_field": "label_text_fields",
+    "label_text_prob": "label_text_prob", "label_text_prompts": "label_text_prompts",
+    "text_feature_cache": "text_feature_cache",
 }
 
 
@@ -49,6 +51,13 @@ def finetune(
     loss_weight: Annotated[float, typer.Option("--loss-weight", help="λ in λ·CE(image→text) + (1−λ)·CE(text→image); 0.5 is CLIP's.")] = 0.5,
     soft_targets: Annotated[bool, typer.Option("--soft-targets", help="Pairs sharing a --soft-label value (else a caption) count as positives, not negatives.")] = False,
     soft_label: Annotated[Optional[str], typer.Option("--soft-label", help="Label field that defines soft-target positives.", show_default=False)] = None,
+    label_text_field: Annotated[
+        Optional[List[str]], typer.Option("--label-text-field", help="Label field whose prompts may stand in for a caption (repeat).", show_default=False)
+    ] = None,
+    label_text_prob: Annotated[float, typer.Option("--label-text-prob", help="Chance per pair and step that a label prompt replaces its caption.")] = 0.0,
+    label_text_prompts: Annotated[
+        Optional[str], typer.Option("--label-text-prompts", help="Prompt set (or file) the label prompts come from (default: the seed's).", show_default=False)
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per step and process (the contrastive batch).")] = 32,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: 1e-5 from pretrained weights, 5e-4 from scratch).", show_default=False)] = None,
@@ -64,6 +73,9 @@ def finetune(
     lock_image_unlocked: Annotated[int, typer.Option("--lock-image-unlocked", help="Last image-tower groups left trainable.")] = 0,
     lock_text: Annotated[bool, typer.Option("--lock-text", help="Freeze the text tower.")] = False,
     lock_text_unlocked: Annotated[int, typer.Option("--lock-text-unlocked", help="Last text-tower layers left trainable.")] = 0,
+    text_feature_cache: Annotated[
+        bool, typer.Option("--text-feature-cache", help="Embed the texts once with the locked text tower; train only its projection.")
+    ] = False,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and at every epoch end).")] = 200,
     log_every: Annotated[int, typer.Option("--log-every", help="Steps per line of metrics.jsonl.")] = 10,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
@@ -95,10 +107,12 @@ def finetune(
         "text_pretrained": text_pretrained, "image_size": image_size, "data": data, "dataset": dataset, "split": split,
         "val_split": None if val_split.strip().lower() == "none" else val_split, "val_task": list(val_task or []),
         "select_metric": select_metric, "strict": strict, "loss_weight": loss_weight, "soft_targets": soft_targets,
-        "soft_label": soft_label, "epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": wd, "warmup": warmup,
+        "soft_label": soft_label, "label_text_field": list(label_text_field or []), "label_text_prob": label_text_prob,
+        "label_text_prompts": label_text_prompts, "epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": wd, "warmup": warmup,
         "grad_accum": grad_accum, "grad_clip": grad_clip or None, "precision": precision.strip().lower(),
         "max_steps": max_steps, "seed": seed, "augment": augment, "lock_image": lock_image,
         "lock_image_unlocked": lock_image_unlocked, "lock_text": lock_text, "lock_text_unlocked": lock_text_unlocked,
+        "text_feature_cache": text_feature_cache,
         "device": device, "workers": workers, "checkpoint_every": checkpoint_every, "log_every": log_every,
     }
     settings = {_FIELDS[k]: v for k, v in values.items()}
