@@ -41,6 +41,8 @@ class _ErrorBoundary(TyperGroup):
         except KeyboardInterrupt:
             ui.error("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:
@@ -55,6 +57,13 @@ class _ErrorBoundary(TyperGroup):
             raise typer.Exit(1) from None
         finally:
             warnings.showwarning = previous
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (`medclip ... | head`): stop quietly, as shell tools do.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(141)
 
 
 app = typer.Typer(

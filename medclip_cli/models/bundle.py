@@ -131,8 +131,9 @@ def load_bundle(directory: str | Path):
         if not found:
             raise ModelError(f"{directory}: no {WEIGHTS_NAME} in the model bundle")
         weights = found[0]
-    module = instantiate(build_cfg)
-    _load(module, load_state_dict_file(weights), strict=True, what=str(weights))
+    # Every tensor comes from the file: skip random init and adopt the loaded tensors (no copy).
+    module = instantiate(build_cfg, init_weights=False)
+    _load(module, load_state_dict_file(weights), strict=True, what=str(weights), assign=True)
     module.eval()
     image_size = build_cfg["vision_cfg"].get("image_size", 224)
     preprocess = PreprocessConfig.from_open_clip(

@@ -149,3 +149,17 @@ def test_model_folder_without_manifest(tmp_path):
 def test_text_encoder_as_image_encoder_is_a_usage_error():
     with pytest.raises(UsageError, match="is a text encoder"):
         resolve_model(encoder="minilm-l6")
+
+
+def test_loading_a_bundle_leaves_random_init_working(tmp_path):
+    import torch.nn.init as init
+
+    before = init.normal_
+    save_bundle(resolve_model(encoder="test-vit"), tmp_path / "b")
+    load_bundle(tmp_path / "b")
+    assert init.normal_ is before
+    torch.manual_seed(1)
+    a = resolve_model(encoder="test-vit").module.visual.conv1.weight
+    torch.manual_seed(2)
+    b = resolve_model(encoder="test-vit").module.visual.conv1.weight
+    assert not torch.equal(a, b) and a.std() > 0
