@@ -43,6 +43,7 @@ def test_offline_experiment_runs_end_to_end_on_medpix(cli, medpix_root, tmp_path
     assert "| task | metric | baseline | fine-tuned | difference |" in report
     assert "| modality | accuracy@1 |" in report and "| location_category | accuracy@1 |" in report
     assert "--set finetune.max_steps=4" in report
+    assert "kept the last epoch (no validation split)" in report
     pictures = sorted(p.name for p in (run_dir / "evaluation").glob("confusion_*.png"))
     for task in ("modality", "location_category", "plane"):
         assert any(name.startswith(f"confusion_{task}") for name in pictures), pictures
