@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
     state_path = Path(path) / STATE_NAME
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # of a file refused anyway
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
     except (OSError, pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise TrainingError(
             f"{state_path}: cannot read the checkpoint ({type(exc).__name__}: {exc})",

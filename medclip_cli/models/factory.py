@@ -6,6 +6,7 @@ import contextlib
 import copy
 import datetime as _dt
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +220,10 @@ def load_state_dict_file(path: Path) -> dict:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about the pickle protocol of files it is about to refuse anyway.
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelError(
             f"{path}: refused to load: the file holds Python objects, not only tensors",
