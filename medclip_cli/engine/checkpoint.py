@@ -76,7 +76,10 @@ def save_checkpoint(run_dir: Path, model, state: dict, step: int, keep: int = 1)
         _write_text_atomic(root / LATEST, name + "\n")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{root}: writing the checkpoint failed ({exc.strerror or exc})") from exc
+        raise OutputError(
+            f"{root}: writing the checkpoint failed ({exc.strerror or exc})",
+            hint="the previous checkpoint is intact; free some space, then continue the run with --resume",
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
