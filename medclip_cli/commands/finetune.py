@@ -242,9 +242,12 @@ def _saved_settings(ctx: typer.Context, output: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        saved = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the run's settings ({exc})") from exc
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: also not UTF-8
+        raise UsageError(f"{path}: cannot read the run's settings ({type(exc).__name__})") from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
+        raise UsageError(f"{path}: cannot read the run's settings (no 'config' object)")
+    saved = saved.get("config", {})
     taken = {}
     for param, name in _FIELDS.items():
         source = ctx.get_parameter_source(param)
