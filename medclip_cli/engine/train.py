@@ -196,6 +196,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"--lr must be a positive number, not {cfg.lr}")
     if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
         raise UsageError(f"--wd must be zero or positive, not {cfg.weight_decay}")
+    if cfg.grad_clip is not None and not (cfg.grad_clip >= 0 and math.isfinite(cfg.grad_clip)):
+        # clip_grad_norm_ with a negative norm flips every gradient: training would climb the loss.
+        raise UsageError(f"--grad-clip must be zero (off) or positive, not {cfg.grad_clip}")
     if not (cfg.warmup >= 0 and math.isfinite(cfg.warmup)):
         raise UsageError(f"--warmup must be a fraction of the steps (0–1) or a number of steps, not {cfg.warmup}")
     if cfg.precision not in PRECISIONS:
@@ -777,6 +780,11 @@ class _Run:
             val_ds.label_field(task)
         soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets)
         train_set = _load_pairs(train_ds, model, progress=self.progress, **soft)
+        if len(train_set) == 0:
+            raise TrainingError(
+                f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
+                hint="check the images and the caption column with `medclip data check`",
+            )
         val_set = None
         if val_ds is not None and self.info.is_main:
             val_set = _load_pairs(val_ds, model, progress=self.progress, **soft)
