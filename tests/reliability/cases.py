@@ -7,7 +7,6 @@ Each row's ``build`` writes its input under the case's own folder and returns th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

@@ -12,7 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from tests.reliability import test_faults, test_fuzz
+from tests.reliability import test_faults, test_fuzz, test_real_process
 from tests.reliability.cases import AREAS, CASES, Case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +91,9 @@ def render(cases: list[Case], passed: set[str]) -> str:
         "- Ctrl-C (SIGINT saves a checkpoint, exits 130 and prints the resume command), SIGKILL between "
         "checkpoints then an exact resume, and a non-finite loss: `tests/training/test_resume.py`\n"
     )
+    parts.append("## In a real process (tests/reliability/test_real_process.py)\n")
+    parts.extend(f"- `{name}`" for name in _tests_of(test_real_process))
+    parts.append("- `MEDCLIP_DEBUG=1` shows the traceback: `tests/foundation/test_cli.py`\n")
     parts.append("## Property-based fuzzing (tests/reliability/test_fuzz.py, hypothesis)\n")
     parts.append("No input makes these raise anything but a `MedclipError`:\n")
     parts.extend(f"- `{name}`" for name in fuzz)

@@ -23,7 +23,7 @@ _cell = st.one_of(
     st.sampled_from(["img/a.png", "../../etc/passwd", "/etc/hostname", "train", "dev", "CT", '"q,c"', "", " "]),
 )
 _csv_text = st.lists(st.lists(_cell, min_size=1, max_size=5), min_size=0, max_size=6).map(
-    lambda rows: "\n".join(st_join(r) for r in rows)
+    lambda rows: "\n".join(",".join(r) for r in rows)
 )
 _json_value = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=10),
@@ -33,10 +33,6 @@ _json_value = st.recursive(
 _jsonl_line = st.one_of(_json_value.map(json.dumps), st.text(max_size=30))
 _DEEP = "[" * 100_000
 _HUGE_INT = "1" * 5_000  # Python refuses to convert integers with more than 4,300 digits
-
-
-def st_join(cells: list[str]) -> str:
-    return ",".join(cells)
 
 
 def _written(name: str, data: bytes | str):
