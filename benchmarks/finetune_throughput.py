@@ -88,6 +88,11 @@ def run_medclip(args, output: Path) -> tuple[list[float], float]:
     return rates, total - steps_time
 
 
+def _load() -> str:
+    # Other work on the machine slows a run down: the 1-minute load average says how busy it was.
+    return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+
+
 def steady(rates: list[float], skip: int, batch: int) -> float:
     times = [batch / r for r in rates[skip:]]
     return batch / statistics.median(times)
@@ -106,26 +111,37 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
-    print(f"CPU threads: {torch.get_num_threads()}, batch {args.batch_size}, workers {args.workers}, "
-          f"{args.steps} steps each, {args.rounds} round(s), first {args.skip} steps of each run left out")
+    print(
+        f"CPU threads: {torch.get_num_threads()}, batch {args.batch_size}, workers {args.workers}, "
+        f"{args.steps} steps each, {args.rounds} round(s), first {args.skip} steps of each run left out"
+    )
     rates: dict[str, list[float]] = {"medclip": [], "open_clip_train": []}
     with tempfile.TemporaryDirectory(prefix="medclip-bench-") as tmp:
         tmp = Path(tmp)
         n = write_open_clip_csv(args.data, "train", tmp / "train.csv")
         for round_ in range(args.rounds):
             if args.only in ("both", "medclip"):
+                print(f"load average before medclip: {_load()}", flush=True)
                 run_rates, setup = run_medclip(args, tmp / f"medclip-run-{round_}")
                 rates["medclip"] += run_rates[args.skip :]
-                print(f"medclip finetune round {round_ + 1}: {steady(run_rates, args.skip, args.batch_size):.2f} samples/s "
-                      f"(start-up incl. decoding the split once: {setup:.1f} s)", flush=True)
+                print(
+                    f"medclip finetune round {round_ + 1}: {steady(run_rates, args.skip, args.batch_size):.2f} samples/s "
+                    f"(start-up incl. decoding the split once: {setup:.1f} s)",
+                    flush=True,
+                )
             if args.only in ("both", "open_clip"):
                 logs = tmp / f"logs-{round_}"
                 logs.mkdir()
+                print(f"load average before open_clip_train: {_load()}", flush=True)
                 run_rates = run_open_clip_train(tmp / "train.csv", args, logs)
                 rates["open_clip_train"] += run_rates[args.skip :]
-                print(f"open_clip_train round {round_ + 1} ({n} pairs): "
-                      f"{steady(run_rates, args.skip, args.batch_size):.2f} samples/s", flush=True)
+                print(
+                    f"open_clip_train round {round_ + 1} ({n} pairs): "
+                    f"{steady(run_rates, args.skip, args.batch_size):.2f} samples/s",
+                    flush=True,
+                )
     summary = {k: (steady(v, 0, args.batch_size), max(v)) for k, v in rates.items() if v}
+    print(f"load average at the end: {_load()}")
     for name, (median, best) in summary.items():
         print(f"{name}: median {median:.2f} samples/s, best step {best:.2f} samples/s")
     if len(summary) == 2:

@@ -14,23 +14,53 @@ from medclip_cli.errors import UsageError
 
 # CLI parameter name -> TrainConfig field, for the options that a resumed run takes from config.json.
 _FIELDS = {
-    "model_dir": "model_dir", "encoder": "encoder", "text_encoder": "text_encoder", "pretrained": "pretrained",
-    "text_pretrained": "text_pretrained", "image_size": "image_size", "data": "data", "dataset": "dataset_format",
-    "split": "split", "val_split": "val_split", "val_task": "val_tasks", "select_metric": "select_metric",
-    "strict": "strict", "loss_weight": "loss_weight", "soft_targets": "soft_targets", "soft_label": "soft_label",
-    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "wd": "weight_decay", "warmup": "warmup",
-    "grad_accum": "grad_accum", "grad_clip": "grad_clip", "precision": "precision", "max_steps": "max_steps",
-    "seed": "seed", "augment": "augment", "lock_image": "lock_image", "lock_image_unlocked": "lock_image_unlocked",
-    "lock_text": "lock_text", "lock_text_unlocked": "lock_text_unlocked", "device": "device", "workers": "workers",
-    "checkpoint_every": "checkpoint_every", "log_every": "log_every", "label_text_field": "label_text_fields",
-    "label_text_prob": "label_text_prob", "label_text_prompts": "label_text_prompts",
+    "model_dir": "model_dir",
+    "encoder": "encoder",
+    "text_encoder": "text_encoder",
+    "pretrained": "pretrained",
+    "text_pretrained": "text_pretrained",
+    "image_size": "image_size",
+    "data": "data",
+    "dataset": "dataset_format",
+    "split": "split",
+    "val_split": "val_split",
+    "val_task": "val_tasks",
+    "select_metric": "select_metric",
+    "strict": "strict",
+    "loss_weight": "loss_weight",
+    "soft_targets": "soft_targets",
+    "soft_label": "soft_label",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "wd": "weight_decay",
+    "warmup": "warmup",
+    "grad_accum": "grad_accum",
+    "grad_clip": "grad_clip",
+    "precision": "precision",
+    "max_steps": "max_steps",
+    "seed": "seed",
+    "augment": "augment",
+    "lock_image": "lock_image",
+    "lock_image_unlocked": "lock_image_unlocked",
+    "lock_text": "lock_text",
+    "lock_text_unlocked": "lock_text_unlocked",
+    "device": "device",
+    "workers": "workers",
+    "checkpoint_every": "checkpoint_every",
+    "log_every": "log_every",
+    "label_text_field": "label_text_fields",
+    "label_text_prob": "label_text_prob",
+    "label_text_prompts": "label_text_prompts",
     "text_feature_cache": "text_feature_cache",
 }
 
 
 def finetune(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder: last/, best/, checkpoints/, metrics.jsonl, config.json.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Run folder: last/, best/, checkpoints/, metrics.jsonl, config.json.")
+    ],
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
@@ -45,42 +75,92 @@ def finetune(
     split: Annotated[str, typer.Option("--split", help="Split to train on.")] = "train",
     val_split: Annotated[str, typer.Option("--val-split", help="Split validated after every epoch, or none.")] = "dev",
     val_task: Annotated[
-        Optional[List[str]], typer.Option("--val-task", help="Label field scored zero-shot at validation (repeat).", show_default=False)
+        Optional[List[str]],
+        typer.Option("--val-task", help="Label field scored zero-shot at validation (repeat).", show_default=False),
     ] = None,
-    select_metric: Annotated[str, typer.Option("--select-metric", help="Validation metric that picks best/ (e.g. zeroshot_modality_acc).")] = "val_loss",
-    loss_weight: Annotated[float, typer.Option("--loss-weight", help="λ in λ·CE(image→text) + (1−λ)·CE(text→image); 0.5 is CLIP's.")] = 0.5,
-    soft_targets: Annotated[bool, typer.Option("--soft-targets", help="Pairs sharing a --soft-label value (else a caption) count as positives, not negatives.")] = False,
-    soft_label: Annotated[Optional[str], typer.Option("--soft-label", help="Label field that defines soft-target positives.", show_default=False)] = None,
+    select_metric: Annotated[
+        str, typer.Option("--select-metric", help="Validation metric that picks best/ (e.g. zeroshot_modality_acc).")
+    ] = "val_loss",
+    loss_weight: Annotated[
+        float, typer.Option("--loss-weight", help="λ in λ·CE(image→text) + (1−λ)·CE(text→image); 0.5 is CLIP's.")
+    ] = 0.5,
+    soft_targets: Annotated[
+        bool,
+        typer.Option(
+            "--soft-targets",
+            help="Pairs sharing a --soft-label value (else a caption) count as positives, not negatives.",
+        ),
+    ] = False,
+    soft_label: Annotated[
+        Optional[str],
+        typer.Option("--soft-label", help="Label field that defines soft-target positives.", show_default=False),
+    ] = None,
     label_text_field: Annotated[
-        Optional[List[str]], typer.Option("--label-text-field", help="Label field whose prompts may stand in for a caption (repeat).", show_default=False)
+        Optional[List[str]],
+        typer.Option("--label-text-field", help="Label field whose prompts may stand in for a caption (repeat).", show_default=False),
     ] = None,
-    label_text_prob: Annotated[float, typer.Option("--label-text-prob", help="Chance per pair and step that a label prompt replaces its caption.")] = 0.0,
+    label_text_prob: Annotated[
+        float, typer.Option("--label-text-prob", help="Chance per pair and step that a label prompt replaces its caption.")
+    ] = 0.0,
     label_text_prompts: Annotated[
-        Optional[str], typer.Option("--label-text-prompts", help="Prompt set (or file) the label prompts come from (default: the seed's).", show_default=False)
+        Optional[str],
+        typer.Option("--label-text-prompts", help="Prompt set (or file) the label prompts come from (default: the seed's).", show_default=False),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per step and process (the contrastive batch).")] = 32,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: 1e-5 from pretrained weights, 5e-4 from scratch).", show_default=False)] = None,
-    wd: Annotated[float, typer.Option("--wd", help="AdamW weight decay (never on norms, biases, embeddings, logit scale).")] = 0.1,
-    warmup: Annotated[float, typer.Option("--warmup", help="Warmup: a fraction of the steps (< 1) or a number of steps.")] = 0.1,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Pairs per step and process (the contrastive batch).")
+    ] = 32,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(
+            "--lr",
+            help="Peak learning rate (default: 1e-5 from pretrained weights, 5e-4 from scratch).",
+            show_default=False,
+        ),
+    ] = None,
+    wd: Annotated[
+        float, typer.Option("--wd", help="AdamW weight decay (never on norms, biases, embeddings, logit scale).")
+    ] = 0.1,
+    warmup: Annotated[
+        float, typer.Option("--warmup", help="Warmup: a fraction of the steps (< 1) or a number of steps.")
+    ] = 0.1,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Optimizer step every k batches.")] = 1,
     grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a GPU that has it, fp32 on the CPU).")] = "auto",
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps.", show_default=False)] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision", help="auto, fp32, bf16 or fp16 (auto: bf16 on a GPU that has it, fp32 on the CPU)."
+        ),
+    ] = "auto",
+    max_steps: Annotated[
+        Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps.", show_default=False)
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for initialisation and data order.")] = 0,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random resized crops (never a horizontal flip).")] = False,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Random resized crops (never a horizontal flip).")
+    ] = False,
     lock_image: Annotated[bool, typer.Option("--lock-image", help="Freeze the image tower (LiT).")] = False,
-    lock_image_unlocked: Annotated[int, typer.Option("--lock-image-unlocked", help="Last image-tower groups left trainable.")] = 0,
+    lock_image_unlocked: Annotated[
+        int, typer.Option("--lock-image-unlocked", help="Last image-tower groups left trainable.")
+    ] = 0,
     lock_text: Annotated[bool, typer.Option("--lock-text", help="Freeze the text tower.")] = False,
-    lock_text_unlocked: Annotated[int, typer.Option("--lock-text-unlocked", help="Last text-tower layers left trainable.")] = 0,
+    lock_text_unlocked: Annotated[
+        int, typer.Option("--lock-text-unlocked", help="Last text-tower layers left trainable.")
+    ] = 0,
     text_feature_cache: Annotated[
         bool, typer.Option("--text-feature-cache", help="Embed the texts once with the locked text tower; train only its projection.")
     ] = False,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and at every epoch end).")] = 200,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and at every epoch end).")
+    ] = 200,
     log_every: Annotated[int, typer.Option("--log-every", help="Steps per line of metrics.jsonl.")] = 10,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
+    ] = False,
     workers: Annotated[int, typer.Option("--workers", help="Threads preparing batches ahead of each step.")] = 1,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")
+    ] = False,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -103,17 +183,45 @@ def finetune(
     from medclip_cli.engine.train import TrainConfig, TrainingInterrupted, train
 
     values = {
-        "model_dir": model_dir, "encoder": encoder, "text_encoder": text_encoder, "pretrained": pretrained,
-        "text_pretrained": text_pretrained, "image_size": image_size, "data": data, "dataset": dataset, "split": split,
-        "val_split": None if val_split.strip().lower() == "none" else val_split, "val_task": list(val_task or []),
-        "select_metric": select_metric, "strict": strict, "loss_weight": loss_weight, "soft_targets": soft_targets,
-        "soft_label": soft_label, "label_text_field": list(label_text_field or []), "label_text_prob": label_text_prob,
-        "label_text_prompts": label_text_prompts, "epochs": epochs, "batch_size": batch_size, "lr": lr, "wd": wd, "warmup": warmup,
-        "grad_accum": grad_accum, "grad_clip": grad_clip or None, "precision": precision.strip().lower(),
-        "max_steps": max_steps, "seed": seed, "augment": augment, "lock_image": lock_image,
-        "lock_image_unlocked": lock_image_unlocked, "lock_text": lock_text, "lock_text_unlocked": lock_text_unlocked,
+        "model_dir": model_dir,
+        "encoder": encoder,
+        "text_encoder": text_encoder,
+        "pretrained": pretrained,
+        "text_pretrained": text_pretrained,
+        "image_size": image_size,
+        "data": data,
+        "dataset": dataset,
+        "split": split,
+        "val_split": None if val_split.strip().lower() == "none" else val_split,
+        "val_task": list(val_task or []),
+        "select_metric": select_metric,
+        "strict": strict,
+        "loss_weight": loss_weight,
+        "soft_targets": soft_targets,
+        "soft_label": soft_label,
+        "label_text_field": list(label_text_field or []),
+        "label_text_prob": label_text_prob,
+        "label_text_prompts": label_text_prompts,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "wd": wd,
+        "warmup": warmup,
+        "grad_accum": grad_accum,
+        "grad_clip": grad_clip or None,
+        "precision": precision.strip().lower(),
+        "max_steps": max_steps,
+        "seed": seed,
+        "augment": augment,
+        "lock_image": lock_image,
+        "lock_image_unlocked": lock_image_unlocked,
+        "lock_text": lock_text,
+        "lock_text_unlocked": lock_text_unlocked,
         "text_feature_cache": text_feature_cache,
-        "device": device, "workers": workers, "checkpoint_every": checkpoint_every, "log_every": log_every,
+        "device": device,
+        "workers": workers,
+        "checkpoint_every": checkpoint_every,
+        "log_every": log_every,
     }
     settings = {_FIELDS[k]: v for k, v in values.items()}
     if resume:
@@ -130,9 +238,15 @@ def finetune(
         exc.hint = f"continue with: medclip finetune --output {output} --resume"
         raise
     summary = {
-        "output": str(result.output), "last": str(result.last), "best": str(result.best) if result.best else None,
-        "steps": result.steps, "epochs": result.epochs_done, "best_metric": result.best_metric,
-        "best_value": result.best_value, "best_epoch": result.best_epoch, "history": result.history,
+        "output": str(result.output),
+        "last": str(result.last),
+        "best": str(result.best) if result.best else None,
+        "steps": result.steps,
+        "epochs": result.epochs_done,
+        "best_metric": result.best_metric,
+        "best_value": result.best_value,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
     }
     if not main_process:
         return
@@ -150,9 +264,12 @@ def _saved_settings(ctx: typer.Context, output: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        saved = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the run's settings ({exc})") from exc
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: also not UTF-8
+        raise UsageError(f"{path}: cannot read the run's settings ({type(exc).__name__})") from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
+        raise UsageError(f"{path}: cannot read the run's settings (no 'config' object)")
+    saved = saved.get("config", {})
     taken = {}
     for param, name in _FIELDS.items():
         source = ctx.get_parameter_source(param)
@@ -174,10 +291,18 @@ class _Events:
             return
         warm = f"{plan.warmup_steps} steps ({plan.warmup_steps / max(1, plan.total_steps):.0%})"
         rows = [
-            ("device / precision", f"{plan.device} / {plan.precision}" + (f" × {plan.world_size} processes" if plan.world_size > 1 else "")),
+            (
+                "device / precision",
+                f"{plan.device} / {plan.precision}"
+                + (f" × {plan.world_size} processes" if plan.world_size > 1 else ""),
+            ),
             ("training pairs", f"{plan.train_pairs}" + (f" ({plan.skipped} skipped)" if plan.skipped else "")),
             ("validation pairs", plan.val_pairs if config.val_split else "off"),
-            ("loss", f"λ={config.loss_weight} " + ("soft targets by " + (config.soft_label or "caption") if config.soft_targets else "hard targets")),
+            (
+                "loss",
+                f"λ={config.loss_weight} "
+                + ("soft targets by " + (config.soft_label or "caption") if config.soft_targets else "hard targets"),
+            ),
             ("epochs × steps", f"{plan.epochs} × {plan.steps_per_epoch} (total {plan.total_steps} steps)"),
             ("batch / effective", f"{plan.batch_size} / {plan.effective_batch}"),
             ("AdamW lr / wd", f"{plan.lr:g} / {plan.weight_decay:g}, warmup {warm}, then cosine"),
@@ -193,4 +318,3 @@ class _Events:
         shown = [(k, v) for k, v in record.items() if k not in ("type", "best", "epoch", "step")]
         title = f"epoch {record['epoch']} (step {record['step']})" + (" — new best" if record.get("best") else "")
         ui.show(ui.table(title, ["metric", "value"], shown))
-

@@ -34,7 +34,12 @@ PRETRAINED_LR = 1e-5
 SCRATCH_LR = 5e-4
 # Settings that may differ when a run is resumed: they do not change what is computed.
 RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict")
-_OPTION_NAMES = {"weight_decay": "--wd", "dataset_format": "--dataset", "val_tasks": "--val-task", "model_dir": "--model"}
+_OPTION_NAMES = {
+    "weight_decay": "--wd",
+    "dataset_format": "--dataset",
+    "val_tasks": "--val-task",
+    "model_dir": "--model",
+}
 
 
 @dataclass
@@ -188,7 +193,12 @@ def metric_names(val_tasks: Sequence[str]) -> list[str]:
 def check_config(cfg: TrainConfig) -> None:
     """Usage errors before anything is loaded."""
     check_loss_weight(cfg.loss_weight)
-    positive = {"--batch-size": cfg.batch_size, "--epochs": cfg.epochs, "--grad-accum": cfg.grad_accum, "--log-every": cfg.log_every}
+    positive = {
+        "--batch-size": cfg.batch_size,
+        "--epochs": cfg.epochs,
+        "--grad-accum": cfg.grad_accum,
+        "--log-every": cfg.log_every,
+    }
     for option, value in positive.items():
         if not isinstance(value, int) or value <= 0:
             raise UsageError(f"{option} must be a positive whole number, not {value}")
@@ -198,6 +208,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"--lr must be a positive number, not {cfg.lr}")
     if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
         raise UsageError(f"--wd must be zero or positive, not {cfg.weight_decay}")
+    if cfg.grad_clip is not None and not (cfg.grad_clip >= 0 and math.isfinite(cfg.grad_clip)):
+        # clip_grad_norm_ with a negative norm flips every gradient: training would climb the loss.
+        raise UsageError(f"--grad-clip must be zero (off) or positive, not {cfg.grad_clip}")
     if not (cfg.warmup >= 0 and math.isfinite(cfg.warmup)):
         raise UsageError(f"--warmup must be a fraction of the steps (0–1) or a number of steps, not {cfg.warmup}")
     if cfg.precision not in PRECISIONS:
@@ -298,7 +311,9 @@ def _load_pairs(
             _, ids = caption_groups(captions)
         groups = torch.tensor(ids, dtype=torch.long)
     if pixel_set.skipped:
-        progress.log(f"{dataset.split}: skipped {len(pixel_set.skipped)} unreadable image(s), e.g. {pixel_set.skipped[0][1]}")
+        progress.log(
+            f"{dataset.split}: skipped {len(pixel_set.skipped)} unreadable image(s), e.g. {pixel_set.skipped[0][1]}"
+        )
     if len(keep) < len(pixel_set):
         progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
@@ -379,7 +394,9 @@ class _Batches:
             pixels = pixels.pin_memory()
         augment = None
         if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
-            augment = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63)
+            augment = torch.Generator().manual_seed(
+                (((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
+            )
         groups = self.data.groups[idx] if self.data.groups is not None else None
         tokens = self.data.texts[idx]
         if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
@@ -561,7 +578,9 @@ def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor
     ):
         return module.encode_image(images)
     x = visual._embeds(images)
-    pooled = _blocks_then_pooled(visual.transformer, x, None, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+    pooled = _blocks_then_pooled(
+        visual.transformer, x, None, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    )
     pooled = visual.ln_post(pooled)  # a per-token norm: the same before or after pooling
     return pooled @ visual.proj if visual.proj is not None else pooled
 
@@ -592,14 +611,22 @@ def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor
         x = embedded[rows, :width] + module.positional_embedding[:width].to(cast_dtype)
         mask = module.attn_mask[:width, :width]
         if pooled_only:
-            pick = text.argmax(dim=-1) if module.text_pool_type == "argmax" else (text == module.text_eos_id).int().argmax(dim=-1)
+            pick = (
+                text.argmax(dim=-1)
+                if module.text_pool_type == "argmax"
+                else (text == module.text_eos_id).int().argmax(dim=-1)
+            )
             x = module.ln_final(_blocks_then_pooled(module.transformer, x, mask, pick))
         else:
             x = module.transformer(x, attn_mask=mask)
             x = module.ln_final(x)
             x = text_global_pool(x, text, module.text_pool_type, eos_token_id=getattr(module, "text_eos_id", None))
         if module.text_projection is not None:
-            x = module.text_projection(x) if isinstance(module.text_projection, nn.Linear) else x @ module.text_projection
+            x = (
+                module.text_projection(x)
+                if isinstance(module.text_projection, nn.Linear)
+                else x @ module.text_projection
+            )
         if out is None:
             out = x.new_empty((tokens.shape[0], x.shape[1]))
         out[rows] = x
@@ -641,9 +668,27 @@ def _lock(module: nn.Module, cfg: TrainConfig) -> None:
             try:
                 module.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked)
             except (AssertionError, NotImplementedError) as exc:
-                raise UsageError(f"--lock-image-unlocked {cfg.lock_image_unlocked}: not supported by this image tower ({exc})") from exc
+                raise UsageError(
+                    f"--lock-image-unlocked {cfg.lock_image_unlocked}: not supported by this image tower ({exc})"
+                ) from exc
     if cfg.lock_text:
         module.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked)
+
+
+@torch.no_grad()
+def _own_tensors(module: nn.Module) -> None:
+    """Give every parameter and buffer its own freshly allocated storage.
+
+    Weights adopted from a file may sit at any offset of one shared buffer; CPU matrix kernels
+    can then take another code path (alignment) and round differently, which would make a
+    resumed run drift from an uninterrupted one in the last bits.
+    """
+    for param in module.parameters():
+        param.data = param.data.clone(memory_format=torch.contiguous_format)
+    for sub in module.modules():
+        for name, buf in sub._buffers.items():
+            if buf is not None:
+                sub._buffers[name] = buf.clone(memory_format=torch.contiguous_format)
 
 
 def _train_mode(module: nn.Module, cfg: TrainConfig) -> None:
@@ -695,7 +740,9 @@ def validate(model, data: _PairSet, dataset, cfg: TrainConfig, device, precision
             n = min(batch, len(data) - start)
             groups = data.groups[start : start + n].to(device) if data.groups is not None else None
             total += n * float(
-                weighted_clip_loss(image_f[start : start + n], text_f[start : start + n], scale, cfg.loss_weight, groups)
+                weighted_clip_loss(
+                    image_f[start : start + n], text_f[start : start + n], scale, cfg.loss_weight, groups
+                )
             )
         record = {"val_loss": total / max(1, len(data))}
         image_n, text_n = F.normalize(image_f, dim=-1), F.normalize(text_f, dim=-1)
@@ -711,7 +758,9 @@ def validate(model, data: _PairSet, dataset, cfg: TrainConfig, device, precision
             if not rows:
                 record[f"zeroshot_{task}_acc"] = float("nan")
                 continue
-            classifier = build_zero_shot_classifier(model, [label_field.readable_name(c) for c in classes], [DEFAULT_TEMPLATE])
+            classifier = build_zero_shot_classifier(
+                model, [label_field.readable_name(c) for c in classes], [DEFAULT_TEMPLATE]
+            )
             logits = zero_shot_logits(image_n[rows], classifier, model.logit_scale)
             truth = torch.tensor([classes.index(data.labels[i][task]) for i in rows], device=logits.device)
             record[f"zeroshot_{task}_acc"] = float((logits.argmax(dim=1) == truth).float().mean())
@@ -724,7 +773,9 @@ def validate(model, data: _PairSet, dataset, cfg: TrainConfig, device, precision
 # The run
 
 
-def train(config: TrainConfig, progress: ProgressReporter | None = None, events: TrainEvents | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, progress: ProgressReporter | None = None, events: TrainEvents | None = None
+) -> TrainResult:
     """Fine-tune as ``config`` says; under ``torchrun`` every rank calls this (rank 0 writes files)."""
     from medclip_cli.engine.devices import resolve_device
 
@@ -846,7 +897,10 @@ class _Run:
                         )
             return ckpt.load_checkpoint(found)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise OutputError(f"{out}: already exists and is not empty", hint="pass --resume to continue that run, or choose another --output")
+            raise OutputError(
+                f"{out}: already exists and is not empty",
+                hint="pass --resume to continue that run, or choose another --output",
+            )
         return None
 
     def _build_model(self, resume: ckpt.Checkpoint | None):
@@ -858,8 +912,11 @@ class _Run:
         if resume is not None:
             model = load_bundle(resume.path)
             model.manifest = dict(resume.state["manifest"])
+            _own_tensors(model.module)
         else:
-            model = resolve_model(cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size)
+            model = resolve_model(
+                cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size
+            )
         _lock(model.module, cfg)
         return model.to(self.device)
 
@@ -876,11 +933,19 @@ class _Run:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
         train_set = _load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        if len(train_set) == 0:
+            raise TrainingError(
+                f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
+                hint="check the images and the caption column with `medclip data check`",
+            )
         val_set = None
         if val_ds is not None and self.info.is_main:
             val_set = _load_pairs(val_ds, model, progress=self.progress, **soft)
             if len(val_set) == 0:
-                raise TrainingError(f"{cfg.data}: the {cfg.val_split!r} split has no readable image with a caption", hint="pass --val-split none")
+                raise TrainingError(
+                    f"{cfg.data}: the {cfg.val_split!r} split has no readable image with a caption",
+                    hint="pass --val-split none",
+                )
         return train_ds, train_set, val_ds, val_set
 
     def _plan(self, model, n_train: int, n_val: int, skipped: int, lr: float, resume) -> TrainPlan:
@@ -897,18 +962,32 @@ class _Run:
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.epochs * per_epoch, cfg.max_steps)
         params = list(model.module.parameters())
         return TrainPlan(
-            device=str(self.device), precision=self.precision, world_size=world, train_pairs=n_train, val_pairs=n_val,
-            skipped=skipped, steps_per_epoch=per_epoch, epochs=math.ceil(total / per_epoch), total_steps=total,
-            warmup_steps=warmup_steps_for(total, cfg.warmup), batch_size=cfg.batch_size,
-            effective_batch=global_batch * cfg.grad_accum, lr=lr, weight_decay=cfg.weight_decay,
-            trainable_params=sum(p.numel() for p in params if p.requires_grad), total_params=sum(p.numel() for p in params),
-            resumed_from=str(resume.path) if resume else None, start_step=int(resume.state["step"]) if resume else 0,
+            device=str(self.device),
+            precision=self.precision,
+            world_size=world,
+            train_pairs=n_train,
+            val_pairs=n_val,
+            skipped=skipped,
+            steps_per_epoch=per_epoch,
+            epochs=math.ceil(total / per_epoch),
+            total_steps=total,
+            warmup_steps=warmup_steps_for(total, cfg.warmup),
+            batch_size=cfg.batch_size,
+            effective_batch=global_batch * cfg.grad_accum,
+            lr=lr,
+            weight_decay=cfg.weight_decay,
+            trainable_params=sum(p.numel() for p in params if p.requires_grad),
+            total_params=sum(p.numel() for p in params),
+            resumed_from=str(resume.path) if resume else None,
+            start_step=int(resume.state["step"]) if resume else 0,
         )
 
     def _default_lr(self, model) -> float:
         if self.cfg.lr is not None:
             return self.cfg.lr
-        pretrained = self.cfg.model_dir is not None or model.manifest.get("pretrained") or model.manifest.get("text_pretrained")
+        pretrained = (
+            self.cfg.model_dir is not None or model.manifest.get("pretrained") or model.manifest.get("text_pretrained")
+        )
         return PRETRAINED_LR if pretrained else SCRATCH_LR
 
     # -- the run ---------------------------------------------------------------------------
@@ -951,17 +1030,25 @@ class _Run:
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            step_module = DistributedDataParallel(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            step_module = DistributedDataParallel(
+                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.step_module = step_module
+        _train_mode(module, cfg)  # a loaded bundle comes in eval mode (dropout, batch norm)
         try:
             with _StopFlag() as stop:
                 self._loop(stop)
         finally:
             self.scalars.close()
         return TrainResult(
-            output=self.out, last=self.out / "last", best=self.out / "best" if self.best else None, steps=self.step,
-            epochs_done=self.epoch, best_metric=cfg.select_metric if self.best else None,
-            best_value=self.best["value"] if self.best else None, best_epoch=self.best["epoch"] if self.best else None,
+            output=self.out,
+            last=self.out / "last",
+            best=self.out / "best" if self.best else None,
+            steps=self.step,
+            epochs_done=self.epoch,
+            best_metric=cfg.select_metric if self.best else None,
+            best_value=self.best["value"] if self.best else None,
+            best_epoch=self.best["epoch"] if self.best else None,
             history=self.history,
         )
 
@@ -990,8 +1077,13 @@ class _Run:
             if self.position:
                 self.progress.advance(task, self.position)
             batches = _Batches(
-                self.train_set, cfg, self.device, self.info, self.epoch,
-                self.position * cfg.grad_accum, (steps_this_epoch - self.position) * cfg.grad_accum,
+                self.train_set,
+                cfg,
+                self.device,
+                self.info,
+                self.epoch,
+                self.position * cfg.grad_accum,
+                (steps_this_epoch - self.position) * cfg.grad_accum,
             )
             window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
             batch_iter = iter(batches)
@@ -1045,10 +1137,15 @@ class _Run:
         value = dist_.all_mean(float(total) / cfg.grad_accum, self.device)
         if not math.isfinite(value):
             self.optimizer.zero_grad(set_to_none=True)
-            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+            where = (
+                f"the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint
+                else "no checkpoint was written yet"
+            )
             raise NonFiniteLoss(
                 f"the loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}); stopped before applying it",
-                hint=f"{where}; lower --lr" + (" or use --precision fp32" if self.precision != "fp32" else "")
+                hint=f"{where}; lower --lr"
+                + (" or use --precision fp32" if self.precision != "fp32" else "")
                 + (", then --resume" if self.last_checkpoint else ""),
             )
         if cfg.grad_clip:
@@ -1066,16 +1163,24 @@ class _Run:
 
     def _log_window(self, window: dict) -> None:
         record = {
-            "type": "train", "step": self.step, "epoch": self.epoch + 1, "loss": window["loss"] / window["steps"],
-            "lr": self._lr(), "logit_scale": self.model.logit_scale,
+            "type": "train",
+            "step": self.step,
+            "epoch": self.epoch + 1,
+            "loss": window["loss"] / window["steps"],
+            "lr": self._lr(),
+            "logit_scale": self.model.logit_scale,
             "samples_per_s": self.plan.effective_batch * window["steps"] / max(window["seconds"], 1e-9),
         }
         self.scalars.write(record)
 
     def _end_epoch(self) -> None:
         cfg = self.cfg
-        record = {"type": "epoch", "step": self.step, "epoch": self.epoch + 1,
-                  "train_loss": self.epoch_loss[0] / max(1, self.epoch_loss[1])}
+        record = {
+            "type": "epoch",
+            "step": self.step,
+            "epoch": self.epoch + 1,
+            "train_loss": self.epoch_loss[0] / max(1, self.epoch_loss[1]),
+        }
         improved = False
         if self.info.is_main:
             if self.val_set is not None:
@@ -1102,9 +1207,15 @@ class _Run:
     def _provenance(self, record: dict) -> dict:
         cfg = self.cfg
         return {
-            "source": "medclip finetune", "run": str(self.out), "data": str(cfg.data), "split": cfg.split,
-            "data_fingerprint": self.fingerprint, "epoch": record["epoch"], "step": record["step"],
-            "loss_weight": cfg.loss_weight, "metrics": {k: v for k, v in record.items() if isinstance(v, float)},
+            "source": "medclip finetune",
+            "run": str(self.out),
+            "data": str(cfg.data),
+            "split": cfg.split,
+            "data_fingerprint": self.fingerprint,
+            "epoch": record["epoch"],
+            "step": record["step"],
+            "loss_weight": cfg.loss_weight,
+            "metrics": {k: v for k, v in record.items() if isinstance(v, float)},
         }
 
     def _save_bundle(self, name: str, record: dict) -> None:
@@ -1116,11 +1227,18 @@ class _Run:
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{self.step:08d}"
         if self.info.is_main:
             state = {
-                "step": self.step, "epoch": self.epoch, "position": self.position,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(self.device),
-                "best": self.best, "history": self.history, "epoch_loss": self.epoch_loss,
-                "world_size": self.info.world_size, "data_fingerprint": self.fingerprint,
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": ckpt.rng_state(self.device),
+                "best": self.best,
+                "history": self.history,
+                "epoch_loss": self.epoch_loss,
+                "world_size": self.info.world_size,
+                "data_fingerprint": self.fingerprint,
                 "manifest": self.model.manifest,
             }
             path = ckpt.save_checkpoint(self.out, self.model, state, self.step)

@@ -20,7 +20,9 @@ def make_small_medpix(target: Path, n_train: int, n_dev: int) -> Path:
     os.symlink(source / "images", root / "images")
     for split, n in (("train", n_train), ("dev", n_dev)):
         lines = (source / "splitted_dataset" / f"descriptions_{split}.jsonl").read_text(encoding="utf-8").splitlines()
-        (root / "splitted_dataset" / f"descriptions_{split}.jsonl").write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+        (root / "splitted_dataset" / f"descriptions_{split}.jsonl").write_text(
+            "\n".join(lines[:n]) + "\n", encoding="utf-8"
+        )
     return target
 
 

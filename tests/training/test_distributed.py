@@ -47,7 +47,10 @@ def test_torchrun_two_processes_match_one_process(small_medpix, tmp_path):
     assert len(losses_one) == 3
     assert losses_two == pytest.approx(losses_one, rel=1e-5)
     assert losses_one[0] != pytest.approx(losses_one[2], rel=1e-3)  # the weights did move
-    one, two = load_file(str(tmp_path / "one" / "last" / "model.safetensors")), load_file(str(tmp_path / "two" / "last" / "model.safetensors"))
+    one, two = (
+        load_file(str(tmp_path / "one" / "last" / "model.safetensors")),
+        load_file(str(tmp_path / "two" / "last" / "model.safetensors")),
+    )
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=2e-6, msg=lambda m, k=key: f"{k}: {m}")
 
@@ -82,6 +85,8 @@ def _loss_worker(rank: int, world: int, port: int, queue) -> None:
         dist.all_reduce(grads[2])
         out[soft] = (float(loss.detach()), grads[0] / world, grads[1] / world, grads[2] / world)
     queue.put((rank, out))
+    # Rank 0 hosts the rendezvous store: leaving before rank 1 is done resets its connection.
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -82,7 +82,19 @@ def test_bad_options_are_usage_errors(cli, small_medpix, tmp_path, args, message
 
 
 def test_batch_larger_than_the_split_is_a_usage_error(cli, small_medpix, tmp_path):
-    result = cli("finetune", "--encoder", "test-vit", "--data", small_medpix, "--output", tmp_path / "r", "--batch-size", "500", "--val-split", "none")
+    result = cli(
+        "finetune",
+        "--encoder",
+        "test-vit",
+        "--data",
+        small_medpix,
+        "--output",
+        tmp_path / "r",
+        "--batch-size",
+        "500",
+        "--val-split",
+        "none",
+    )
     assert result.exit_code == 2
     assert "96 training pairs" in result.output
 
@@ -109,7 +121,19 @@ def _medpix_with_a_corrupt_image(small_medpix, tmp_path):
 
 def test_unreadable_images_are_skipped_or_stop_a_strict_run(cli, small_medpix, tmp_path):
     data, broken = _medpix_with_a_corrupt_image(small_medpix, tmp_path)
-    common = ["finetune", "--encoder", "test-vit", "--data", data, "--val-split", "none", "--batch-size", "8", "--max-steps", "1"]
+    common = [
+        "finetune",
+        "--encoder",
+        "test-vit",
+        "--data",
+        data,
+        "--val-split",
+        "none",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "1",
+    ]
     strict = cli(*common, "--output", tmp_path / "strict", "--strict")
     assert strict.exit_code == 1
     assert broken.name in strict.output and "--strict" in strict.output

@@ -116,7 +116,12 @@ def test_lock_image_and_text_freeze_the_towers(tiny_model):
         _lock(module, TrainConfig(output=None, data=None, lock_image=True, lock_text=True, lock_text_unlocked=1))
         assert not _trainable(module, "visual.")
         text = {n for n, p in module.named_parameters() if p.requires_grad and not n.startswith("visual.")}
-        assert text and all(n.startswith("transformer.resblocks.1.") or n.startswith("ln_final") or n in ("text_projection", "logit_scale") for n in text)
+        assert text and all(
+            n.startswith("transformer.resblocks.1.")
+            or n.startswith("ln_final")
+            or n in ("text_projection", "logit_scale")
+            for n in text
+        )
     finally:
         for p in module.parameters():
             p.requires_grad = True
@@ -134,7 +139,12 @@ def test_pooled_image_encoding_equals_open_clip(tiny_model):
         out = encode(module, images)
         out.pow(2).sum().backward()
         outs.append(out.detach())
-        grads.append([module.visual.transformer.resblocks[-1].attn.in_proj_weight.grad.clone(), module.visual.conv1.weight.grad.clone()])
+        grads.append(
+            [
+                module.visual.transformer.resblocks[-1].attn.in_proj_weight.grad.clone(),
+                module.visual.conv1.weight.grad.clone(),
+            ]
+        )
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for ours, theirs in zip(*grads):
         torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * float(theirs.abs().max()))

@@ -54,7 +54,9 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, at_least: int) -> in
         if step >= at_least:
             return step
         if proc.poll() is not None:
-            pytest.fail(f"the run ended (rc {proc.returncode}) before checkpoint {at_least}: {proc.stderr.read()[-2000:]}")
+            pytest.fail(
+                f"the run ended (rc {proc.returncode}) before checkpoint {at_least}: {proc.stderr.read()[-2000:]}"
+            )
         time.sleep(0.005)
     pytest.fail("no checkpoint appeared in time")
 
