@@ -24,6 +24,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     ui.warning(str(message))
 
 
+def _is_click_error(exc: Exception) -> bool:
+    # Typer carries its own copy of click (typer._click): a usage error such as `--top-k 0`
+    # raises typer._click's BadParameter, which Typer itself prints as a usage error (exit 2).
+    module = type(exc).__module__
+    return module.startswith(("click.", "typer._click."))
+
+
 class _ErrorBoundary(TyperGroup):
     """Turns known errors into one red line and an exit code; MEDCLIP_DEBUG=1 shows tracebacks."""
 
@@ -48,7 +55,7 @@ class _ErrorBoundary(TyperGroup):
         except Exception as exc:
             if debug_enabled():
                 raise
-            if type(exc).__module__.startswith("click"):
+            if _is_click_error(exc):
                 raise
             ui.error(
                 f"unexpected {type(exc).__name__}: {exc} "

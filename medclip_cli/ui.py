@@ -17,8 +17,13 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
-    """One red line on stderr."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    """One red line on stderr (line breaks in messages from other libraries are joined)."""
+    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", soft_wrap=True)
+
+
+def one_line(message: str) -> str:
+    """``message`` on a single line: a multi-line text (pydicom, safetensors) joined with spaces."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def warning(message: str) -> None:
@@ -119,4 +124,10 @@ def progress(enabled: bool = True) -> Iterator[object]:
         TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns, console=err_console, transient=False) as bars:
-        yield RichProgress(bars)
+        try:
+            yield RichProgress(bars)
+        except BaseException:
+            # A failed run ends with its one-line error alone, not below half-drawn bars.
+            for task in bars.tasks:
+                bars.update(task.id, visible=False)
+            raise

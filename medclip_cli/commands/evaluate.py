@@ -57,8 +57,10 @@ def evaluate(
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
     """
     from medclip_cli.data import default_data_root, load_dataset
-    from medclip_cli.engine.evaluate import EvalConfig, evaluate as run_evaluation, resolve_tasks, write_outputs
+    from medclip_cli.engine.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
 
+    if output is not None:
+        check_output(output)
     if data is None:
         data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)

@@ -49,6 +49,10 @@ _FIELDS = {
     "workers": "workers",
     "checkpoint_every": "checkpoint_every",
     "log_every": "log_every",
+    "label_text_field": "label_text_fields",
+    "label_text_prob": "label_text_prob",
+    "label_text_prompts": "label_text_prompts",
+    "text_feature_cache": "text_feature_cache",
 }
 
 
@@ -91,6 +95,17 @@ def finetune(
         Optional[str],
         typer.Option("--soft-label", help="Label field that defines soft-target positives.", show_default=False),
     ] = None,
+    label_text_field: Annotated[
+        Optional[List[str]],
+        typer.Option("--label-text-field", help="Label field whose prompts may stand in for a caption (repeat).", show_default=False),
+    ] = None,
+    label_text_prob: Annotated[
+        float, typer.Option("--label-text-prob", help="Chance per pair and step that a label prompt replaces its caption.")
+    ] = 0.0,
+    label_text_prompts: Annotated[
+        Optional[str],
+        typer.Option("--label-text-prompts", help="Prompt set (or file) the label prompts come from (default: the seed's).", show_default=False),
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 10,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", help="Pairs per step and process (the contrastive batch).")
@@ -132,6 +147,9 @@ def finetune(
     lock_text_unlocked: Annotated[
         int, typer.Option("--lock-text-unlocked", help="Last text-tower layers left trainable.")
     ] = 0,
+    text_feature_cache: Annotated[
+        bool, typer.Option("--text-feature-cache", help="Embed the texts once with the locked text tower; train only its projection.")
+    ] = False,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and at every epoch end).")
     ] = 200,
@@ -181,6 +199,9 @@ def finetune(
         "loss_weight": loss_weight,
         "soft_targets": soft_targets,
         "soft_label": soft_label,
+        "label_text_field": list(label_text_field or []),
+        "label_text_prob": label_text_prob,
+        "label_text_prompts": label_text_prompts,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -196,6 +217,7 @@ def finetune(
         "lock_image_unlocked": lock_image_unlocked,
         "lock_text": lock_text,
         "lock_text_unlocked": lock_text_unlocked,
+        "text_feature_cache": text_feature_cache,
         "device": device,
         "workers": workers,
         "checkpoint_every": checkpoint_every,
@@ -242,9 +264,12 @@ def _saved_settings(ctx: typer.Context, output: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        saved = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read the run's settings ({exc})") from exc
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: also not UTF-8
+        raise UsageError(f"{path}: cannot read the run's settings ({type(exc).__name__})") from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
+        raise UsageError(f"{path}: cannot read the run's settings (no 'config' object)")
+    saved = saved.get("config", {})
     taken = {}
     for param, name in _FIELDS.items():
         source = ctx.get_parameter_source(param)

@@ -56,6 +56,10 @@ def reproduce(
 
     for exp in experiments:
         check_finetune_keys(exp)
+    if data is not None and not data.exists():  # before the first experiment starts, not inside it
+        from medclip_cli.errors import DataError
+
+        raise DataError(f"{data}: no such file or folder", hint="check --data")
     command = " ".join(["medclip", *map(shlex.quote, sys.argv[1:])]) if sys.argv[0].endswith("medclip") else _command(experiment, data, output, overrides)
     runs = [_run_one(exp, output / exp.name, data, device, command, as_json) for exp in experiments]
     if len(runs) > 1:

@@ -60,6 +60,8 @@ def download_medpix2(
     from medclip_cli.data import medpix2
 
     dest = Path(to) if to is not None else medpix_download_dir()
+    if dest.exists() and not dest.is_dir():
+        raise DataError(f"--to {dest}: exists and is not a folder", hint="choose another --to")
     url = medpix_url()
     record = _read_record(dest)
     if (

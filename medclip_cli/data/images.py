@@ -111,7 +111,7 @@ def _load_dicom(path: Path, window: Sequence[float] | None) -> Image.Image:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise ImageError(
             f"{path}: cannot decode DICOM pixel data (transfer syntax {syntax}): {exc}",
-            hint="install a decoder such as `pip install pylibjpeg pylibjpeg-libjpeg` for compressed DICOM",
+            hint="install pydicom's decoders for compressed DICOM: `pip install \"pylibjpeg[all]\" pyjpegls`",
         ) from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if pixels.ndim == 4 or (pixels.ndim == 3 and photometric.startswith("MONOCHROME")):

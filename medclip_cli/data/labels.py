@@ -73,6 +73,8 @@ def read_label_fields(path: Path) -> dict[str, LabelField]:
         aliases = table.get("aliases", {})
         if not isinstance(classes, dict) or not all(isinstance(v, str) for v in classes.values()):
             raise DataError(f"{path}: [{name}.classes] must map raw values to readable names")
+        if not isinstance(aliases, dict):
+            raise DataError(f"{path}: [{name}.aliases] must map other spellings to raw values")
         fields[name] = LabelField(
             name=name,
             classes=tuple(classes),

@@ -51,8 +51,8 @@ def _records(root: Path, split: str) -> tuple[Path, list[dict]]:
             raise DataError(f"{path}: missing", hint="the MedPix 2.0 layout needs Descriptions.json for split 'all'")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        except (ValueError, RecursionError) as exc:  # also 5,000-digit numbers and too deep nesting
+            raise DataError(f"{path}: not valid JSON ({_json_problem(exc)})") from exc
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON list of records")
         return path, data
@@ -68,13 +68,21 @@ def _records(root: Path, split: str) -> tuple[Path, list[dict]]:
                     continue
                 try:
                     records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from exc
+                except (ValueError, RecursionError) as exc:
+                    raise DataError(f"{path}:{lineno}: malformed JSON line ({_json_problem(exc)})") from exc
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if not records:
         raise DataError(f"{path}: split {split!r} is empty")
     return path, records
+
+
+def _json_problem(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(":")[0]
 
 
 def load(path: Path, split: str = "train", **_: object) -> Dataset:

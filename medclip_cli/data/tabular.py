@@ -328,16 +328,24 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[Row]]:
     for lineno, line in _lines(_read_text(path)):
         try:
             record = json.loads(line)
+            flat = _flatten(record) if isinstance(record, dict) else None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(record, dict):
+        except (ValueError, RecursionError) as exc:  # 5,000-digit numbers, nesting too deep to read
+            raise DataError(f"{path} line {lineno}: unreadable JSON ({_json_limit(exc)})") from exc
+        if flat is None:
             raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(record).__name__}")
-        flat = _flatten(record)
         columns.update(dict.fromkeys(flat))
         rows.append((lineno, flat))
     if not rows:
         raise DataError(f"{path}: empty file (no records)")
     return list(columns), rows
+
+
+def _json_limit(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(":")[0]
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def save_checkpoint(run_dir: Path, model, state: dict, step: int, keep: int = 1)
         _write_text_atomic(root / LATEST, name + "\n")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{root}: writing the checkpoint failed ({exc.strerror or exc})") from exc
+        raise OutputError(
+            f"{root}: writing the checkpoint failed ({exc.strerror or exc})",
+            hint="the previous checkpoint is intact; free some space, then continue the run with --resume",
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -112,7 +116,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
     state_path = Path(path) / STATE_NAME
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # of a file refused anyway
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
     except (OSError, pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise TrainingError(
             f"{state_path}: cannot read the checkpoint ({type(exc).__name__}: {exc})",

@@ -306,6 +306,21 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def check_output(output: str | Path) -> None:
+    """Refuse an ``--output`` that cannot be written before any image is embedded (creates nothing)."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"--output {output}: exists and is not a folder", hint="choose another --output")
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise OutputError(
+            f"--output {output}: cannot create the folder ({existing} is not a writable folder)",
+            hint="choose another --output",
+        )
+
+
 def write_outputs(result: EvalResult, output: str | Path) -> list[Path]:
     """``results.json``, ``predictions_<task>.csv`` and ``confusion_<task>.png`` under ``output``,
     each file written atomically. With several models the CSVs get a ``model`` column and the

@@ -102,8 +102,10 @@ def _read_file(path: Path, name: str | None = None) -> PromptSet:
     else:
         try:
             raw = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        except (tomllib.TOMLDecodeError, ValueError) as exc:  # JSONDecodeError and 5,000-digit numbers
             raise UsageError(f"--prompts {path}: not valid {suffix[1:].upper()} ({exc})") from exc
+        except RecursionError as exc:
+            raise UsageError(f"--prompts {path}: not valid {suffix[1:].upper()} (nested too deeply)") from exc
     if isinstance(raw, list):  # a bare JSON list of templates
         raw = {"templates": raw}
     return _parse(raw, path, name or path.stem)

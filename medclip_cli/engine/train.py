@@ -66,6 +66,14 @@ class TrainConfig:
     loss_weight: float = 0.5  # λ of λ·CE(image→text) + (1−λ)·CE(text→image)
     soft_targets: bool = False
     soft_label: str | None = None  # soft targets by this label field instead of by caption
+    # Label text: with probability ``label_text_prob`` a pair's caption is replaced, for one step,
+    # by one prompt picked at random among those naming its labels (every template of each field
+    # of ``label_text_fields`` in the prompt set ``label_text_prompts``, filled with the readable
+    # class name: the prompts zero-shot evaluation uses). Supervision from the training split's
+    # own labels. With soft targets by caption, identical texts in a batch are each other's positives.
+    label_text_fields: list[str] = field(default_factory=list)
+    label_text_prob: float = 0.0
+    label_text_prompts: str | None = None  # a prompt-set name or file; None: the seed set
     # Optimisation.
     epochs: int = 10
     batch_size: int = 32  # per process; negatives come from the whole global batch
@@ -82,6 +90,10 @@ class TrainConfig:
     lock_image_unlocked: int = 0  # last groups of a locked image tower left trainable
     lock_text: bool = False
     lock_text_unlocked: int = 0
+    # With the text transformer wholly locked, embed every training text once before the first
+    # step (eval mode: no dropout) and train only the projection on those features: the same
+    # model, without a text forward pass per step. Hugging Face text towers only.
+    text_feature_cache: bool = False
     # Running.
     device: str = "auto"
     workers: int = 1  # threads preparing batches ahead of the step (0: in the training thread)
@@ -196,6 +208,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"--lr must be a positive number, not {cfg.lr}")
     if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
         raise UsageError(f"--wd must be zero or positive, not {cfg.weight_decay}")
+    if cfg.grad_clip is not None and not (cfg.grad_clip >= 0 and math.isfinite(cfg.grad_clip)):
+        # clip_grad_norm_ with a negative norm flips every gradient: training would climb the loss.
+        raise UsageError(f"--grad-clip must be zero (off) or positive, not {cfg.grad_clip}")
     if not (cfg.warmup >= 0 and math.isfinite(cfg.warmup)):
         raise UsageError(f"--warmup must be a fraction of the steps (0–1) or a number of steps, not {cfg.warmup}")
     if cfg.precision not in PRECISIONS:
@@ -204,8 +219,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError("--checkpoint-every and --workers must be zero or positive")
     if cfg.soft_label and not cfg.soft_targets:
         raise UsageError("--soft-label needs --soft-targets")
+    if not (0.0 <= cfg.label_text_prob <= 1.0):
+        raise UsageError(f"--label-text-prob must be between 0 and 1, not {cfg.label_text_prob}")
+    if cfg.label_text_prob > 0 and not cfg.label_text_fields:
+        raise UsageError("--label-text-prob needs --label-text-field (the label fields to name)")
     if cfg.lock_image_unlocked and not cfg.lock_image or cfg.lock_text_unlocked and not cfg.lock_text:
         raise UsageError("unlocked groups/layers only apply with --lock-image / --lock-text")
+    if cfg.text_feature_cache and (not cfg.lock_text or cfg.lock_text_unlocked):
+        raise UsageError("--text-feature-cache needs a wholly locked text tower (--lock-text, no unlocked layers)")
     if cfg.lock_image_unlocked < 0 or cfg.lock_text_unlocked < 0:
         raise UsageError("the number of unlocked groups/layers must be zero or positive")
     if cfg.model_dir is not None and cfg.image_size is not None:
@@ -241,12 +262,35 @@ class _PairSet:
     labels: list[dict]
     groups: torch.Tensor | None  # [N] soft-target group ids
     skipped: int
+    # Label text: tokenised label prompts, and for each pair the rows of them that describe it.
+    label_tokens: torch.Tensor | None = None  # [M, context] int64
+    label_choices: list[list[int]] | None = None
+    label_groups: torch.Tensor | None = None  # [M] group ids of the prompts (after the caption groups)
+    # With the text-feature cache: the locked text tower's pooled output of each caption / prompt.
+    text_pooled: torch.Tensor | None = None  # [N, width] float32
+    label_pooled: torch.Tensor | None = None  # [M, width] float32
+
+    def add_text_cache(self, module: nn.Module, batch: int) -> None:
+        self.text_pooled = frozen_text_pooled(module, self.tokens, batch)
+        if self.label_tokens is not None:
+            self.label_pooled = frozen_text_pooled(module, self.label_tokens, batch)
+
+    @property
+    def texts(self) -> torch.Tensor:
+        """What a step feeds the text side: token ids, or cached pooled features."""
+        return self.text_pooled if self.text_pooled is not None else self.tokens
+
+    @property
+    def label_texts(self) -> torch.Tensor | None:
+        return self.label_pooled if self.text_pooled is not None else self.label_tokens
 
     def __len__(self) -> int:
         return len(self.captions)
 
 
-def _load_pairs(dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool) -> _PairSet:
+def _load_pairs(
+    dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool, label_text: tuple[list[str], str | None] | None = None
+) -> _PairSet:
     from medclip_cli.data.pixels import load_pixels
     from medclip_cli.engine.retrieval import caption_groups
 
@@ -273,7 +317,41 @@ def _load_pairs(dataset, model, *, strict: bool, progress, soft_label: str | Non
     if len(keep) < len(pixel_set):
         progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
-    return _PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
+    pairs = _PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
+    if label_text is not None:
+        _add_label_text(pairs, dataset, model, *label_text)
+    return pairs
+
+
+def label_prompts(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[str]:
+    """Every prompt (each field, each template) naming the labels of one pair that the fields list."""
+    from medclip_cli.engine.zeroshot import fill_template
+
+    prompts: list[str] = []
+    for name in fields_:
+        label_field = dataset.label_field(name)
+        value = labels.get(name)
+        if value not in label_field.classes:
+            continue
+        readable = label_field.readable_name(value)
+        prompts += [fill_template(t, readable) for t in prompt_set.for_task(name, label_field)[readable]]
+    return prompts
+
+
+def _add_label_text(pairs: _PairSet, dataset, model, fields_: list[str], prompts_name: str | None) -> None:
+    from medclip_cli.engine.prompts import load_prompt_set
+
+    prompt_set = load_prompt_set(prompts_name)
+    rows: dict[str, int] = {}
+    choices = []
+    for labels in pairs.labels:
+        mine = label_prompts(dataset, labels, fields_, prompt_set)
+        choices.append([rows.setdefault(p, len(rows)) for p in dict.fromkeys(mine)])
+    texts = list(rows)
+    pairs.label_tokens = model.tokenize(texts).long() if texts else torch.zeros(0, model.context_length, dtype=torch.long)
+    pairs.label_choices = choices
+    offset = int(pairs.groups.max()) + 1 if pairs.groups is not None and len(pairs.groups) else 0
+    pairs.label_groups = torch.arange(len(texts), dtype=torch.long) + offset
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -320,7 +398,30 @@ class _Batches:
                 (((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
             )
         groups = self.data.groups[idx] if self.data.groups is not None else None
-        return pixels, self.data.tokens[idx], groups, augment
+        tokens = self.data.texts[idx]
+        if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
+            tokens, groups = self._label_text(idx, tokens, groups, micro, rank)
+        return pixels, tokens, groups, augment
+
+    def _label_text(self, idx: torch.Tensor, tokens: torch.Tensor, groups, micro: int, rank: int):
+        """Replace some captions by label prompts; seeded by the batch's place in the run, like the crop."""
+        data = self.data
+        g = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank + 2048) % 2**63)
+        draws = torch.rand(len(idx), generator=g).tolist()
+        picks = torch.rand(len(idx), generator=g).tolist()
+        tokens = tokens.clone()
+        # A label prompt keeps caption-identity groups meaningful: same prompt, same group.
+        caption_groups = groups is not None and not self.cfg.soft_label
+        if caption_groups:
+            groups = groups.clone()
+        for k, i in enumerate(idx.tolist()):
+            options = data.label_choices[i]
+            if options and draws[k] < self.cfg.label_text_prob:
+                row = options[min(int(picks[k] * len(options)), len(options) - 1)]
+                tokens[k] = data.label_texts[row]
+                if caption_groups:
+                    groups[k] = data.label_groups[row]
+        return tokens, groups
 
     def __iter__(self):
         micro_batches = range(self.start, self.start + self.count)
@@ -383,6 +484,52 @@ def _can_trim_text(module: nn.Module) -> bool:
     )
 
 
+def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> torch.Tensor:
+    """The pooled output (before the projection) of a Hugging Face text tower for every row of
+    ``tokens``, in eval mode; texts of similar length are run together to skip padding."""
+    text = getattr(module, "text", None)
+    if _hf_pad_id(module) is None or not hasattr(text, "proj"):
+        raise UsageError("--text-feature-cache works with Hugging Face text towers only (e.g. minilm-l6)")
+    pad = _hf_pad_id(module)
+    order = torch.argsort((tokens != pad).sum(dim=1), stable=True)
+    device = next(text.parameters()).device
+    out = torch.empty(len(tokens), text.config.hidden_size)
+    was_training = text.training
+    text.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(tokens), batch):
+                rows = order[start : start + batch]
+                part = trim_hf_padding(module, tokens[rows]).to(device)
+                mask = (part != pad).long()
+                out[rows] = text.pooler(text.transformer(input_ids=part, attention_mask=mask), mask).float().cpu()
+    finally:
+        text.train(was_training)
+    return out
+
+
+def trim_hf_padding(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` without the padding columns after the batch's longest text, for a Hugging Face
+    text tower (which masks padding out of attention and mean pooling, so those columns change
+    nothing); unchanged for any other tower."""
+    pad_id = _hf_pad_id(module)
+    if pad_id is None or not tokens.numel():
+        return tokens
+    width = max(1, int((tokens != pad_id).sum(dim=1).max()))
+    return tokens[:, :width]
+
+
+def _hf_pad_id(module: nn.Module) -> int | None:
+    text = getattr(module, "text", None)
+    config = getattr(text, "config", None)
+    pooler = type(getattr(text, "pooler", None)).__name__
+    # Only poolers that ignore padding: a CLS or last-token pooler would read another position.
+    if config is None or pooler not in ("MeanPooler", "ClsPooler") or getattr(text, "output_tokens", False):
+        return None
+    pad = getattr(config, "pad_token_id", None)
+    return int(pad) if pad is not None else None
+
+
 def _pooled_shortcut_ok(transformer: nn.Module) -> bool:
     """Whether :func:`_blocks_then_pooled` reproduces this open_clip ``Transformer`` exactly."""
     blocks = getattr(transformer, "resblocks", None)
@@ -440,6 +587,8 @@ def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor
 
 def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption."""
+    if _hf_pad_id(module) is not None:
+        return module.encode_text(trim_hf_padding(module, tokens))
     if not _can_trim_text(module) or tokens.shape[0] < 2:
         return module.encode_text(tokens)
     from open_clip.transformer import text_global_pool
@@ -493,7 +642,11 @@ class _ClipStep(nn.Module):
         self.clip = clip
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
-        return encode_image_pooled(self.clip, images), encode_text_trimmed(self.clip, tokens), self.clip.logit_scale
+        if tokens.is_floating_point():  # cached pooled text features: only the projection runs
+            text = self.clip.text.proj(tokens.to(self.clip.logit_scale.dtype))
+        else:
+            text = encode_text_trimmed(self.clip, tokens)
+        return encode_image_pooled(self.clip, images), text, self.clip.logit_scale
 
 
 def _lock(module: nn.Module, cfg: TrainConfig) -> None:
@@ -790,7 +943,15 @@ class _Run:
         for task in cfg.val_tasks:
             val_ds.label_field(task)
         soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets)
-        train_set = _load_pairs(train_ds, model, progress=self.progress, **soft)
+        for name in cfg.label_text_fields:
+            train_ds.label_field(name)  # unknown field: usage error naming the known ones
+        label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
+        train_set = _load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        if len(train_set) == 0:
+            raise TrainingError(
+                f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
+                hint="check the images and the caption column with `medclip data check`",
+            )
         val_set = None
         if val_ds is not None and self.info.is_main:
             val_set = _load_pairs(val_ds, model, progress=self.progress, **soft)
@@ -857,6 +1018,8 @@ class _Run:
                 hint="resume with the same data, or start a new run",
             )
         lr = self._default_lr(model)
+        if cfg.text_feature_cache:
+            train_set.add_text_cache(model.module, 2 * cfg.batch_size)
         plan = self._plan(model, len(train_set), len(val_set) if val_set else 0, train_set.skipped, lr, resume)
         self.model, self.plan, self.train_set, self.val_set, self.val_ds = model, plan, train_set, val_set, val_ds
 

@@ -69,10 +69,12 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
         f"- prompts: {evaluation.prompts.get('name', '')}",
     ]
     if run.train is not None:
-        parts.append(
-            f"- fine-tuning: {run.train.steps} steps, {run.train.epochs_done} epochs; kept epoch "
-            f"{run.train.best_epoch} by {run.train.best_metric} = {_fmt(run.train.best_value)}"
+        kept = (
+            f"kept epoch {run.train.best_epoch} by {run.train.best_metric} = {_fmt(run.train.best_value)}"
+            if run.train.best_epoch is not None
+            else "kept the last epoch (no validation split)"
         )
+        parts.append(f"- fine-tuning: {run.train.steps} steps, {run.train.epochs_done} epochs; {kept}")
     parts += ["", "## Results", "", comparison_markdown(run), ""]
     skipped = {m.label: m.skipped_images for m in evaluation.models if m.skipped_images}
     if skipped:

@@ -152,6 +152,10 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
     settings = experiment.settings
     check_finetune_keys(experiment)
     val_split = settings["data"]["val_split"]
+    finetune = dict(experiment.finetune)
+    if finetune.get("label_text_fields") and "label_text_prompts" not in finetune:
+        # Train on the very prompts the evaluation scores with, unless the config says otherwise.
+        finetune["label_text_prompts"] = settings["evaluate"]["prompts"]
     config = TrainConfig(
         output=output,
         data=data_root,
@@ -161,7 +165,7 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
         val_split=None if str(val_split).lower() == "none" else val_split,
         device=device,
         seed=int(settings["experiment"]["seed"]),
-        **experiment.finetune,
+        **finetune,
     )
     return train(config, progress, events)
 

@@ -101,8 +101,8 @@ def read_bundle_config(directory: str | Path) -> dict:
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config_path}: not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # not UTF-8, malformed, too deep, 5,000-digit numbers
+        raise ModelError(f"{config_path}: not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ModelError(f"{config_path}: has no 'model_cfg' object")
     return config

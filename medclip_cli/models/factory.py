@@ -6,6 +6,7 @@ import contextlib
 import copy
 import datetime as _dt
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,8 +220,16 @@ def load_state_dict_file(path: Path) -> dict:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about the pickle protocol of files it is about to refuse anyway.
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _looks_like_torch_file(path):
+            raise ModelError(
+                f"{path}: not a weights file",
+                hint="pass a .safetensors file, a PyTorch .pt/.pth/.bin state dict, or a model bundle folder",
+            ) from exc
         raise ModelError(
             f"{path}: refused to load: the file holds Python objects, not only tensors",
             hint="only load weights you trust; convert them to .safetensors",
@@ -232,6 +241,13 @@ def load_state_dict_file(path: Path) -> dict:
     if not isinstance(state, dict):
         raise ModelError(f"{path}: does not contain a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a raw pickle stream."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 _TEXT_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection", "text.")

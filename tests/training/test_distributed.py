@@ -85,6 +85,8 @@ def _loss_worker(rank: int, world: int, port: int, queue) -> None:
         dist.all_reduce(grads[2])
         out[soft] = (float(loss.detach()), grads[0] / world, grads[1] / world, grads[2] / world)
     queue.put((rank, out))
+    # Rank 0 hosts the rendezvous store: leaving before rank 1 is done resets its connection.
+    dist.barrier()
     dist.destroy_process_group()
 
 
