@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from medclip_cli.experiments.runner import OFFLINE_EXPERIMENT
 
@@ -17,12 +16,9 @@ def test_offline_experiment_runs_end_to_end_on_medpix(cli, medpix_root, tmp_path
         "finetune.batch_size=32",
         "model.image_size=48",
     ]
-    started = time.monotonic()
     args = ["reproduce", "--experiment", OFFLINE_EXPERIMENT, "--data", medpix_root, "--output", out]
     result = cli(*args, *[a for item in short for a in ("--set", item)])
-    elapsed = time.monotonic() - started
     assert result.exit_code == 0, result.output
-    assert elapsed < 60
 
     run_dir = out / OFFLINE_EXPERIMENT
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))

@@ -5,24 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.training.conftest import read_jsonl
 
 
-def test_finetune_end_to_end_on_medpix_in_under_a_minute(cli, medpix_root, tmp_path):
+def test_finetune_end_to_end_on_medpix(cli, medpix_root, tmp_path):
     out = tmp_path / "runs" / "tiny"
-    started = time.monotonic()
     result = cli(
         "finetune", "--encoder", "test-vit", "--data", medpix_root, "--output", out, "--epochs", "2",
         "--batch-size", "32", "--max-steps", "16", "--val-task", "modality", "--val-task", "location_category",
         "--select-metric", "zeroshot_modality_acc", "--loss-weight", "0.7", "--device", "cpu", "--json",
     )  # fmt: skip
-    elapsed = time.monotonic() - started
     assert result.exit_code == 0, result.output
-    assert elapsed < 60
     summary = json.loads(result.stdout)
     assert summary["steps"] == 16 and summary["epochs"] == 1  # 1653 // 32 = 51 steps per epoch
     assert summary["best_metric"] == "zeroshot_modality_acc" and summary["best_epoch"] == 1
