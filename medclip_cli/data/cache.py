@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from medclip_cli.atomic import atomic_open
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.preprocess import PreprocessConfig
@@ -207,11 +208,5 @@ def _remove_entry(meta_path: Path) -> None:
 
 def _write_atomic(path: Path, write: Callable) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        write(fh)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from medclip_cli.atomic import write_text_atomic
 from medclip_cli.data.archives import unpack
 from medclip_cli.data.home import medclip_home, medpix_download_dir
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
@@ -256,10 +256,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data))
 
 
 def _now() -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from medclip_cli.atomic import write_text_atomic
 from medclip_cli.errors import OutputError, TrainingError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -38,16 +39,7 @@ class Checkpoint:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, fsync=True)
 
 
 def save_checkpoint(run_dir: Path, model, state: dict, step: int, keep: int = 1) -> Path:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from medclip_cli.atomic import atomic_open
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.home import cache_dir
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
@@ -130,17 +129,12 @@ def save_embeddings(path: Path, embeddings: ImageEmbeddings) -> None:
     """Write the cache entry atomically; a cache that cannot be written only costs time later."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path) as fh:
             np.savez(
                 fh,
                 features=embeddings.features.numpy().astype(np.float32),
                 indices=np.asarray(embeddings.indices, dtype=np.int64),
                 skipped=np.asarray(json.dumps(embeddings.skipped)),
             )
-        os.replace(tmp, path)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        return

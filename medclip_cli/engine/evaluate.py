@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from medclip_cli.atomic import write_text_atomic
 from medclip_cli import __version__
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.engine.embeddings import ImageEmbeddings, embed_images, model_fingerprint
@@ -365,20 +365,9 @@ def _csv(rows: list[dict]) -> str:
 
 def _write_text(path: Path, text: str) -> Path:
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return write_text_atomic(path, text)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write here ({exc.strerror})") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"{path}: writing failed ({exc.strerror or exc})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _slug(text: str) -> str:

@@ -9,13 +9,13 @@ are over the classes present, and the absent ones are named in ``absent_classes`
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from medclip_cli.atomic import atomic_open
 
 TOP_K = 5  # accuracy@5 is reported when a task has at least this many classes
 
@@ -124,12 +124,6 @@ def save_confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[st
             axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour)
     figure.tight_layout()
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            figure.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        figure.savefig(fh, format="png", dpi=100)
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medclip_cli.atomic import write_text_atomic
 from medclip_cli.engine import checkpoint as ckpt
 from medclip_cli.engine import distributed as dist_
 from medclip_cli.engine.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
@@ -851,9 +851,7 @@ class _Scalars:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -873,9 +871,7 @@ class _Scalars:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 class _Run:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medclip_cli.atomic import write_text_atomic
 from medclip_cli.errors import DataError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
 
@@ -219,9 +220,7 @@ def write_json(path: Path, data: dict) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def needs_network(experiment: Experiment) -> bool:

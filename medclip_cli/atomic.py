@@ -1,0 +1,33 @@
+"""Writing a file so that readers see the old file or the complete new one, never a part."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", *, fsync: bool = False, **kwargs) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str, *, fsync: bool = False) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` through :func:`atomic_open`."""
+    with atomic_open(path, "w", fsync=fsync, encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return Path(path)
