@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,3 +32,15 @@ def write_text_atomic(path: str | Path, text: str, *, fsync: bool = False) -> Pa
     with atomic_open(path, "w", fsync=fsync, encoding="utf-8", newline="") as fh:
         fh.write(text)
     return Path(path)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move the finished folder ``new`` to ``target``, swapping an existing ``target`` out first."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from medclip_cli.atomic import replace_dir
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
 
@@ -65,7 +66,7 @@ def unpack(
             raise DataError(f"{archive}: holds no {what}; nothing was unpacked", hint="check the URL")
         for name, data in (extra_files or {}).items():
             (content / name).write_bytes(data)
-        _replace_dir(content, dest)
+        replace_dir(content, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -136,13 +137,3 @@ def _safe_target(root: Path, name: str, archive: Path) -> Path:
     if target != root and root not in target.parents:
         raise DataError(f"{archive}: member {name!r} would be written outside the target folder; archive refused")
     return target
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(new, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

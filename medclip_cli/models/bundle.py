@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from medclip_cli.atomic import replace_dir
 from medclip_cli.data.preprocess import PreprocessConfig
 from medclip_cli.errors import ModelError, OutputError
 
@@ -79,14 +79,7 @@ def _portable_cfg(model_cfg: dict) -> dict:
 def _replace_dir(new: Path, target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target}: exists and is not a folder", hint="choose another --output")
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(new, target)
 
 
 def read_bundle_config(directory: str | Path) -> dict:
