@@ -60,6 +60,7 @@ def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str,
     run.optimizer = build_optimizer(run.model.module, lr, cfg.weight_decay)
     run.scheduler = build_scheduler(run.optimizer, total_steps, warmup_steps_for(total_steps, cfg.warmup))
     run.scaler = torch.amp.GradScaler(dev.type, enabled=run.precision == "fp16")
+    run._prepare_finite_guard()
     run.step, run.epoch, run.position, run.last_checkpoint = 0, 0, 0, None
     run.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, 0, 1)
     run.step_module = T._ClipStep(run.model.module)
@@ -78,12 +79,15 @@ def memory_batches(run, captions: list[str], count: int = 4, seed: int = 0):
         if run.device.type == "cuda":
             pixels = pixels.pin_memory()
         text = captions[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-        out.append((pixels, run.model.tokenize(text).long(), None, None))
+        tokens = run.model.tokenize(text).long()
+        out.append((pixels, tokens.pin_memory() if run.device.type == "cuda" else tokens, None, None))
     return out
 
 
-def time_steps(run, batches, steps: int, warmup: int) -> list[float]:
-    """Seconds of each of ``steps`` engine steps after ``warmup`` untimed ones (device synchronised)."""
+def time_steps(run, batches, steps: int, warmup: int, chunk: int | None = None) -> list[float]:
+    """Seconds per engine step after ``warmup`` untimed ones: one figure per ``chunk`` steps run
+    back to back, the device synchronised only at the chunk's ends (on a GPU the host queues the
+    next step while the device runs this one, as in training; 1 step per chunk on a CPU)."""
     import torch
 
     def cycle():
@@ -91,16 +95,19 @@ def time_steps(run, batches, steps: int, warmup: int) -> list[float]:
             yield from batches
 
     it = cycle()
-    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
+    cuda = run.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    chunk = chunk or (5 if cuda else 1)
     for _ in range(warmup):
         run._step(it)
     sync()
     times = []
-    for _ in range(steps):
+    for _ in range(max(1, steps // chunk)):
         start = time.perf_counter()
-        run._step(it)
+        for _ in range(chunk):
+            run._step(it)
         sync()
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start) / chunk)
     return times
 
 

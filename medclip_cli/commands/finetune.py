@@ -46,6 +46,7 @@ _FIELDS = {
     "lock_text": "lock_text",
     "lock_text_unlocked": "lock_text_unlocked",
     "device": "device",
+    "compile_": "compile",
     "workers": "workers",
     "checkpoint_every": "checkpoint_every",
     "log_every": "log_every",
@@ -158,6 +159,13 @@ def finetune(
         bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
     ] = False,
     workers: Annotated[int, typer.Option("--workers", help="Threads preparing batches ahead of each step.")] = 1,
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the towers' blocks: fused kernels on a GPU; the first steps compile.",
+        ),
+    ] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")
     ] = False,
@@ -219,6 +227,7 @@ def finetune(
         "lock_text_unlocked": lock_text_unlocked,
         "text_feature_cache": text_feature_cache,
         "device": device,
+        "compile_": compile_,
         "workers": workers,
         "checkpoint_every": checkpoint_every,
         "log_every": log_every,

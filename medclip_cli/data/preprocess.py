@@ -102,6 +102,24 @@ def resize_to_uint8(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     return np.array(out.convert("RGB"), dtype=np.uint8)
 
 
+_CHANNEL_STATS: dict = {}
+
+
+def _channel_stats(cfg: PreprocessConfig, device):
+    """Mean and std as [1, 3, 1, 1] tensors on ``device``, made once: building them from Python
+    numbers is a blocking copy, which would stall a GPU step every batch."""
+    import torch
+
+    key = (tuple(cfg.mean), tuple(cfg.std), str(device))
+    stats = _CHANNEL_STATS.get(key)
+    if stats is None:
+        stats = _CHANNEL_STATS[key] = (
+            torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(cfg.std, device=device).view(1, 3, 1, 1),
+        )
+    return stats
+
+
 def normalize_batch(batch_uint8, cfg: PreprocessConfig, device=None, dtype=None):
     """NHWC uint8 (numpy or tensor) -> normalised NCHW float tensor on ``device``."""
     import torch
@@ -110,7 +128,6 @@ def normalize_batch(batch_uint8, cfg: PreprocessConfig, device=None, dtype=None)
     if device is not None:
         tensor = tensor.to(device, non_blocking=True)
     tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(cfg.mean, device=tensor.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=tensor.device).view(1, 3, 1, 1)
+    mean, std = _channel_stats(cfg, tensor.device)
     tensor = (tensor - mean) / std
     return tensor.to(dtype) if dtype is not None else tensor

@@ -96,13 +96,13 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def all_mean(value: float, device: torch.device) -> float:
-    """The mean of a scalar over ranks (the logged loss is the global batch's)."""
+def all_mean_tensor(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a 0-dim tensor over ranks, left on the device (nothing is read back)."""
     if _world() == 1:
-        return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return float(t.item()) / _world()
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / _world()
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -12,7 +12,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
@@ -96,6 +96,9 @@ class TrainConfig:
     text_feature_cache: bool = False
     # Running.
     device: str = "auto"
+    # torch.compile each transformer block (a convolutional image tower whole), in place: fused
+    # kernels and fewer launches on a GPU; the first steps of each shape pay the compilation.
+    compile: bool = False
     workers: int = 1  # threads preparing batches ahead of the step (0: in the training thread)
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
     log_every: int = 10
@@ -377,16 +380,32 @@ def _random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> to
 
 
 class _Batches:
-    """The micro-batches of one epoch from ``start``, gathered ahead in threads when ``workers`` > 0."""
+    """The micro-batches of the rest of the run, gathered ahead in threads when ``workers`` > 0.
 
-    def __init__(self, data: _PairSet, cfg: TrainConfig, device, info, epoch: int, start: int, count: int):
+    ``segments`` holds (epoch, first micro-batch, count) for every epoch still to run. One stream
+    spans the epochs, so the threads gather the next epoch's first batches while this one ends
+    (validation, bundles, checkpoint) instead of the next step waiting for them.
+    """
+
+    def __init__(self, data: _PairSet, cfg: TrainConfig, device, info, segments: list[tuple[int, int, int]]):
         self.data, self.cfg, self.device, self.info = data, cfg, device, info
-        self.order = epoch_order(len(data), cfg.seed, epoch)
-        self.epoch, self.start, self.count = epoch, start, count
+        self.segments = list(segments)
+        self._orders: dict[int, torch.Tensor] = {}
 
-    def _make(self, micro: int):
+    def order_of(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(len(self.data), self.cfg.seed, epoch)}
+        return self._orders[epoch]
+
+    def _jobs(self):
+        for epoch, start, count in self.segments:
+            order = self.order_of(epoch)
+            for micro in range(start, start + count):
+                yield epoch, order, micro
+
+    def _make(self, epoch: int, order: torch.Tensor, micro: int):
         b, rank = self.cfg.batch_size, self.info.rank
-        global_batch = self.order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
+        global_batch = order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
         idx = global_batch[rank * b : (rank + 1) * b]
         # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
         pixels = torch.from_numpy(self.data.pixels[idx.numpy()])
@@ -395,18 +414,21 @@ class _Batches:
         augment = None
         if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
             augment = torch.Generator().manual_seed(
-                (((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
+                (((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
             )
         groups = self.data.groups[idx] if self.data.groups is not None else None
         tokens = self.data.texts[idx]
         if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
-            tokens, groups = self._label_text(idx, tokens, groups, micro, rank)
+            tokens, groups = self._label_text(idx, tokens, groups, epoch, micro, rank)
+        if self.device.type == "cuda":  # pinned, so the copies to the device never wait on the step
+            tokens = tokens.pin_memory()
+            groups = groups.pin_memory() if groups is not None else None
         return pixels, tokens, groups, augment
 
-    def _label_text(self, idx: torch.Tensor, tokens: torch.Tensor, groups, micro: int, rank: int):
+    def _label_text(self, idx: torch.Tensor, tokens: torch.Tensor, groups, epoch: int, micro: int, rank: int):
         """Replace some captions by label prompts; seeded by the batch's place in the run, like the crop."""
         data = self.data
-        g = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + self.epoch) * 1_000_003 + micro) * 4096 + rank + 2048) % 2**63)
+        g = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank + 2048) % 2**63)
         draws = torch.rand(len(idx), generator=g).tolist()
         picks = torch.rand(len(idx), generator=g).tolist()
         tokens = tokens.clone()
@@ -424,21 +446,26 @@ class _Batches:
         return tokens, groups
 
     def __iter__(self):
-        micro_batches = range(self.start, self.start + self.count)
+        jobs = self._jobs()
         if self.cfg.workers <= 0:
-            for micro in micro_batches:
-                yield self._make(micro)
+            for job in jobs:
+                yield self._make(*job)
             return
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
 
-        depth = max(2, 2 * self.cfg.workers)
-        with ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="medclip-batches") as pool:
-            pending = [pool.submit(self._make, m) for m in micro_batches[:depth]]
-            for k, micro in enumerate(micro_batches):
-                if k + depth < len(micro_batches):
-                    pending.append(pool.submit(self._make, micro_batches[k + depth]))
-                yield pending[k].result()
-                pending[k] = None
+        pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="medclip-batches")
+        try:
+            pending = deque(pool.submit(self._make, *job) for job in islice(jobs, max(2, 2 * self.cfg.workers)))
+            while pending:
+                batch = pending.popleft().result()
+                job = next(jobs, None)
+                if job is not None:
+                    pending.append(pool.submit(self._make, *job))
+                yield batch
+        finally:  # an interrupted run does not wait for batches it will never use
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,15 +535,26 @@ def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> t
     return out
 
 
-def trim_hf_padding(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def trim_hf_padding(module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
     """``tokens`` without the padding columns after the batch's longest text, for a Hugging Face
     text tower (which masks padding out of attention and mean pooling, so those columns change
-    nothing); unchanged for any other tower."""
+    nothing); unchanged for any other tower. ``lengths``: :func:`token_lengths` of ``tokens``,
+    known on the host, so that tokens on a GPU need not be read back."""
     pad_id = _hf_pad_id(module)
     if pad_id is None or not tokens.numel():
         return tokens
-    width = max(1, int((tokens != pad_id).sum(dim=1).max()))
+    width = max(1, max(lengths) if lengths is not None else int((tokens != pad_id).sum(dim=1).max()))
     return tokens[:, :width]
+
+
+def token_lengths(module: nn.Module, tokens: torch.Tensor) -> list[int] | None:
+    """The non-padding length of each row of ``tokens`` (on the host): what text trimming needs to
+    plan its buckets. Taken from the batch before it goes to the device, so the step never waits
+    for the device to answer; None for cached text features."""
+    if tokens.is_floating_point():
+        return None
+    pad = _hf_pad_id(module)
+    return (tokens != (0 if pad is None else pad)).sum(dim=1).tolist()
 
 
 def _hf_pad_id(module: nn.Module) -> int | None:
@@ -585,17 +623,20 @@ def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
-def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption."""
+def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+    """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption.
+
+    ``lengths`` (:func:`token_lengths`, from the host copy of the batch) plans the buckets without
+    reading the device; without it they are read from ``tokens``."""
     if _hf_pad_id(module) is not None:
-        return module.encode_text(trim_hf_padding(module, tokens))
+        return module.encode_text(trim_hf_padding(module, tokens, lengths))
     if not _can_trim_text(module) or tokens.shape[0] < 2:
         return module.encode_text(tokens)
     from open_clip.transformer import text_global_pool
 
-    lengths = (tokens != 0).sum(dim=1)
-    order = torch.argsort(lengths, stable=True)
-    sorted_lengths = lengths[order].tolist()
+    device_lengths = (tokens != 0).sum(dim=1)
+    order = torch.argsort(device_lengths, stable=True)  # the same order as sorting ``lengths``
+    sorted_lengths = sorted(lengths) if lengths is not None else device_lengths[order].tolist()
     longest = max(1, sorted_lengths[-1])
     cast_dtype = module.transformer.get_cast_dtype()
     pooled_only = _pooled_shortcut_ok(module.transformer)
@@ -641,12 +682,31 @@ class _ClipStep(nn.Module):
         super().__init__()
         self.clip = clip
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, lengths: list[int] | None = None):
         if tokens.is_floating_point():  # cached pooled text features: only the projection runs
             text = self.clip.text.proj(tokens.to(self.clip.logit_scale.dtype))
         else:
-            text = encode_text_trimmed(self.clip, tokens)
+            text = encode_text_trimmed(self.clip, tokens, lengths)
         return encode_image_pooled(self.clip, images), text, self.clip.logit_scale
+
+
+def compile_blocks(module: nn.Module) -> int:
+    """``torch.compile`` the repeated parts of a CLIP model in place; returns how many were compiled.
+
+    Each open_clip transformer block (image and text towers) is compiled on its own, with dynamic
+    shapes, since text batches are trimmed to a different length each step; a convolutional image
+    tower (no such blocks) is compiled whole. ``nn.Module.compile`` keeps parameter names, so
+    checkpoints and bundles are the same as without it. The last block's pooled shortcut
+    (:func:`_blocks_then_pooled`) calls the block's parts directly and stays eager.
+    """
+    blocks = [m for m in module.modules() if type(m).__name__ == "ResidualAttentionBlock"]
+    for block in blocks:
+        block.compile(dynamic=True)
+    visual = getattr(module, "visual", None)
+    if visual is not None and not any(b in blocks for b in visual.modules()):
+        visual.compile()
+        return len(blocks) + 1
+    return len(blocks)
 
 
 def _lock(module: nn.Module, cfg: TrainConfig) -> None:
@@ -1023,6 +1083,7 @@ class _Run:
         self.optimizer = build_optimizer(module, lr, cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, plan.total_steps, plan.warmup_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self._prepare_finite_guard()
         self.step, self.epoch, self.position = 0, 0, 0
         self.best: dict | None = None
         self.history: list[dict] = []
@@ -1043,6 +1104,8 @@ class _Run:
             step_module = DistributedDataParallel(
                 step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if cfg.compile:
+            compile_blocks(module)
         self.step_module = step_module
         _train_mode(module, cfg)  # a loaded bundle comes in eval mode (dropout, batch norm)
         try:
@@ -1081,87 +1144,94 @@ class _Run:
 
     def _loop(self, stop: _StopFlag) -> None:
         cfg, plan = self.cfg, self.plan
-        while self.step < plan.total_steps:
-            steps_this_epoch = min(plan.steps_per_epoch, plan.total_steps - self.epoch * plan.steps_per_epoch)
-            task = self.progress.task(f"epoch {self.epoch + 1}/{plan.epochs}", total=steps_this_epoch)
-            if self.position:
-                self.progress.advance(task, self.position)
-            batches = _Batches(
-                self.train_set,
-                cfg,
-                self.device,
-                self.info,
-                self.epoch,
-                self.position * cfg.grad_accum,
-                (steps_this_epoch - self.position) * cfg.grad_accum,
-            )
-            window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
-            batch_iter = iter(batches)
-            last_end = time.perf_counter()
-            while self.position < steps_this_epoch:
-                loss = self._step(batch_iter)
-                # Step to step, waiting for data included (open_clip_train's "Batch (t)").
-                now = time.perf_counter()
-                seconds, last_end = now - last_end, now
-                window["loss"] += loss
-                window["steps"] += 1
-                window["seconds"] += seconds
-                self.epoch_loss[0] += loss
-                self.epoch_loss[1] += 1
-                samples_s = plan.effective_batch / seconds
-                self.progress.advance(task, loss=loss, lr=self._lr(), samples_s=round(samples_s, 1))
-                if window["steps"] == cfg.log_every or self.position == steps_this_epoch:
-                    self._log_window(window)
-                    window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
-                if dist_.any_rank(stop.requested, self.device):
-                    path = self._checkpoint()
-                    raise TrainingInterrupted(self.step, path)
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.position < steps_this_epoch:
-                    self._checkpoint()
-                    last_end = time.perf_counter()  # a checkpoint is not training time
-            self.progress.done(task)
-            self._end_epoch()
+
+        def steps_in(epoch: int) -> int:
+            return min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)
+
+        segments, epoch, position = [], self.epoch, self.position
+        while epoch * plan.steps_per_epoch < plan.total_steps:
+            segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
+            epoch, position = epoch + 1, 0
+        batches = _Batches(self.train_set, cfg, self.device, self.info, segments)
+        with closing(iter(batches)) as batch_iter:
+            while self.step < plan.total_steps:
+                self._epoch(batch_iter, steps_in(self.epoch), stop)
+                self._end_epoch()
+
+    def _epoch(self, batch_iter, steps_this_epoch: int, stop: _StopFlag) -> None:
+        cfg, plan = self.cfg, self.plan
+        task = self.progress.task(f"epoch {self.epoch + 1}/{plan.epochs}", total=steps_this_epoch)
+        if self.position:
+            self.progress.advance(task, self.position)
+        window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+        last_end = time.perf_counter()
+        # On a GPU the loss is read back once per log line, not every step (see ``_step``).
+        each_step = self.device.type != "cuda"
+        self.shown_loss: float | None = None
+        while self.position < steps_this_epoch:
+            loss = self._step(batch_iter)
+            # Step to step, waiting for data included (open_clip_train's "Batch (t)"). On a
+            # GPU the host runs ahead of the device; over a log window the two agree.
+            now = time.perf_counter()
+            seconds, last_end = now - last_end, now
+            window["loss"] = window["loss"] + loss
+            window["steps"] += 1
+            window["seconds"] += seconds
+            self.epoch_loss[0] = self.epoch_loss[0] + loss
+            self.epoch_loss[1] += 1
+            if each_step:
+                self.shown_loss = float(loss)
+            if window["steps"] == cfg.log_every or self.position == steps_this_epoch:
+                self.shown_loss = self._log_window(window)
+                window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+            samples_s = round(plan.effective_batch / seconds, 1)
+            shown = {"loss": self.shown_loss} if self.shown_loss is not None else {}
+            self.progress.advance(task, **shown, lr=self._lr(), samples_s=samples_s)
+            if dist_.any_rank(stop.requested, self.device):
+                path = self._checkpoint()
+                raise TrainingInterrupted(self.step, path)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.position < steps_this_epoch:
+                self._checkpoint()
+                last_end = time.perf_counter()  # a checkpoint is not training time
+        self.progress.done(task)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def _step(self, batch_iter) -> float:
+    def _step(self, batch_iter) -> torch.Tensor:
+        """One optimizer step; returns its loss as a 0-dim tensor on the device, not yet read.
+
+        Nothing in the step waits for the device (no ``.item()``, no copy back): the host queues
+        the next step's kernels while the device still runs this one. A non-finite loss is caught
+        on the device where the fused AdamW can skip the update by itself (:meth:`_guard_finite`).
+        """
         from medclip_cli.data.preprocess import normalize_batch
 
         cfg = self.cfg
-        total = torch.zeros((), dtype=torch.float64)
+        total = None
         for k in range(cfg.grad_accum):
             pixels, tokens, groups, augment = next(batch_iter)
+            lengths = token_lengths(self.model.module, tokens)  # from the host copy: no read-back
             images = normalize_batch(pixels, self.model.preprocess, self.device)
             if augment is not None:
                 images = _random_resized_crop(images, augment)
             tokens = tokens.to(self.device, non_blocking=True)
-            groups = groups.to(self.device) if groups is not None else None
+            groups = groups.to(self.device, non_blocking=True) if groups is not None else None
             sync = self.step_module.no_sync() if self.info.enabled and k < cfg.grad_accum - 1 else nullcontext()
             with sync:
                 with _autocast(self.precision, self.device):
-                    image_f, text_f, scale = self.step_module(images, tokens)
+                    image_f, text_f, scale = self.step_module(images, tokens, lengths)
                 loss = self.loss_fn(image_f, text_f, scale, groups)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
-            total += loss.detach().double().cpu()
-        value = dist_.all_mean(float(total) / cfg.grad_accum, self.device)
-        if not math.isfinite(value):
-            self.optimizer.zero_grad(set_to_none=True)
-            where = (
-                f"the last good checkpoint is {self.last_checkpoint}"
-                if self.last_checkpoint
-                else "no checkpoint was written yet"
-            )
-            raise NonFiniteLoss(
-                f"the loss became {value} at step {self.step + 1} (epoch {self.epoch + 1}); stopped before applying it",
-                hint=f"{where}; lower --lr"
-                + (" or use --precision fp32" if self.precision != "fp32" else "")
-                + (", then --resume" if self.last_checkpoint else ""),
-            )
+            total = loss.detach() if total is None else total + loss.detach()
+        total = dist_.all_mean_tensor(total / cfg.grad_accum)
+        self._guard_finite(total)
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         self.scaler.step(self.optimizer)
+        if self.defer_finite:
+            del self.optimizer.found_inf
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -1169,27 +1239,79 @@ class _Run:
             self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
         self.step += 1
         self.position += 1
-        return value
+        return total
 
-    def _log_window(self, window: dict) -> None:
+    def _prepare_finite_guard(self) -> None:
+        self.defer_finite = (
+            self.device.type == "cuda" and not self.scaler.is_enabled() and bool(self.optimizer.defaults.get("fused"))
+        )
+        self.first_bad = torch.zeros((), dtype=torch.long, device=self.device)
+        self.first_bad_value = torch.zeros((), dtype=torch.float32, device=self.device)
+
+    def _guard_finite(self, loss: torch.Tensor) -> None:
+        """Never apply the update of a non-finite loss.
+
+        On the CPU (or without a fused optimizer) the loss is read now and the run stops before
+        the update. On a GPU reading it would stall the pipeline every step, so the fused AdamW
+        gets ``found_inf`` (as ``GradScaler`` gives it) and skips the update on the device, the
+        first bad step is noted there, and :meth:`_check_finite` reads it at the next log line,
+        epoch end or checkpoint, stopping the run before anything is written.
+        """
+        if not self.defer_finite:
+            value = float(loss)
+            if not math.isfinite(value):
+                self._raise_non_finite(value, self.step + 1)
+            return
+        bad = ~torch.isfinite(loss)
+        self.optimizer.found_inf = bad.float()
+        self.first_bad = torch.where((self.first_bad == 0) & bad, self.step + 1, self.first_bad)
+        self.first_bad_value = torch.where(self.first_bad == self.step + 1, loss.float(), self.first_bad_value)
+
+    def _check_finite(self) -> None:
+        if self.defer_finite and int(self.first_bad):
+            self._raise_non_finite(float(self.first_bad_value), int(self.first_bad), skipped=True)
+
+    def _raise_non_finite(self, value: float, step: int, skipped: bool = False) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+        )
+        what = (
+            f"its update was skipped and the run stopped at step {self.step}, before writing anything"
+            if skipped and step != self.step
+            else "stopped before applying it"
+        )
+        raise NonFiniteLoss(
+            f"the loss became {value} at step {step} (epoch {self.epoch + 1}); {what}",
+            hint=f"{where}; lower --lr"
+            + (" or use --precision fp32" if self.precision != "fp32" else "")
+            + (", then --resume" if self.last_checkpoint else ""),
+        )
+
+    def _log_window(self, window: dict) -> float:
+        """Writes the window's record; returns its mean loss (reading the device once)."""
+        self._check_finite()
+        loss = float(window["loss"]) / window["steps"]
         record = {
             "type": "train",
             "step": self.step,
             "epoch": self.epoch + 1,
-            "loss": window["loss"] / window["steps"],
+            "loss": loss,
             "lr": self._lr(),
             "logit_scale": self.model.logit_scale,
             "samples_per_s": self.plan.effective_batch * window["steps"] / max(window["seconds"], 1e-9),
         }
         self.scalars.write(record)
+        return loss
 
     def _end_epoch(self) -> None:
+        self._check_finite()
         cfg = self.cfg
         record = {
             "type": "epoch",
             "step": self.step,
             "epoch": self.epoch + 1,
-            "train_loss": self.epoch_loss[0] / max(1, self.epoch_loss[1]),
+            "train_loss": float(self.epoch_loss[0]) / max(1, self.epoch_loss[1]),
         }
         improved = False
         if self.info.is_main:
@@ -1234,6 +1356,7 @@ class _Run:
         save_bundle(self.model, self.out / name, self._provenance(record))
 
     def _checkpoint(self) -> Path:
+        self._check_finite()
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{self.step:08d}"
         if self.info.is_main:
             state = {
@@ -1246,7 +1369,7 @@ class _Run:
                 "rng": ckpt.rng_state(self.device),
                 "best": self.best,
                 "history": self.history,
-                "epoch_loss": self.epoch_loss,
+                "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]],
                 "world_size": self.info.world_size,
                 "data_fingerprint": self.fingerprint,
                 "manifest": self.model.manifest,

@@ -31,8 +31,8 @@ def pairs_and_data(small_medpix):
 
 def _batch(pairs, tmp_path, prob: float, epoch: int = 0):
     cfg = TrainConfig(output=tmp_path, data=tmp_path, batch_size=32, soft_targets=True, label_text_fields=FIELDS, label_text_prob=prob)
-    batches = _Batches(pairs, cfg, torch.device("cpu"), _OneProcess(), epoch, 0, 1)
-    order = batches.order[:32]
+    batches = _Batches(pairs, cfg, torch.device("cpu"), _OneProcess(), [(epoch, 0, 1)])
+    order = batches.order_of(epoch)[:32]
     _, tokens, groups, _ = next(iter(batches))
     return order, tokens, groups
 

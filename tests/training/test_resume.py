@@ -160,3 +160,44 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert "step-00000001" in result.output
     assert _latest_step(out) == 1
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000001"]
+
+
+def test_deferred_guard_skips_the_update_and_stops_before_writing(cli, small_medpix, tmp_path, monkeypatch):
+    """The GPU's way (no read-back per step) run on the CPU's fused AdamW, which takes ``found_inf``
+    too: the non-finite step's update is skipped on the device, the run goes on until the next
+    read, and stops there without writing a bundle or a checkpoint."""
+    from medclip_cli.engine import train as T
+
+    original = T._Run._prepare_finite_guard
+
+    def deferred(self):
+        original(self)
+        self.defer_finite = True
+
+    monkeypatch.setattr(T._Run, "_prepare_finite_guard", deferred)
+    out = tmp_path / "run"
+    result = cli(
+        "finetune", "--encoder", "test-vit", "--data", small_medpix, "--output", out, "--lr", "1e30",
+        "--warmup", "0", "--checkpoint-every", "0", "--log-every", "10", "--val-split", "none",
+        "--batch-size", "8", "--max-steps", "4", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "the loss became nan at step 2" in result.output
+    assert "its update was skipped and the run stopped at step 4" in result.output
+    assert not (out / "last").exists() and not (out / "checkpoints").exists()
+
+
+def test_deferred_guard_skips_exactly_the_bad_update():
+    """With ``found_inf`` set, the fused AdamW leaves weights, moments and step count untouched."""
+    import torch
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([p], lr=0.1, fused=True)
+    p.grad = torch.full((3,), float("nan"))
+    opt.found_inf = torch.ones(())
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(3)) and float(opt.state[p]["step"]) == 0
+    del opt.found_inf
+    p.grad = torch.ones(3)
+    opt.step()
+    assert float(opt.state[p]["step"]) == 1 and bool((p.detach() < 1).all())
