@@ -115,7 +115,7 @@ def _cycle(batches):
 def ceiling(args, captions: list[str], compile_: bool = False) -> tuple[float, int | None]:
     import torch
 
-    from medclip_cli.engine.train import compile_blocks
+    from medclip_cli.engine.forward import compile_blocks
 
     run = make_step_run(args.encoder, batch_size=args.batch_size, device=args.device, precision=args.precision)
     batches = memory_batches(run, captions)

@@ -45,6 +45,7 @@ def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str,
     from medclip_cli.engine import train as T
     from medclip_cli.engine.devices import resolve_device
     from medclip_cli.engine.distributed import DistInfo
+    from medclip_cli.engine.forward import ClipStep
     from medclip_cli.engine.loss import WeightedClipLoss
     from medclip_cli.engine.optim import build_optimizer, build_scheduler, warmup_steps_for
     from medclip_cli.engine.progress import NullProgress
@@ -63,7 +64,7 @@ def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str,
     run._prepare_finite_guard()
     run.step, run.epoch, run.position, run.last_checkpoint = 0, 0, 0, None
     run.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, 0, 1)
-    run.step_module = T._ClipStep(run.model.module)
+    run.step_module = ClipStep(run.model.module)
     return run
 
 

@@ -1,8 +1,10 @@
 """Fine-tuning a CLIP model on image-caption pairs: :func:`train` runs a :class:`TrainConfig`.
 
-The split is decoded once into a uint8 array; each step slices a batch out of it, normalises it
-on the fly and feeds pre-tokenised captions. The data order of epoch e is a permutation seeded by
-(seed, e), so a checkpoint only needs (epoch, position) to continue exactly where it stopped.
+This module is the run: settings, plan, the step, logging, checkpoints, bundles and resume. The
+data and its batches live in :mod:`~medclip_cli.engine.batches`, the training forward in
+:mod:`~medclip_cli.engine.forward`, each epoch's validation in :mod:`~medclip_cli.engine.validate`.
+A checkpoint needs only (epoch, position) to continue exactly where the run stopped, since the
+data order and every random choice of a batch are seeded by their place in the run.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from medclip_cli.atomic import write_text_atomic
 from medclip_cli.engine import checkpoint as ckpt
 from medclip_cli.engine import distributed as dist_
+from medclip_cli.engine.batches import Batches, load_pairs, random_resized_crop
+from medclip_cli.engine.forward import ClipStep, autocast, compile_blocks, prefer_channels_last, token_lengths
 from medclip_cli.engine.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
 from medclip_cli.engine.optim import build_optimizer, build_scheduler, warmup_steps_for
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.engine.validate import validate
 from medclip_cli.errors import OutputError, TrainingError, UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -251,464 +255,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-# --------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclass
-class _PairSet:
-    """Decoded images with their pre-tokenised captions (and labels) in the same order."""
-
-    pixels: np.ndarray  # [N, H, W, 3] uint8
-    tokens: torch.Tensor  # [N, context] int64
-    captions: list[str]
-    labels: list[dict]
-    groups: torch.Tensor | None  # [N] soft-target group ids
-    skipped: int
-    # Label text: tokenised label prompts, and for each pair the rows of them that describe it.
-    label_tokens: torch.Tensor | None = None  # [M, context] int64
-    label_choices: list[list[int]] | None = None
-    label_groups: torch.Tensor | None = None  # [M] group ids of the prompts (after the caption groups)
-    # With the text-feature cache: the locked text tower's pooled output of each caption / prompt.
-    text_pooled: torch.Tensor | None = None  # [N, width] float32
-    label_pooled: torch.Tensor | None = None  # [M, width] float32
-
-    def add_text_cache(self, module: nn.Module, batch: int) -> None:
-        self.text_pooled = frozen_text_pooled(module, self.tokens, batch)
-        if self.label_tokens is not None:
-            self.label_pooled = frozen_text_pooled(module, self.label_tokens, batch)
-
-    @property
-    def texts(self) -> torch.Tensor:
-        """What a step feeds the text side: token ids, or cached pooled features."""
-        return self.text_pooled if self.text_pooled is not None else self.tokens
-
-    @property
-    def label_texts(self) -> torch.Tensor | None:
-        return self.label_pooled if self.text_pooled is not None else self.label_tokens
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-
-def _load_pairs(
-    dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool, label_text: tuple[list[str], str | None] | None = None
-) -> _PairSet:
-    from medclip_cli.data.pixels import load_pixels
-    from medclip_cli.engine.retrieval import caption_groups
-
-    pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress)
-    keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
-    samples = [dataset.samples[pixel_set.indices[pos]] for pos in keep]
-    pixels = pixel_set.array if len(keep) == len(pixel_set) else pixel_set.array[keep]
-    captions = [s.caption for s in samples]
-    tokens = model.tokenize(captions) if captions else torch.zeros(0, model.context_length, dtype=torch.long)
-    groups = None
-    if soft:
-        if soft_label:
-            dataset.label_field(soft_label)  # unknown field: usage error naming the known ones
-            # Pairs without the label get their own group (no extra positives).
-            values = [s.labels.get(soft_label) or f"\0{k}" for k, s in enumerate(samples)]
-            _, ids = caption_groups(values)
-        else:
-            _, ids = caption_groups(captions)
-        groups = torch.tensor(ids, dtype=torch.long)
-    if pixel_set.skipped:
-        progress.log(
-            f"{dataset.split}: skipped {len(pixel_set.skipped)} unreadable image(s), e.g. {pixel_set.skipped[0][1]}"
-        )
-    if len(keep) < len(pixel_set):
-        progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
-    skipped = len(dataset) - len(samples)
-    pairs = _PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
-    if label_text is not None:
-        _add_label_text(pairs, dataset, model, *label_text)
-    return pairs
-
-
-def label_prompts(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[str]:
-    """Every prompt (each field, each template) naming the labels of one pair that the fields list."""
-    from medclip_cli.engine.zeroshot import fill_template
-
-    prompts: list[str] = []
-    for name in fields_:
-        label_field = dataset.label_field(name)
-        value = labels.get(name)
-        if value not in label_field.classes:
-            continue
-        readable = label_field.readable_name(value)
-        prompts += [fill_template(t, readable) for t in prompt_set.for_task(name, label_field)[readable]]
-    return prompts
-
-
-def _add_label_text(pairs: _PairSet, dataset, model, fields_: list[str], prompts_name: str | None) -> None:
-    from medclip_cli.engine.prompts import load_prompt_set
-
-    prompt_set = load_prompt_set(prompts_name)
-    rows: dict[str, int] = {}
-    choices = []
-    for labels in pairs.labels:
-        mine = label_prompts(dataset, labels, fields_, prompt_set)
-        choices.append([rows.setdefault(p, len(rows)) for p in dict.fromkeys(mine)])
-    texts = list(rows)
-    pairs.label_tokens = model.tokenize(texts).long() if texts else torch.zeros(0, model.context_length, dtype=torch.long)
-    pairs.label_choices = choices
-    offset = int(pairs.groups.max()) + 1 if pairs.groups is not None and len(pairs.groups) else 0
-    pairs.label_groups = torch.arange(len(texts), dtype=torch.long) + offset
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The data order of one epoch: the same on every rank and after a resume."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
-
-
-def _random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per image, a random square crop of 80–100 % of the side, resized back (NCHW float)."""
-    import torch.nn.functional as F
-
-    n, _, h, w = images.shape
-    out = torch.empty_like(images)
-    scales = (0.8 + 0.2 * torch.rand(n, generator=generator)).tolist()
-    offsets = torch.rand(n, 2, generator=generator).tolist()
-    for k in range(n):
-        ch, cw = max(1, int(h * scales[k])), max(1, int(w * scales[k]))
-        top, left = int(offsets[k][0] * (h - ch)), int(offsets[k][1] * (w - cw))
-        crop = images[k : k + 1, :, top : top + ch, left : left + cw]
-        out[k] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-    return out
-
-
-class _Batches:
-    """The micro-batches of the rest of the run, gathered ahead in threads when ``workers`` > 0.
-
-    ``segments`` holds (epoch, first micro-batch, count) for every epoch still to run. One stream
-    spans the epochs, so the threads gather the next epoch's first batches while this one ends
-    (validation, bundles, checkpoint) instead of the next step waiting for them.
-    """
-
-    def __init__(self, data: _PairSet, cfg: TrainConfig, device, info, segments: list[tuple[int, int, int]]):
-        self.data, self.cfg, self.device, self.info = data, cfg, device, info
-        self.segments = list(segments)
-        self._orders: dict[int, torch.Tensor] = {}
-
-    def order_of(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._orders:
-            self._orders = {epoch: epoch_order(len(self.data), self.cfg.seed, epoch)}
-        return self._orders[epoch]
-
-    def _jobs(self):
-        for epoch, start, count in self.segments:
-            order = self.order_of(epoch)
-            for micro in range(start, start + count):
-                yield epoch, order, micro
-
-    def _make(self, epoch: int, order: torch.Tensor, micro: int):
-        b, rank = self.cfg.batch_size, self.info.rank
-        global_batch = order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
-        idx = global_batch[rank * b : (rank + 1) * b]
-        # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
-        pixels = torch.from_numpy(self.data.pixels[idx.numpy()])
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory()
-        augment = None
-        if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
-            augment = torch.Generator().manual_seed(
-                (((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
-            )
-        groups = self.data.groups[idx] if self.data.groups is not None else None
-        tokens = self.data.texts[idx]
-        if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
-            tokens, groups = self._label_text(idx, tokens, groups, epoch, micro, rank)
-        if self.device.type == "cuda":  # pinned, so the copies to the device never wait on the step
-            tokens = tokens.pin_memory()
-            groups = groups.pin_memory() if groups is not None else None
-        return pixels, tokens, groups, augment
-
-    def _label_text(self, idx: torch.Tensor, tokens: torch.Tensor, groups, epoch: int, micro: int, rank: int):
-        """Replace some captions by label prompts; seeded by the batch's place in the run, like the crop."""
-        data = self.data
-        g = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank + 2048) % 2**63)
-        draws = torch.rand(len(idx), generator=g).tolist()
-        picks = torch.rand(len(idx), generator=g).tolist()
-        tokens = tokens.clone()
-        # A label prompt keeps caption-identity groups meaningful: same prompt, same group.
-        caption_groups = groups is not None and not self.cfg.soft_label
-        if caption_groups:
-            groups = groups.clone()
-        for k, i in enumerate(idx.tolist()):
-            options = data.label_choices[i]
-            if options and draws[k] < self.cfg.label_text_prob:
-                row = options[min(int(picks[k] * len(options)), len(options) - 1)]
-                tokens[k] = data.label_texts[row]
-                if caption_groups:
-                    groups[k] = data.label_groups[row]
-        return tokens, groups
-
-    def __iter__(self):
-        jobs = self._jobs()
-        if self.cfg.workers <= 0:
-            for job in jobs:
-                yield self._make(*job)
-            return
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-        from itertools import islice
-
-        pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="medclip-batches")
-        try:
-            pending = deque(pool.submit(self._make, *job) for job in islice(jobs, max(2, 2 * self.cfg.workers)))
-            while pending:
-                batch = pending.popleft().result()
-                job = next(jobs, None)
-                if job is not None:
-                    pending.append(pool.submit(self._make, *job))
-                yield batch
-        finally:  # an interrupted run does not wait for batches it will never use
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Model
-
-
-def _bucket_bounds(lengths: list[int], max_buckets: int = 6, overhead: int = 12) -> list[int]:
-    """Split points of the ascending ``lengths`` into ≤ ``max_buckets`` groups, minimising padded
-    tokens plus ``overhead`` per group (the cost of running one more, smaller batch).
-
-    Cuts are only considered where the length changes, so the search stays small for big batches.
-    """
-    n = len(lengths)
-    cuts = [0] + [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
-    m = len(cuts)
-    inf = float("inf")
-    best = [[inf] * m for _ in range(max_buckets + 1)]
-    back = [[0] * m for _ in range(max_buckets + 1)]
-    best[0][0] = 0.0
-    for k in range(1, max_buckets + 1):
-        for j in range(1, m):
-            for i in range(j):
-                cost = best[k - 1][i] + (cuts[j] - cuts[i]) * lengths[cuts[j] - 1] + overhead
-                if cost < best[k][j]:
-                    best[k][j], back[k][j] = cost, i
-    k = min(range(1, max_buckets + 1), key=lambda kk: best[kk][m - 1])
-    bounds, j = [], m - 1
-    while j > 0:
-        bounds.append(cuts[j])
-        j = back[k][j]
-        k -= 1
-    return sorted(bounds)
-
-
-def _can_trim_text(module: nn.Module) -> bool:
-    # A causal text transformer pooled at the end-of-text token never looks past it, so the
-    # padding after the longest caption of a group changes nothing and need not be computed.
-    return (
-        hasattr(module, "token_embedding")
-        and getattr(module, "attn_mask", None) is not None
-        and getattr(module, "text_pool_type", None) in ("argmax", "eos")
-        and not getattr(module, "text_cls_emb", None)
-    )
-
-
-def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> torch.Tensor:
-    """The pooled output (before the projection) of a Hugging Face text tower for every row of
-    ``tokens``, in eval mode; texts of similar length are run together to skip padding."""
-    text = getattr(module, "text", None)
-    if _hf_pad_id(module) is None or not hasattr(text, "proj"):
-        raise UsageError("--text-feature-cache works with Hugging Face text towers only (e.g. minilm-l6)")
-    pad = _hf_pad_id(module)
-    order = torch.argsort((tokens != pad).sum(dim=1), stable=True)
-    device = next(text.parameters()).device
-    out = torch.empty(len(tokens), text.config.hidden_size)
-    was_training = text.training
-    text.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(tokens), batch):
-                rows = order[start : start + batch]
-                part = trim_hf_padding(module, tokens[rows]).to(device)
-                mask = (part != pad).long()
-                out[rows] = text.pooler(text.transformer(input_ids=part, attention_mask=mask), mask).float().cpu()
-    finally:
-        text.train(was_training)
-    return out
-
-
-def trim_hf_padding(module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
-    """``tokens`` without the padding columns after the batch's longest text, for a Hugging Face
-    text tower (which masks padding out of attention and mean pooling, so those columns change
-    nothing); unchanged for any other tower. ``lengths``: :func:`token_lengths` of ``tokens``,
-    known on the host, so that tokens on a GPU need not be read back."""
-    pad_id = _hf_pad_id(module)
-    if pad_id is None or not tokens.numel():
-        return tokens
-    width = max(1, max(lengths) if lengths is not None else int((tokens != pad_id).sum(dim=1).max()))
-    return tokens[:, :width]
-
-
-def token_lengths(module: nn.Module, tokens: torch.Tensor) -> list[int] | None:
-    """The non-padding length of each row of ``tokens`` (on the host): what text trimming needs to
-    plan its buckets. Taken from the batch before it goes to the device, so the step never waits
-    for the device to answer; None for cached text features."""
-    if tokens.is_floating_point():
-        return None
-    pad = _hf_pad_id(module)
-    return (tokens != (0 if pad is None else pad)).sum(dim=1).tolist()
-
-
-def _hf_pad_id(module: nn.Module) -> int | None:
-    text = getattr(module, "text", None)
-    config = getattr(text, "config", None)
-    pooler = type(getattr(text, "pooler", None)).__name__
-    # Only poolers that ignore padding: a CLS or last-token pooler would read another position.
-    if config is None or pooler not in ("MeanPooler", "ClsPooler") or getattr(text, "output_tokens", False):
-        return None
-    pad = getattr(config, "pad_token_id", None)
-    return int(pad) if pad is not None else None
-
-
-def _pooled_shortcut_ok(transformer: nn.Module) -> bool:
-    """Whether :func:`_blocks_then_pooled` reproduces this open_clip ``Transformer`` exactly."""
-    blocks = getattr(transformer, "resblocks", None)
-    if not blocks or not getattr(transformer, "batch_first", False) or getattr(transformer, "grad_checkpointing", True):
-        return False
-    last = blocks[-1]
-    return (
-        type(last).__name__ == "ResidualAttentionBlock"
-        and not hasattr(last, "ln_1_kv")
-        and isinstance(getattr(last, "attn", None), nn.MultiheadAttention)
-        and last.attn.batch_first
-    )
-
-
-def _blocks_then_pooled(transformer: nn.Module, x: torch.Tensor, attn_mask, pick: torch.Tensor) -> torch.Tensor:
-    """The output of ``transformer(x)`` at one position per sequence (``pick``), shape [B, D].
-
-    Only the pooled token leaves the model, so the last block computes attention queries, the
-    attention output and the MLP for that token alone (keys and values still see every token):
-    the same numbers as open_clip's ``ResidualAttentionBlock`` for less work.
-    """
-    blocks = transformer.resblocks
-    for block in blocks[:-1]:
-        x = block(x, attn_mask=attn_mask)
-    last = blocks[-1]
-    rows = torch.arange(x.shape[0], device=x.device)
-    normed = last.ln_1(x)
-    query = normed[rows, pick].unsqueeze(1)
-    mask = None
-    if attn_mask is not None:  # each query keeps its own row of the (causal) mask, per head
-        mask = attn_mask[pick].unsqueeze(1).repeat_interleave(last.attn.num_heads, dim=0).to(query.dtype)
-    attended = last.attn(query, normed, normed, need_weights=False, attn_mask=mask)[0][:, 0]
-    h = x[rows, pick] + last.ls_1(attended)
-    return h + last.ls_2(last.mlp(last.ln_2(h)))
-
-
-def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``module.encode_image(images)``, with the last ViT block computed for the class token only."""
-    visual = module.visual
-    if not (
-        type(visual).__name__ == "VisionTransformer"
-        and visual.attn_pool is None
-        and visual.pool_type == "tok"
-        and not visual.output_tokens
-        and _pooled_shortcut_ok(visual.transformer)
-    ):
-        return module.encode_image(images)
-    x = visual._embeds(images)
-    pooled = _blocks_then_pooled(
-        visual.transformer, x, None, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    )
-    pooled = visual.ln_post(pooled)  # a per-token norm: the same before or after pooling
-    return pooled @ visual.proj if visual.proj is not None else pooled
-
-
-def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
-    """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption.
-
-    ``lengths`` (:func:`token_lengths`, from the host copy of the batch) plans the buckets without
-    reading the device; without it they are read from ``tokens``."""
-    if _hf_pad_id(module) is not None:
-        return module.encode_text(trim_hf_padding(module, tokens, lengths))
-    if not _can_trim_text(module) or tokens.shape[0] < 2:
-        return module.encode_text(tokens)
-    from open_clip.transformer import text_global_pool
-
-    device_lengths = (tokens != 0).sum(dim=1)
-    order = torch.argsort(device_lengths, stable=True)  # the same order as sorting ``lengths``
-    sorted_lengths = sorted(lengths) if lengths is not None else device_lengths[order].tolist()
-    longest = max(1, sorted_lengths[-1])
-    cast_dtype = module.transformer.get_cast_dtype()
-    pooled_only = _pooled_shortcut_ok(module.transformer)
-    # One embedding lookup for the batch: its backward builds one dense vocabulary-sized
-    # gradient instead of one per bucket.
-    embedded = module.token_embedding(tokens[:, :longest]).to(cast_dtype)
-    out = None
-    start = 0
-    for end in _bucket_bounds(sorted_lengths):
-        rows = order[start:end]
-        width = max(1, sorted_lengths[end - 1])
-        text = tokens[rows, :width]
-        x = embedded[rows, :width] + module.positional_embedding[:width].to(cast_dtype)
-        mask = module.attn_mask[:width, :width]
-        if pooled_only:
-            pick = (
-                text.argmax(dim=-1)
-                if module.text_pool_type == "argmax"
-                else (text == module.text_eos_id).int().argmax(dim=-1)
-            )
-            x = module.ln_final(_blocks_then_pooled(module.transformer, x, mask, pick))
-        else:
-            x = module.transformer(x, attn_mask=mask)
-            x = module.ln_final(x)
-            x = text_global_pool(x, text, module.text_pool_type, eos_token_id=getattr(module, "text_eos_id", None))
-        if module.text_projection is not None:
-            x = (
-                module.text_projection(x)
-                if isinstance(module.text_projection, nn.Linear)
-                else x @ module.text_projection
-            )
-        if out is None:
-            out = x.new_empty((tokens.shape[0], x.shape[1]))
-        out[rows] = x
-        start = end
-    return out
-
-
-class _ClipStep(nn.Module):
-    """The training forward: image features, text features and the logit scale (what DDP wraps)."""
-
-    def __init__(self, clip: nn.Module) -> None:
-        super().__init__()
-        self.clip = clip
-
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, lengths: list[int] | None = None):
-        if tokens.is_floating_point():  # cached pooled text features: only the projection runs
-            text = self.clip.text.proj(tokens.to(self.clip.logit_scale.dtype))
-        else:
-            text = encode_text_trimmed(self.clip, tokens, lengths)
-        return encode_image_pooled(self.clip, images), text, self.clip.logit_scale
-
-
-def compile_blocks(module: nn.Module) -> int:
-    """``torch.compile`` the repeated parts of a CLIP model in place; returns how many were compiled.
-
-    Each open_clip transformer block (image and text towers) is compiled on its own, with dynamic
-    shapes, since text batches are trimmed to a different length each step; a convolutional image
-    tower (no such blocks) is compiled whole. ``nn.Module.compile`` keeps parameter names, so
-    checkpoints and bundles are the same as without it. The last block's pooled shortcut
-    (:func:`_blocks_then_pooled`) calls the block's parts directly and stays eager.
-    """
-    blocks = [m for m in module.modules() if type(m).__name__ == "ResidualAttentionBlock"]
-    for block in blocks:
-        block.compile(dynamic=True)
-    visual = getattr(module, "visual", None)
-    if visual is not None and not any(b in blocks for b in visual.modules()):
-        visual.compile()
-        return len(blocks) + 1
-    return len(blocks)
-
-
 def _lock(module: nn.Module, cfg: TrainConfig) -> None:
     if cfg.lock_image:
         visual = module.visual
@@ -735,18 +281,6 @@ def _lock(module: nn.Module, cfg: TrainConfig) -> None:
         module.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked)
 
 
-def prefer_channels_last(module: nn.Module, device: torch.device) -> bool:
-    """On CUDA, NHWC weights for a convolutional image tower: cuDNN's tensor-core convolutions work
-    NHWC, and the batch already is (``normalize_batch`` permutes the NHWC uint8 pixels, keeping
-    their layout), so no transposes are left around the convolutions. A ViT, whose only
-    convolution is the patch embedding, is left alone. Returns whether the tower was converted."""
-    visual = getattr(module, "visual", None)
-    if device.type != "cuda" or visual is None or sum(isinstance(m, nn.Conv2d) for m in visual.modules()) < 2:
-        return False
-    visual.to(memory_format=torch.channels_last)
-    return True
-
-
 @torch.no_grad()
 def _own_tensors(module: nn.Module) -> None:
     """Give every parameter and buffer its own freshly allocated storage.
@@ -767,78 +301,6 @@ def _train_mode(module: nn.Module, cfg: TrainConfig) -> None:
     module.train()
     if cfg.lock_image and not any(p.requires_grad for p in module.visual.parameters()):
         module.visual.eval()  # a frozen tower keeps its batch-norm statistics
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
-
-
-@torch.no_grad()
-def _features(module: nn.Module, data: _PairSet, preprocess, device, precision: str, batch: int):
-    from medclip_cli.data.preprocess import normalize_batch
-
-    images, texts = [], []
-    for start in range(0, len(data), batch):
-        pix = normalize_batch(data.pixels[start : start + batch], preprocess, device)
-        with _autocast(precision, device):
-            images.append(encode_image_pooled(module, pix).float())
-            texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())
-    return torch.cat(images), torch.cat(texts)
-
-
-@torch.no_grad()
-def validate(model, data: _PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int) -> dict:
-    """Validation loss, retrieval recall both ways and zero-shot accuracy on ``cfg.val_tasks``."""
-    import torch.nn.functional as F
-
-    from medclip_cli.engine.loss import weighted_clip_loss
-    from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics
-    from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, build_zero_shot_classifier, zero_shot_logits
-
-    module = model.module
-    was_training = module.training
-    module.eval()
-    try:
-        image_f, text_f = _features(module, data, model.preprocess, device, precision, batch)
-        scale = module.logit_scale.detach()
-        total = 0.0
-        for start in range(0, len(data), batch):
-            n = min(batch, len(data) - start)
-            groups = data.groups[start : start + n].to(device) if data.groups is not None else None
-            total += n * float(
-                weighted_clip_loss(
-                    image_f[start : start + n], text_f[start : start + n], scale, cfg.loss_weight, groups
-                )
-            )
-        record = {"val_loss": total / max(1, len(data))}
-        image_n, text_n = F.normalize(image_f, dim=-1), F.normalize(text_f, dim=-1)
-        unique, owner = caption_groups(data.captions)
-        first = {}
-        for i, o in enumerate(owner):
-            first.setdefault(o, i)
-        record.update(retrieval_metrics(image_n, text_n[[first[o] for o in range(len(unique))]], owner))
-        for task in cfg.val_tasks:
-            label_field = dataset.label_field(task)
-            rows = [i for i, labels in enumerate(data.labels) if labels.get(task) in label_field.classes]
-            classes = list(label_field.classes)
-            if not rows:
-                record[f"zeroshot_{task}_acc"] = float("nan")
-                continue
-            classifier = build_zero_shot_classifier(
-                model, [label_field.readable_name(c) for c in classes], [DEFAULT_TEMPLATE]
-            )
-            logits = zero_shot_logits(image_n[rows], classifier, model.logit_scale)
-            truth = torch.tensor([classes.index(data.labels[i][task]) for i in rows], device=logits.device)
-            record[f"zeroshot_{task}_acc"] = float((logits.argmax(dim=1) == truth).float().mean())
-    finally:
-        module.train(was_training)
-    return record
 
 
 # --------------------------------------------------------------------------------------------
@@ -1002,7 +464,7 @@ class _Run:
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
-        train_set = _load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        train_set = load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
         if len(train_set) == 0:
             raise TrainingError(
                 f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
@@ -1010,7 +472,7 @@ class _Run:
             )
         val_set = None
         if val_ds is not None and self.info.is_main:
-            val_set = _load_pairs(val_ds, model, progress=self.progress, **soft)
+            val_set = load_pairs(val_ds, model, progress=self.progress, **soft)
             if len(val_set) == 0:
                 raise TrainingError(
                     f"{cfg.data}: the {cfg.val_split!r} split has no readable image with a caption",
@@ -1097,7 +559,7 @@ class _Run:
         self.events.on_plan(plan, cfg)
         self.scalars = _Scalars(self.out, info.is_main, self.step if resume else None)
         self.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, info.rank, info.world_size)
-        step_module: nn.Module = _ClipStep(module)
+        step_module: nn.Module = ClipStep(module)
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -1152,7 +614,7 @@ class _Run:
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
             epoch, position = epoch + 1, 0
-        batches = _Batches(self.train_set, cfg, self.device, self.info, segments)
+        batches = Batches(self.train_set, cfg, self.device, self.info, segments)
         with closing(iter(batches)) as batch_iter:
             while self.step < plan.total_steps:
                 self._epoch(batch_iter, steps_in(self.epoch), stop)
@@ -1214,12 +676,12 @@ class _Run:
             lengths = token_lengths(self.model.module, tokens)  # from the host copy: no read-back
             images = normalize_batch(pixels, self.model.preprocess, self.device)
             if augment is not None:
-                images = _random_resized_crop(images, augment)
+                images = random_resized_crop(images, augment)
             tokens = tokens.to(self.device, non_blocking=True)
             groups = groups.to(self.device, non_blocking=True) if groups is not None else None
             sync = self.step_module.no_sync() if self.info.enabled and k < cfg.grad_accum - 1 else nullcontext()
             with sync:
-                with _autocast(self.precision, self.device):
+                with autocast(self.precision, self.device):
                     image_f, text_f, scale = self.step_module(images, tokens, lengths)
                 loss = self.loss_fn(image_f, text_f, scale, groups)
                 self.scaler.scale(loss / cfg.grad_accum).backward()

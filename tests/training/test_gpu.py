@@ -93,7 +93,7 @@ def test_compiled_blocks_train_like_eager_ones():
         torch.manual_seed(0)
         run, batches = _step_run("test-vit")
         if compiled:
-            from medclip_cli.engine.train import compile_blocks
+            from medclip_cli.engine.forward import compile_blocks
 
             assert compile_blocks(run.model.module) > 0
         it = _cycle(batches)

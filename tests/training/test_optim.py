@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medclip_cli.engine.optim import WarmupCosine, build_optimizer, decay_split, warmup_steps_for
-from medclip_cli.engine.train import _bucket_bounds, encode_text_trimmed
+from medclip_cli.engine.forward import _bucket_bounds, encode_text_trimmed
 from medclip_cli.errors import UsageError
 
 
@@ -128,7 +128,7 @@ def test_lock_image_and_text_freeze_the_towers(tiny_model):
 
 
 def test_pooled_image_encoding_equals_open_clip(tiny_model):
-    from medclip_cli.engine.train import encode_image_pooled
+    from medclip_cli.engine.forward import encode_image_pooled
 
     module = tiny_model.module.train()
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))

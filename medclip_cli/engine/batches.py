@@ -1,0 +1,234 @@
+"""The training data of a run: decoded pairs (:class:`PairSet`) and the batches of each step.
+
+The split is decoded once into a uint8 array; each step slices a batch out of it, normalised on
+the device, with pre-tokenised captions. The data order of epoch e is a permutation seeded by
+(seed, e), and every random choice of a batch (crop, label text) is seeded by its place in the
+run, so a checkpoint needs only (epoch, position) to continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from medclip_cli.engine.forward import frozen_text_pooled
+
+if TYPE_CHECKING:
+    from medclip_cli.engine.train import TrainConfig
+
+
+@dataclass
+class PairSet:
+    """Decoded images with their pre-tokenised captions (and labels) in the same order."""
+
+    pixels: np.ndarray  # [N, H, W, 3] uint8
+    tokens: torch.Tensor  # [N, context] int64
+    captions: list[str]
+    labels: list[dict]
+    groups: torch.Tensor | None  # [N] soft-target group ids
+    skipped: int
+    # Label text: tokenised label prompts, and for each pair the rows of them that describe it.
+    label_tokens: torch.Tensor | None = None  # [M, context] int64
+    label_choices: list[list[int]] | None = None
+    label_groups: torch.Tensor | None = None  # [M] group ids of the prompts (after the caption groups)
+    # With the text-feature cache: the locked text tower's pooled output of each caption / prompt.
+    text_pooled: torch.Tensor | None = None  # [N, width] float32
+    label_pooled: torch.Tensor | None = None  # [M, width] float32
+
+    def add_text_cache(self, module: nn.Module, batch: int) -> None:
+        self.text_pooled = frozen_text_pooled(module, self.tokens, batch)
+        if self.label_tokens is not None:
+            self.label_pooled = frozen_text_pooled(module, self.label_tokens, batch)
+
+    @property
+    def texts(self) -> torch.Tensor:
+        """What a step feeds the text side: token ids, or cached pooled features."""
+        return self.text_pooled if self.text_pooled is not None else self.tokens
+
+    @property
+    def label_texts(self) -> torch.Tensor | None:
+        return self.label_pooled if self.text_pooled is not None else self.label_tokens
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def load_pairs(
+    dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool, label_text: tuple[list[str], str | None] | None = None
+) -> PairSet:
+    from medclip_cli.data.pixels import load_pixels
+    from medclip_cli.engine.retrieval import caption_groups
+
+    pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress)
+    keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
+    samples = [dataset.samples[pixel_set.indices[pos]] for pos in keep]
+    pixels = pixel_set.array if len(keep) == len(pixel_set) else pixel_set.array[keep]
+    captions = [s.caption for s in samples]
+    tokens = model.tokenize(captions) if captions else torch.zeros(0, model.context_length, dtype=torch.long)
+    groups = None
+    if soft:
+        if soft_label:
+            dataset.label_field(soft_label)  # unknown field: usage error naming the known ones
+            # Pairs without the label get their own group (no extra positives).
+            values = [s.labels.get(soft_label) or f"\0{k}" for k, s in enumerate(samples)]
+            _, ids = caption_groups(values)
+        else:
+            _, ids = caption_groups(captions)
+        groups = torch.tensor(ids, dtype=torch.long)
+    if pixel_set.skipped:
+        progress.log(
+            f"{dataset.split}: skipped {len(pixel_set.skipped)} unreadable image(s), e.g. {pixel_set.skipped[0][1]}"
+        )
+    if len(keep) < len(pixel_set):
+        progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
+    skipped = len(dataset) - len(samples)
+    pairs = PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
+    if label_text is not None:
+        add_label_text(pairs, dataset, model, *label_text)
+    return pairs
+
+
+def label_prompts(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[str]:
+    """Every prompt (each field, each template) naming the labels of one pair that the fields list."""
+    from medclip_cli.engine.zeroshot import fill_template
+
+    prompts: list[str] = []
+    for name in fields_:
+        label_field = dataset.label_field(name)
+        value = labels.get(name)
+        if value not in label_field.classes:
+            continue
+        readable = label_field.readable_name(value)
+        prompts += [fill_template(t, readable) for t in prompt_set.for_task(name, label_field)[readable]]
+    return prompts
+
+
+def add_label_text(pairs: PairSet, dataset, model, fields_: list[str], prompts_name: str | None) -> None:
+    from medclip_cli.engine.prompts import load_prompt_set
+
+    prompt_set = load_prompt_set(prompts_name)
+    rows: dict[str, int] = {}
+    choices = []
+    for labels in pairs.labels:
+        mine = label_prompts(dataset, labels, fields_, prompt_set)
+        choices.append([rows.setdefault(p, len(rows)) for p in dict.fromkeys(mine)])
+    texts = list(rows)
+    pairs.label_tokens = model.tokenize(texts).long() if texts else torch.zeros(0, model.context_length, dtype=torch.long)
+    pairs.label_choices = choices
+    offset = int(pairs.groups.max()) + 1 if pairs.groups is not None and len(pairs.groups) else 0
+    pairs.label_groups = torch.arange(len(texts), dtype=torch.long) + offset
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch: the same on every rank and after a resume."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image, a random square crop of 80–100 % of the side, resized back (NCHW float)."""
+    import torch.nn.functional as F
+
+    n, _, h, w = images.shape
+    out = torch.empty_like(images)
+    scales = (0.8 + 0.2 * torch.rand(n, generator=generator)).tolist()
+    offsets = torch.rand(n, 2, generator=generator).tolist()
+    for k in range(n):
+        ch, cw = max(1, int(h * scales[k])), max(1, int(w * scales[k]))
+        top, left = int(offsets[k][0] * (h - ch)), int(offsets[k][1] * (w - cw))
+        crop = images[k : k + 1, :, top : top + ch, left : left + cw]
+        out[k] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    return out
+
+
+class Batches:
+    """The micro-batches of the rest of the run, gathered ahead in threads when ``workers`` > 0.
+
+    ``segments`` holds (epoch, first micro-batch, count) for every epoch still to run. One stream
+    spans the epochs, so the threads gather the next epoch's first batches while this one ends
+    (validation, bundles, checkpoint) instead of the next step waiting for them.
+    """
+
+    def __init__(self, data: PairSet, cfg: TrainConfig, device, info, segments: list[tuple[int, int, int]]):
+        self.data, self.cfg, self.device, self.info = data, cfg, device, info
+        self.segments = list(segments)
+        self._orders: dict[int, torch.Tensor] = {}
+
+    def order_of(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(len(self.data), self.cfg.seed, epoch)}
+        return self._orders[epoch]
+
+    def _jobs(self):
+        for epoch, start, count in self.segments:
+            order = self.order_of(epoch)
+            for micro in range(start, start + count):
+                yield epoch, order, micro
+
+    def _make(self, epoch: int, order: torch.Tensor, micro: int):
+        b, rank = self.cfg.batch_size, self.info.rank
+        global_batch = order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
+        idx = global_batch[rank * b : (rank + 1) * b]
+        # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
+        pixels = torch.from_numpy(self.data.pixels[idx.numpy()])
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()
+        augment = None
+        if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
+            augment = torch.Generator().manual_seed(
+                (((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
+            )
+        groups = self.data.groups[idx] if self.data.groups is not None else None
+        tokens = self.data.texts[idx]
+        if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
+            tokens, groups = self._label_text(idx, tokens, groups, epoch, micro, rank)
+        if self.device.type == "cuda":  # pinned, so the copies to the device never wait on the step
+            tokens = tokens.pin_memory()
+            groups = groups.pin_memory() if groups is not None else None
+        return pixels, tokens, groups, augment
+
+    def _label_text(self, idx: torch.Tensor, tokens: torch.Tensor, groups, epoch: int, micro: int, rank: int):
+        """Replace some captions by label prompts; seeded by the batch's place in the run, like the crop."""
+        data = self.data
+        g = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank + 2048) % 2**63)
+        draws = torch.rand(len(idx), generator=g).tolist()
+        picks = torch.rand(len(idx), generator=g).tolist()
+        tokens = tokens.clone()
+        # A label prompt keeps caption-identity groups meaningful: same prompt, same group.
+        caption_groups = groups is not None and not self.cfg.soft_label
+        if caption_groups:
+            groups = groups.clone()
+        for k, i in enumerate(idx.tolist()):
+            options = data.label_choices[i]
+            if options and draws[k] < self.cfg.label_text_prob:
+                row = options[min(int(picks[k] * len(options)), len(options) - 1)]
+                tokens[k] = data.label_texts[row]
+                if caption_groups:
+                    groups[k] = data.label_groups[row]
+        return tokens, groups
+
+    def __iter__(self):
+        jobs = self._jobs()
+        if self.cfg.workers <= 0:
+            for job in jobs:
+                yield self._make(*job)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
+
+        pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="medclip-batches")
+        try:
+            pending = deque(pool.submit(self._make, *job) for job in islice(jobs, max(2, 2 * self.cfg.workers)))
+            while pending:
+                batch = pending.popleft().result()
+                job = next(jobs, None)
+                if job is not None:
+                    pending.append(pool.submit(self._make, *job))
+                yield batch
+        finally:  # an interrupted run does not wait for batches it will never use
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,76 @@
+"""Validation during fine-tuning: loss, retrieval recall and zero-shot accuracy of one epoch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from medclip_cli.engine.batches import PairSet
+from medclip_cli.engine.forward import autocast, encode_image_pooled, encode_text_trimmed
+
+if TYPE_CHECKING:
+    from medclip_cli.engine.train import TrainConfig
+
+
+@torch.no_grad()
+def pair_features(module: nn.Module, data: PairSet, preprocess, device, precision: str, batch: int):
+    from medclip_cli.data.preprocess import normalize_batch
+
+    images, texts = [], []
+    for start in range(0, len(data), batch):
+        pix = normalize_batch(data.pixels[start : start + batch], preprocess, device)
+        with autocast(precision, device):
+            images.append(encode_image_pooled(module, pix).float())
+            texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())
+    return torch.cat(images), torch.cat(texts)
+
+
+@torch.no_grad()
+def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int) -> dict:
+    """Validation loss, retrieval recall both ways and zero-shot accuracy on ``cfg.val_tasks``."""
+    import torch.nn.functional as F
+
+    from medclip_cli.engine.loss import weighted_clip_loss
+    from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics
+    from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, build_zero_shot_classifier, zero_shot_logits
+
+    module = model.module
+    was_training = module.training
+    module.eval()
+    try:
+        image_f, text_f = pair_features(module, data, model.preprocess, device, precision, batch)
+        scale = module.logit_scale.detach()
+        total = 0.0
+        for start in range(0, len(data), batch):
+            n = min(batch, len(data) - start)
+            groups = data.groups[start : start + n].to(device) if data.groups is not None else None
+            total += n * float(
+                weighted_clip_loss(
+                    image_f[start : start + n], text_f[start : start + n], scale, cfg.loss_weight, groups
+                )
+            )
+        record = {"val_loss": total / max(1, len(data))}
+        image_n, text_n = F.normalize(image_f, dim=-1), F.normalize(text_f, dim=-1)
+        unique, owner = caption_groups(data.captions)
+        first = {}
+        for i, o in enumerate(owner):
+            first.setdefault(o, i)
+        record.update(retrieval_metrics(image_n, text_n[[first[o] for o in range(len(unique))]], owner))
+        for task in cfg.val_tasks:
+            label_field = dataset.label_field(task)
+            rows = [i for i, labels in enumerate(data.labels) if labels.get(task) in label_field.classes]
+            classes = list(label_field.classes)
+            if not rows:
+                record[f"zeroshot_{task}_acc"] = float("nan")
+                continue
+            classifier = build_zero_shot_classifier(
+                model, [label_field.readable_name(c) for c in classes], [DEFAULT_TEMPLATE]
+            )
+            logits = zero_shot_logits(image_n[rows], classifier, model.logit_scale)
+            truth = torch.tensor([classes.index(data.labels[i][task]) for i in rows], device=logits.device)
+            record[f"zeroshot_{task}_acc"] = float((logits.argmax(dim=1) == truth).float().mean())
+    finally:
+        module.train(was_training)
+    return record
