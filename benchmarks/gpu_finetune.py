@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from finetune_throughput import OPEN_CLIP_NAMES, run_open_clip_train, steady, write_open_clip_csv  # noqa: E402
-from step_ceiling import captions_for, make_step_run, memory_batches, time_steps  # noqa: E402
+from step_ceiling import captions_for, cycle, device_reads, make_step_run, memory_batches, time_steps  # noqa: E402
 
 
 def step_flops(run, batches) -> int:
@@ -57,27 +57,15 @@ def step_flops(run, batches) -> int:
 
 def audit(args, captions: list[str], profile: Path | None) -> dict:
     """Device read-backs inside the step, and where a few steps' time goes (host and device)."""
-    import warnings
-
     import torch
 
     run = make_step_run(args.encoder, batch_size=args.batch_size, device=args.device, precision=args.precision)
-    batches = memory_batches(run, captions)
-    it = _cycle(batches)
+    it = cycle(memory_batches(run, captions))
     for _ in range(3):
         run._step(it)
     out: dict = {}
     if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                for _ in range(2):
-                    run._step(it)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        out["syncs"] = sorted({f"{Path(w.filename).name}:{w.lineno}: {str(w.message)[:120]}" for w in caught})
+        out["syncs"] = device_reads(run, it, 2)
         print(f"device read-backs in 2 steps: {len(out['syncs'])} site(s)", flush=True)
         for line in out["syncs"]:
             print(f"  {line}", flush=True)
@@ -105,11 +93,6 @@ def audit(args, captions: list[str], profile: Path | None) -> dict:
         profile.write_text(table + "\n")
     del run, prof
     return out
-
-
-def _cycle(batches):
-    while True:
-        yield from batches
 
 
 def ceiling(args, captions: list[str], compile_: bool = False) -> tuple[float, int | None]:

@@ -91,11 +91,7 @@ def time_steps(run, batches, steps: int, warmup: int, chunk: int | None = None) 
     next step while the device runs this one, as in training; 1 step per chunk on a CPU)."""
     import torch
 
-    def cycle():
-        while True:
-            yield from batches
-
-    it = cycle()
+    it = cycle(batches)
     cuda = run.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     chunk = chunk or (5 if cuda else 1)
@@ -110,6 +106,31 @@ def time_steps(run, batches, steps: int, warmup: int, chunk: int | None = None) 
         sync()
         times.append((time.perf_counter() - start) / chunk)
     return times
+
+
+def cycle(batches):
+    """The in-memory batches, over and over (what ``_Run._step`` pulls from)."""
+    while True:
+        yield from batches
+
+
+def device_reads(run, batch_iter, steps: int) -> list[str]:
+    """Where ``steps`` engine steps on a CUDA device wait for the device (``torch.cuda`` sync debug
+    mode): one ``file:line: message`` per place; the step should have none."""
+    import warnings
+
+    import torch
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                run._step(batch_iter)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sorted({f"{w.filename}:{w.lineno}: {str(w.message)[:160]}" for w in caught if "synchroniz" in str(w.message)})
 
 
 def ceiling(encoder: str, args, captions: list[str]) -> float:

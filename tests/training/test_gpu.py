@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 
 import pytest
 import torch
@@ -28,26 +27,14 @@ def _step_run(encoder: str, batch: int = 16):
     return run, memory_batches(run, captions_for(None, "train", 4 * batch))
 
 
-def _cycle(batches):
-    while True:
-        yield from batches
-
-
 @pytest.mark.parametrize("encoder", ["test-vit", "test-resnet"])
 def test_a_training_step_never_reads_the_device_back(encoder):
+    from benchmarks.step_ceiling import cycle, device_reads
+
     run, batches = _step_run(encoder)
-    it = _cycle(batches)
+    it = cycle(batches)
     run._step(it)  # the first step creates what is cached (normalisation constants, optimizer state)
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            for _ in range(3):
-                run._step(it)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    syncs = sorted({f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)})
+    syncs = device_reads(run, it, 3)
     assert not syncs, "\n".join(syncs)
     run._check_finite()
 
@@ -88,6 +75,8 @@ def test_bf16_finetune_trains_and_its_bundle_classifies(cli, small_medpix, tmp_p
 
 def test_compiled_blocks_train_like_eager_ones():
     """``--compile`` changes kernels, not the model: the same losses to bf16 rounding."""
+    from benchmarks.step_ceiling import cycle
+
     losses = []
     for compiled in (False, True):
         torch.manual_seed(0)
@@ -96,6 +85,6 @@ def test_compiled_blocks_train_like_eager_ones():
             from medclip_cli.engine.forward import compile_blocks
 
             assert compile_blocks(run.model.module) > 0
-        it = _cycle(batches)
+        it = cycle(batches)
         losses.append([float(run._step(it)) for _ in range(4)])
     torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=2e-2)
