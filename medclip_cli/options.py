@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -39,6 +39,42 @@ DatasetKind = Annotated[
     Optional[str],
     typer.Option("--dataset", help="Data-set format: medpix2, csv, jsonl, folder (default: detected).", show_default=False),
 ]
+# Which columns of a CSV/TSV/JSONL manifest hold what (data check, finetune, evaluate).
+ImageColumn = Annotated[
+    Optional[str], typer.Option("--image-column", help="CSV/JSONL: image path column.", show_default=False)
+]
+CaptionColumn = Annotated[
+    Optional[str], typer.Option("--caption-column", help="CSV/JSONL: caption column.", show_default=False)
+]
+LabelColumns = Annotated[
+    Optional[List[str]],
+    typer.Option("--label-column", help="CSV/JSONL: label column (repeat; default: all others).", show_default=False),
+]
+SplitColumn = Annotated[
+    Optional[str], typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False)
+]
+#: CLI parameter of each column option -> the ``load_dataset`` option it sets.
+COLUMN_OPTIONS = {
+    "image_column": "image_column",
+    "caption_column": "caption_column",
+    "label_column": "label_columns",
+    "split_column": "split_column",
+}
+
+
+def column_options(
+    image_column: str | None, caption_column: str | None, label_column: list[str] | None, split_column: str | None
+) -> dict:
+    """The column options that were given, as ``load_dataset`` takes them (and JSON can store them)."""
+    given = {
+        "image_column": image_column,
+        "caption_column": caption_column,
+        "label_columns": list(label_column) if label_column else None,
+        "split_column": split_column,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps, or auto.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder.", show_default=False)]

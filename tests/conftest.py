@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +31,37 @@ def medpix_root() -> Path:
     if not (MEDPIX_ROOT / "MedPix-2-0" / "splitted_dataset").is_dir():
         pytest.skip(f"MedPix 2.0 copy not found at {MEDPIX_ROOT}")
     return MEDPIX_ROOT
+
+
+#: Columns of :func:`write_medpix_manifest`: none is a name the CSV reader would guess.
+MANIFEST_COLUMNS = ("scan_file", "findings", "kind", "region", "subset")
+
+
+def write_medpix_manifest(target: Path, per_kind: dict[str, int]) -> Path:
+    """``target/pairs.csv`` over real MedPix 2.0 images, columns named as no default would guess.
+
+    ``per_kind`` gives the rows of each split: the first that many CT and that many MR records
+    (``{"train": 8, "dev": 4}``: 16 train and 8 dev rows). Image paths are relative to the file.
+    """
+    source = MEDPIX_ROOT / "MedPix-2-0"
+    if not (source / "splitted_dataset").is_dir():
+        pytest.skip(f"MedPix 2.0 copy not found at {MEDPIX_ROOT}")
+    target.mkdir(parents=True, exist_ok=True)
+    os.symlink(source / "images", target / "scans")
+    rows = []
+    for split, n in per_kind.items():
+        lines = (source / "splitted_dataset" / f"descriptions_{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        for kind in ("CT", "MR"):
+            for r in [r for r in records if r["Type"] == kind][:n]:
+                caption = (r.get("Description") or {}).get("Caption") or ""
+                rows.append([f"scans/{r['image']}.png", caption, kind, r["Location Category"], split])
+    path = target / "pairs.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+    return path
 
 
 @pytest.fixture

@@ -31,22 +31,10 @@ def check(
             "--encoder", "-e", help="Count captions its text tower truncates (default: clip-text).", show_default=False
         ),
     ] = None,
-    image_column: Annotated[
-        Optional[str], typer.Option("--image-column", help="CSV/JSONL: image path column.", show_default=False)
-    ] = None,
-    caption_column: Annotated[
-        Optional[str], typer.Option("--caption-column", help="CSV/JSONL: caption column.", show_default=False)
-    ] = None,
-    label_column: Annotated[
-        Optional[List[str]],
-        typer.Option(
-            "--label-column", help="CSV/JSONL: label column (repeat; default: all others).", show_default=False
-        ),
-    ] = None,
-    split_column: Annotated[
-        Optional[str],
-        typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False),
-    ] = None,
+    image_column: options.ImageColumn = None,
+    caption_column: options.CaptionColumn = None,
+    label_column: options.LabelColumns = None,
+    split_column: options.SplitColumn = None,
     labels_file: Annotated[
         Optional[Path],
         typer.Option("--labels-file", help="TOML of readable class names (configs/labels format).", show_default=False),
@@ -71,10 +59,7 @@ def check(
 
     root = path if path is not None else default_data_root()
     data_options = {
-        "image_column": image_column,
-        "caption_column": caption_column,
-        "label_columns": tuple(label_column) if label_column else None,
-        "split_column": split_column,
+        **options.column_options(image_column, caption_column, label_column, split_column),
         "labels_file": labels_file,
     }
     splits = split or [

@@ -16,6 +16,10 @@ _LOWER_IS_BETTER = ("median_rank",)
 def evaluate(
     data: options.Data = None,
     dataset_kind: options.DatasetKind = None,
+    image_column: options.ImageColumn = None,
+    caption_column: options.CaptionColumn = None,
+    label_column: options.LabelColumns = None,
+    split_column: options.SplitColumn = None,
     split: Annotated[str, typer.Option("--split", "-s", help="Split to evaluate on.")] = "test",
     task: Annotated[
         Optional[List[str]],
@@ -55,6 +59,8 @@ def evaluate(
         medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder vit-b-32 --pretrained openai
 
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
+
+        medclip evaluate --data pairs.csv --split test --image-column path --caption-column report --label-column modality --encoder vit-b-32 --pretrained openai
     """
     from medclip_cli.data import default_data_root, load_dataset
     from medclip_cli.engine.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
@@ -64,9 +70,11 @@ def evaluate(
     if data is None:
         data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
-    dataset = load_dataset(data, split, format=dataset_kind)
+    data_options = options.column_options(image_column, caption_column, label_column, split_column)
+    dataset = load_dataset(data, split, dataset_kind, **data_options)
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),
+        dataset_options=data_options,
         prompts=prompts,
         batch_size=batch_size,
         device=device,

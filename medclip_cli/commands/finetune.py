@@ -73,6 +73,10 @@ def finetune(
         typer.Option("--data", "-d", help="Data set root or file (with --resume: the run's own).", show_default=False),
     ] = None,
     dataset: options.DatasetKind = None,
+    image_column: options.ImageColumn = None,
+    caption_column: options.CaptionColumn = None,
+    label_column: options.LabelColumns = None,
+    split_column: options.SplitColumn = None,
     split: Annotated[str, typer.Option("--split", help="Split to train on.")] = "train",
     val_split: Annotated[str, typer.Option("--val-split", help="Split validated after every epoch, or none.")] = "dev",
     val_task: Annotated[
@@ -186,6 +190,8 @@ def finetune(
 
         medclip finetune --output runs/medpix --resume
 
+        medclip finetune --encoder vit-b-32 --pretrained openai --data pairs.csv --image-column path --caption-column report --output runs/pairs
+
         torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50
     """
     from medclip_cli.engine.train import TrainConfig, TrainingInterrupted, train
@@ -233,8 +239,9 @@ def finetune(
         "log_every": log_every,
     }
     settings = {_FIELDS[k]: v for k, v in values.items()}
+    settings["dataset_options"] = options.column_options(image_column, caption_column, label_column, split_column)
     if resume:
-        settings.update(_saved_settings(ctx, output))
+        settings.update(_saved_settings(ctx, output, settings["dataset_options"]))
     if settings["data"] is None:
         raise UsageError("no --data given", hint="pass --data PATH (e.g. a MedPix 2.0 folder)")
     config = TrainConfig(output=output, resume=resume, **settings)
@@ -267,8 +274,11 @@ def finetune(
     ui.info(f"last: {result.last}  ({result.steps} steps)")
 
 
-def _saved_settings(ctx: typer.Context, output: Path) -> dict:
-    """On --resume, options left at their defaults take the run's own values from config.json."""
+def _saved_settings(ctx: typer.Context, output: Path, dataset_options: dict) -> dict:
+    """On --resume, options left at their defaults take the run's own values from config.json.
+
+    ``dataset_options`` holds the column options given now; the others keep the run's.
+    """
     path = output / "config.json"
     if not path.is_file():
         return {}
@@ -286,6 +296,8 @@ def _saved_settings(ctx: typer.Context, output: Path) -> dict:
         if (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")) and name in saved:
             value = saved[name]
             taken[name] = Path(value) if name in ("data", "model_dir") and value is not None else value
+    if isinstance(saved.get("dataset_options"), dict):
+        taken["dataset_options"] = {**saved["dataset_options"], **dataset_options}
     return taken
 
 

@@ -26,7 +26,7 @@ def detect(path: Path) -> bool:
     return path.is_dir() and find_root(path) is not None
 
 
-def splits(path: Path, **_: object) -> list[str]:
+def splits(path: Path) -> list[str]:
     root = _root(path)
     found = sorted(p.stem.removeprefix("descriptions_") for p in (root / SPLIT_DIR).glob("descriptions_*.jsonl"))
     order = {"train": 0, "dev": 1, "test": 2}
@@ -85,7 +85,7 @@ def _json_problem(exc: Exception) -> str:
     return str(exc).split(":")[0]
 
 
-def load(path: Path, split: str = "train", **_: object) -> Dataset:
+def load(path: Path, split: str = "train") -> Dataset:
     root = _root(path)
     source, records = _records(root, split)
     fields = read_label_fields(config_dir() / "labels" / "medpix2.toml")

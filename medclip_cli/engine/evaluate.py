@@ -43,6 +43,9 @@ class EvalConfig:
     seed: int = 0  # seeds torch before each model is built (random-init towers are reproducible)
     cache: bool = True  # read and write image embeddings under MEDCLIP_HOME
     ks: tuple[int, ...] = RETRIEVAL_KS
+    # The load_dataset options the split was read with (which CSV/JSONL columns hold what):
+    # recorded in results.json, since the same file read through other columns is other data.
+    dataset_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -183,6 +186,7 @@ def evaluate(
             "split": dataset.split,
             "n_samples": len(dataset),
             "fingerprint": dataset.fingerprint(),
+            "options": dict(config.dataset_options),
         },
         prompts=prompt_set.as_dict(),
         config={

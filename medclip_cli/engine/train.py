@@ -42,6 +42,7 @@ _OPTION_NAMES = {
     "weight_decay": "--wd",
     "dataset_format": "--dataset",
     "val_tasks": "--val-task",
+    "label_columns": "--label-column",
     "model_dir": "--model",
 }
 
@@ -61,6 +62,9 @@ class TrainConfig:
     image_size: int | None = None
     # Data.
     dataset_format: str | None = None
+    # load_dataset options of both splits, e.g. which CSV/JSONL columns hold the image path and
+    # the caption ({"image_column": "path", "caption_column": "report"}); JSON values only.
+    dataset_options: dict = field(default_factory=dict)
     split: str = "train"
     val_split: str | None = "dev"  # None: no validation
     val_tasks: list[str] = field(default_factory=list)  # label fields scored zero-shot each epoch
@@ -238,6 +242,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError("the number of unlocked groups/layers must be zero or positive")
     if cfg.model_dir is not None and cfg.image_size is not None:
         raise UsageError("--image-size applies to --encoder; a --model bundle keeps its own input size")
+    if not isinstance(cfg.dataset_options, dict):
+        raise UsageError(f"data-set options must be a table of option names, not {cfg.dataset_options!r}")
     if cfg.val_split is None and cfg.val_tasks:
         raise UsageError("--val-task needs a validation split (drop --val-split none)")
     known = metric_names(cfg.val_tasks)
@@ -295,6 +301,25 @@ def _own_tensors(module: nn.Module) -> None:
         for name, buf in sub._buffers.items():
             if buf is not None:
                 sub._buffers[name] = buf.clone(memory_format=torch.contiguous_format)
+
+
+def _changed_setting(old: dict, new: dict) -> tuple[str, object, object] | None:
+    """The first setting that differs from the resumed run's: (option, value now, value then)."""
+    for key, value in new.items():
+        if key in RESUME_FREE or key not in old:
+            continue
+        if key == "dataset_options" and isinstance(old[key], dict) and isinstance(value, dict):
+            # Each data-set option is its own CLI option (--image-column ...): name the one that changed.
+            for name in sorted({*value, *old[key]}):
+                if value.get(name) != old[key].get(name):
+                    return _option_name(name), value.get(name), old[key].get(name)
+        elif old[key] != value:
+            return _option_name(key), value, old[key]
+    return None
+
+
+def _option_name(key: str) -> str:
+    return _OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
 
 
 def _train_mode(module: nn.Module, cfg: TrainConfig) -> None:
@@ -417,14 +442,15 @@ class _Run:
             saved = out / "config.json"
             if saved.is_file():
                 old = json.loads(saved.read_text(encoding="utf-8")).get("config", {})
-                new = cfg.as_dict()
-                for key, value in new.items():
-                    if key not in RESUME_FREE and key in old and old[key] != value:
-                        option = _OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
-                        raise UsageError(
-                            f"--resume: {option} is {value!r} but the run in {out} used {old[key]!r}",
-                            hint="resume with the run's own settings (or start a new --output)",
-                        )
+                # Through JSON as config.json went: a tuple of the config compares equal to its list.
+                new = json.loads(json.dumps(cfg.as_dict(), default=str))
+                changed = _changed_setting(old, new)
+                if changed is not None:
+                    option, value, used = changed
+                    raise UsageError(
+                        f"--resume: {option} is {value!r} but the run in {out} used {used!r}",
+                        hint="resume with the run's own settings (or start a new --output)",
+                    )
             return ckpt.load_checkpoint(found)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise OutputError(
@@ -456,8 +482,9 @@ class _Run:
         from medclip_cli.data import load_dataset
 
         cfg = self.cfg
-        train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format)
-        val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format) if cfg.val_split else None
+        options = cfg.dataset_options
+        train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
+        val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
         soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets)

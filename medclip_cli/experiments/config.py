@@ -32,6 +32,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "train_split": "train",
         "val_split": "dev",
         "eval_split": "test",
+        # CSV/JSONL manifests: which columns hold what (None: the usual names), as in
+        # --image-column, --caption-column, --label-column and --split-column.
+        "image_column": None,
+        "caption_column": None,
+        "label_columns": None,
+        "split_column": None,
     },
     "evaluate": {
         "tasks": ["modality", "location_category", "plane", "retrieval"],
@@ -40,6 +46,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
 }
 OPTIONAL_SECTIONS = {"finetune"}
+#: ``[data]`` keys that are ``load_dataset`` options, passed on to every split the experiment reads.
+DATASET_OPTIONS = ("image_column", "caption_column", "label_columns", "split_column")
 
 
 class ExperimentConfigError(UsageError):
@@ -62,6 +70,12 @@ class Experiment:
     def get(self, dotted: str) -> Any:
         section, _, key = dotted.partition(".")
         return self.settings.get(section, {}).get(key)
+
+    @property
+    def dataset_options(self) -> dict[str, Any]:
+        """The ``[data]`` options ``load_dataset`` takes (column names), those that are set."""
+        data = self.settings["data"]
+        return {k: data[k] for k in DATASET_OPTIONS if data.get(k) is not None}
 
     @property
     def encoders(self) -> str:
@@ -152,6 +166,12 @@ def _check_required(settings: dict, path: Path) -> None:
     tasks = settings["evaluate"].get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise ExperimentConfigError(f"{path}: evaluate.tasks must be a non-empty list of task names")
+    for key in DATASET_OPTIONS:
+        value = settings["data"].get(key)
+        names = value if key == "label_columns" and isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(v, str) and v for v in names):
+            kind = "a list of column names" if key == "label_columns" else "a column name"
+            raise ExperimentConfigError(f"{path}: data.{key} must be {kind}, not {value!r}")
     ft = settings.get("finetune")
     if ft is not None and "loss_weight" in ft:
         weight = ft["loss_weight"]

@@ -95,6 +95,7 @@ def run_experiment(
             batch_size=int(settings["evaluate"]["batch_size"]),
             device=device,
             seed=seed,
+            dataset_options=experiment.dataset_options,
         ),
         progress,
     )
@@ -117,7 +118,7 @@ def _load_split(experiment: Experiment, root: Path, key: str):
 
     split = experiment.settings["data"][key]
     try:
-        return load_dataset(root, split, experiment.settings["data"].get("dataset"))
+        return load_dataset(root, split, experiment.settings["data"].get("dataset"), **experiment.dataset_options)
     except DataError as exc:
         if "has no split" in exc.message:
             raise ExperimentConfigError(
@@ -162,6 +163,7 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
         data=data_root,
         model_dir=start_dir,
         dataset_format=settings["data"].get("dataset"),
+        dataset_options=experiment.dataset_options,
         split=settings["data"]["train_split"],
         val_split=None if str(val_split).lower() == "none" else val_split,
         device=device,
@@ -173,7 +175,7 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
 
 #: TrainConfig fields the experiment sets itself (model, data, device): not ``[finetune]`` keys.
 _RESERVED = {"output", "data", "model_dir", "encoder", "text_encoder", "pretrained", "text_pretrained",
-             "image_size", "dataset_format", "split", "val_split", "device", "resume", "seed"}
+             "image_size", "dataset_format", "dataset_options", "split", "val_split", "device", "resume", "seed"}
 
 
 def check_finetune_keys(experiment: Experiment) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_medclip
+from tests.conftest import run_medclip, write_medpix_manifest
 
 MEDPIX_TASKS = ["modality", "location_category", "plane", "retrieval"]
 
@@ -195,3 +195,25 @@ def test_cache_is_keyed_by_weights_and_data_not_by_name(cli, make_medpix, tmp_pa
 
     uncached = _embedding_info(cli(*common, "--encoder", "test-vit", "--no-cache"))
     assert uncached["image_embeddings"]["from_cache"] is False
+
+
+def test_label_column_of_a_manifest_is_a_zero_shot_task(cli, tmp_path):
+    manifest = write_medpix_manifest(tmp_path / "data", {"dev": 4})
+    out = tmp_path / "out"
+    columns = ["--image-column", "scan_file", "--caption-column", "findings", "--split-column", "subset"]
+    args = ["evaluate", "--data", manifest, "--split", "dev", *columns, "--encoder", "test-vit", "--device", "cpu"]
+    result = cli(*args, "--label-column", "kind", "--output", out, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tasks"] == ["kind", "retrieval"]  # region is no label: only the named column is
+    assert report["dataset"]["options"] == {
+        "image_column": "scan_file", "caption_column": "findings", "label_columns": ["kind"], "split_column": "subset",
+    }  # fmt: skip
+    kind = report["models"][0]["tasks"]["kind"]
+    assert kind["classes"] == ["CT", "MR"] and kind["n_images"] == 8
+    assert 0.0 <= kind["metrics"]["accuracy@1"] <= 1.0
+    assert [r["true"] for r in _read_csv(out / "predictions_kind.csv")] == ["CT"] * 4 + ["MR"] * 4
+    assert report["models"][0]["tasks"]["retrieval"]["metrics"]["n_captions"] >= 1
+
+    unnamed = cli(*args[:5], "--encoder", "test-vit", "--device", "cpu")  # no column options: nothing to guess
+    assert unnamed.exit_code != 0 and "--image-column" in unnamed.stderr

@@ -17,6 +17,7 @@ from medclip_cli.experiments.config import (
     resolve_names,
 )
 from medclip_cli.experiments.runner import check_finetune_keys, needs_network
+from tests.conftest import write_medpix_manifest
 
 STUDY = {
     "zeroshot-vit-b-32",
@@ -122,3 +123,76 @@ def test_list_command_json(cli):
 def test_unknown_experiment_via_cli_exits_2(cli):
     result = cli("reproduce", "--experiment", "nope")
     assert result.exit_code == 2 and "unknown experiment 'nope'" in result.stderr
+
+
+MANIFEST_EXPERIMENT = """
+[model]
+encoder = "test-vit"
+
+[data]
+image_column = "scan_file"
+caption_column = "findings"
+label_columns = ["kind"]
+split_column = "subset"
+val_split = "none"
+eval_split = "dev"
+
+[finetune]
+max_steps = 2
+batch_size = 4
+
+[evaluate]
+tasks = ["kind", "retrieval"]
+batch_size = 8
+"""
+
+
+@pytest.fixture
+def own_configs(tmp_path, monkeypatch):
+    """A configs/ folder with the shipped prompts and labels, for experiment files written by a test."""
+    shipped = experiments_dir().parent
+    configs = tmp_path / "configs"
+    (configs / "experiments").mkdir(parents=True)
+    for name in ("prompts", "labels"):
+        (configs / name).symlink_to(shipped / name)
+    monkeypatch.setenv("MEDCLIP_CONFIG_DIR", str(configs))
+    return configs
+
+
+def test_data_column_keys_parse_and_reach_every_split(cli, own_configs, tmp_path):
+    (own_configs / "experiments" / "manifest.toml").write_text(MANIFEST_EXPERIMENT, encoding="utf-8")
+    experiment = load_experiment("manifest")
+    assert experiment.dataset_options == {
+        "image_column": "scan_file", "caption_column": "findings", "label_columns": ["kind"], "split_column": "subset",
+    }  # fmt: skip
+    check_finetune_keys(experiment)
+
+    manifest = write_medpix_manifest(tmp_path / "data", {"train": 4, "dev": 4})
+    out = tmp_path / "runs"
+    result = cli("reproduce", "--experiment", "manifest", "--data", manifest, "--output", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "manifest" / "results.json").read_text(encoding="utf-8"))
+    assert results["training"]["steps"] == 2
+    assert {row["task"] for row in results["comparison"]} == {"kind", "retrieval"}
+    assert results["evaluation"]["dataset"]["n_samples"] == 8
+    assert results["evaluation"]["dataset"]["options"] == experiment.dataset_options
+    saved = json.loads((out / "manifest" / "finetune" / "config.json").read_text(encoding="utf-8"))
+    assert saved["config"]["dataset_options"] == experiment.dataset_options
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "data.image_colum=path",
+            "unknown key data.image_colum (known: path, dataset, train_split, val_split, eval_split, "
+            "image_column, caption_column, label_columns, split_column)",
+        ),
+        ("data.label_columns=3", "data.label_columns must be a list of column names, not 3"),
+        ("data.caption_column=[1]", "data.caption_column must be a column name"),
+    ],
+)
+def test_bad_data_column_keys_are_usage_errors(override, message):
+    with pytest.raises(ExperimentConfigError) as info:
+        load_experiment("offline-minilm-lit", [override])
+    assert message in str(info.value)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.conftest import write_medpix_manifest
 from tests.training.conftest import read_jsonl
 
 
@@ -136,3 +137,33 @@ def test_unreadable_images_are_skipped_or_stop_a_strict_run(cli, small_medpix, t
     lenient = cli(*common, "--output", tmp_path / "lenient")
     assert lenient.exit_code == 0, lenient.output
     assert "95 (1 skipped)" in lenient.output and "skipped 1 unreadable image" in lenient.output
+
+
+COLUMNS = {"image_column": "scan_file", "caption_column": "findings", "label_columns": ["kind"], "split_column": "subset"}
+COLUMN_ARGS = [
+    "--image-column", "scan_file", "--caption-column", "findings", "--label-column", "kind", "--split-column", "subset",
+]  # fmt: skip
+
+
+def test_finetune_reads_a_manifest_through_the_column_options_and_resumes_with_them(cli, tmp_path):
+    manifest = write_medpix_manifest(tmp_path / "data", {"train": 4, "dev": 2})
+    out = tmp_path / "run"
+    result = cli(
+        "finetune", "--encoder", "test-vit", "--data", manifest, "--output", out, *COLUMN_ARGS, "--val-task", "kind",
+        "--batch-size", "4", "--max-steps", "2", "--device", "cpu", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and "zeroshot_kind_acc" in summary["history"][0]
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["dataset_options"] == COLUMNS
+    assert config["plan"]["train_pairs"] == 8 and config["plan"]["val_pairs"] == 4  # both splits by "subset"
+
+    resumed = cli("finetune", "--output", out, "--resume", "--json")  # the run's own columns, unsaid
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["steps"] == 2
+    assert json.loads((out / "config.json").read_text())["config"]["dataset_options"] == COLUMNS
+
+    changed = cli("finetune", "--output", out, "--resume", "--caption-column", "region")
+    assert changed.exit_code == 2
+    assert f"--resume: --caption-column is 'region' but the run in {out} used 'findings'" in changed.output
