@@ -102,8 +102,22 @@ def _given(fmt: DatasetFormat, function, options: dict) -> dict:
     names = {p.name for p in params}
     refused = [k for k in given if k not in names]
     if refused:
-        raise UsageError(f"the {fmt.name} data-set format takes no option {refused[0]!r}")
+        option = _OPTION_FLAGS.get(refused[0], repr(refused[0]))
+        raise UsageError(
+            f"{option}: the {fmt.name} data-set format takes no such option",
+            hint="column options are for CSV/TSV/JSONL manifests; leave it out" if "column" in refused[0] else None,
+        )
     return given
+
+
+#: Data-set options as the command line spells them (for errors).
+_OPTION_FLAGS = {
+    "image_column": "--image-column",
+    "caption_column": "--caption-column",
+    "label_columns": "--label-column",
+    "split_column": "--split-column",
+    "labels_file": "--labels-file",
+}
 
 
 __all__ = [

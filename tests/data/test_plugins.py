@@ -75,7 +75,7 @@ def test_options_a_plugin_format_does_not_take_are_a_usage_error(tmp_path, regis
     registered(_ListFormat(), "listfile-plugin")
     manifest = tmp_path / "pairs.list"
     manifest.write_text("a.png\tfirst\n")
-    with pytest.raises(UsageError, match="the listfile data-set format takes no option 'caption_column'"):
+    with pytest.raises(UsageError, match="--caption-column: the listfile data-set format takes no such option"):
         list_splits(manifest, caption_column="text")
     assert list_splits(manifest, caption_column=None) == ["all"]
 
