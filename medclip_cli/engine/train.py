@@ -26,7 +26,14 @@ from medclip_cli.atomic import write_text_atomic
 from medclip_cli.engine import checkpoint as ckpt
 from medclip_cli.engine import distributed as dist_
 from medclip_cli.engine.batches import Batches, load_pairs, random_resized_crop
-from medclip_cli.engine.forward import ClipStep, autocast, compile_blocks, prefer_channels_last, token_lengths
+from medclip_cli.engine.forward import (
+    ClipStep,
+    autocast,
+    compile_blocks,
+    cpu_linear,
+    prefer_channels_last,
+    token_lengths,
+)
 from medclip_cli.engine.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
 from medclip_cli.engine.optim import build_optimizer, build_scheduler, warmup_steps_for
 from medclip_cli.engine.progress import NullProgress, ProgressReporter
@@ -708,7 +715,7 @@ class _Run:
             groups = groups.to(self.device, non_blocking=True) if groups is not None else None
             sync = self.step_module.no_sync() if self.info.enabled and k < cfg.grad_accum - 1 else nullcontext()
             with sync:
-                with autocast(self.precision, self.device):
+                with autocast(self.precision, self.device), self._linear_kernels():
                     image_f, text_f, scale = self.step_module(images, tokens, lengths)
                 loss = self.loss_fn(image_f, text_f, scale, groups)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
@@ -729,6 +736,10 @@ class _Run:
         self.step += 1
         self.position += 1
         return total
+
+    def _linear_kernels(self):
+        # Compiled blocks choose their own kernels; a mode would only get in the way of tracing.
+        return nullcontext() if self.cfg.compile else cpu_linear(self.device, self.precision)
 
     def _prepare_finite_guard(self) -> None:
         self.defer_finite = (
