@@ -156,12 +156,9 @@ class Batches:
     def __init__(self, data: PairSet, cfg: TrainConfig, device, info, segments: list[tuple[int, int, int]]):
         self.data, self.cfg, self.device, self.info = data, cfg, device, info
         self.segments = list(segments)
-        self._orders: dict[int, torch.Tensor] = {}
 
     def order_of(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._orders:
-            self._orders = {epoch: epoch_order(len(self.data), self.cfg.seed, epoch)}
-        return self._orders[epoch]
+        return epoch_order(len(self.data), self.cfg.seed, epoch)
 
     def _jobs(self):
         for epoch, start, count in self.segments:

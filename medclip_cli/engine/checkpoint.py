@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from medclip_cli.atomic import write_text_atomic
+from medclip_cli.atomic import atomic_dir, write_text_atomic
 from medclip_cli.errors import OutputError, TrainingError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -51,30 +50,22 @@ def save_checkpoint(run_dir: Path, model, state: dict, step: int, keep: int = 1)
     target = root / name
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     except OSError as exc:
         raise OutputError(f"{root}: cannot write checkpoints here ({exc.strerror})") from exc
     try:
-        bundle = save_bundle(model, tmp / "bundle", provenance={"checkpoint_step": step})
-        for item in bundle.iterdir():
-            os.replace(item, tmp / item.name)
-        bundle.rmdir()
-        state_tmp = tmp / f".{STATE_NAME}.tmp"
-        torch.save(state, state_tmp)
-        os.replace(state_tmp, tmp / STATE_NAME)
-        if target.exists():  # the same step saved again (e.g. Ctrl-C right after a periodic save)
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        # The same step saved again (e.g. Ctrl-C right after a periodic save) replaces the first.
+        with atomic_dir(target) as tmp:
+            bundle = save_bundle(model, tmp / "bundle", provenance={"checkpoint_step": step})
+            for item in bundle.iterdir():
+                os.replace(item, tmp / item.name)
+            bundle.rmdir()
+            torch.save(state, tmp / STATE_NAME)  # the folder as a whole appears atomically
         _write_text_atomic(root / LATEST, name + "\n")
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(
             f"{root}: writing the checkpoint failed ({exc.strerror or exc})",
             hint="the previous checkpoint is intact; free some space, then continue the run with --resume",
         ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _prune(root, keep=keep, current=name)
     return target
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from medclip_cli.atomic import replace_dir
+from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
 from medclip_cli.errors import ModelError, OutputError
 
@@ -33,36 +31,28 @@ def save_bundle(model, directory: str | Path, provenance: dict | None = None) ->
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    parent = directory.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+        directory.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write the model bundle here ({exc.strerror})") from exc
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: exists and is not a folder", hint="choose another --output")
+    manifest = dict(model.manifest)
+    if provenance:
+        manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
+    manifest["logit_scale"] = model.logit_scale
+    manifest["context_length"] = model.context_length
+    model_cfg = _portable_cfg(model.model_cfg)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": model.preprocess.to_open_clip(), "medclip": manifest}
     try:
-        manifest = dict(model.manifest)
-        if provenance:
-            manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
-        manifest["logit_scale"] = model.logit_scale
-        manifest["context_length"] = model.context_length
-        model_cfg = _portable_cfg(model.model_cfg)
-        config = {
-            "model_cfg": model_cfg,
-            "preprocess_cfg": model.preprocess.to_open_clip(),
-            "medclip": manifest,
-        }
-        save_model(model.module, str(tmp / WEIGHTS_NAME))
-        if "hf_model_name" in model_cfg["text_cfg"]:
-            model.module.text.transformer.config.save_pretrained(tmp)
-            model.tokenizer.tokenizer.save_pretrained(tmp)
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
-        _replace_dir(tmp, directory)
+        with atomic_dir(directory) as tmp:
+            save_model(model.module, str(tmp / WEIGHTS_NAME))
+            if "hf_model_name" in model_cfg["text_cfg"]:
+                model.module.text.transformer.config.save_pretrained(tmp)
+                model.tokenizer.tokenizer.save_pretrained(tmp)
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{directory}: writing the model bundle failed ({exc.strerror or exc})") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -74,12 +64,6 @@ def _portable_cfg(model_cfg: dict) -> dict:
     if "hf_model_name" in cfg["text_cfg"]:
         cfg["text_cfg"]["hf_model_pretrained"] = False
     return cfg
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if target.exists() and not target.is_dir():
-        raise OutputError(f"{target}: exists and is not a folder", hint="choose another --output")
-    replace_dir(new, target)
 
 
 def read_bundle_config(directory: str | Path) -> dict:
