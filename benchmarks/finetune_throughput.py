@@ -2,8 +2,9 @@
 
 Same data (MedPix 2.0 train), model (``--encoder``: ViT-B-32 or RN50, random init), batch (32), image size (224),
 precision (fp32), worker count and device (CPU). Each trainer runs a bounded number of steps;
-samples/s is the batch divided by the median step-to-step time after the first ``--skip`` steps
-(open_clip_train's own "Batch (t)", and the same measure in medclip's metrics.jsonl); ``--rounds``
+samples/s is the samples over the summed step-to-step times after the first ``--skip`` steps
+(open_clip_train's own "Batch (t)", and the same measure in medclip's metrics.jsonl): a mean, so a
+loader that stalls every few steps counts (a median would hide it); ``--rounds``
 alternates the trainers so that a busy machine slows both alike, and the best step is shown too.
 medclip's one-time decode of the split is reported separately. Peak memory is the highest PSS
 summed over each trainer's process tree (its data loader workers included), sampled every 0.5 s.
@@ -18,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,8 +105,10 @@ def _load() -> str:
 
 
 def steady(rates: list[float], skip: int, batch: int) -> float:
+    """Samples over seconds of the steps after the first ``skip``: every step counts, the ones
+    that wait for data too (a median would hide a loader that stalls every few steps)."""
     times = [batch / r for r in rates[skip:]]
-    return batch / statistics.median(times)
+    return batch * len(times) / sum(times)
 
 
 def main() -> None:
@@ -157,11 +159,11 @@ def main() -> None:
                 )
     summary = {k: (steady(v, 0, args.batch_size), max(v)) for k, v in rates.items() if v}
     print(f"load average at the end: {_load()}")
-    for name, (median, best) in summary.items():
-        print(f"{name}: median {median:.2f} samples/s, best step {best:.2f} samples/s, peak PSS {peaks[name]:.0f} MiB")
+    for name, (mean, best) in summary.items():
+        print(f"{name}: {mean:.2f} samples/s, best step {best:.2f} samples/s, peak PSS {peaks[name]:.0f} MiB")
     if len(summary) == 2:
         (m_med, m_best), (o_med, o_best) = summary["medclip"], summary["open_clip_train"]
-        print(f"ratio medclip / open_clip_train: {m_med / o_med:.2f}x (median), {m_best / o_best:.2f}x (best step)")
+        print(f"ratio medclip / open_clip_train: {m_med / o_med:.2f}x (all steps), {m_best / o_best:.2f}x (best step)")
         print(f"peak memory medclip / open_clip_train: {peaks['medclip'] / peaks['open_clip_train']:.2f}")
 
 

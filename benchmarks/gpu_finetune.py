@@ -37,9 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(HERE))
 
 from finetune_throughput import OPEN_CLIP_NAMES, run_open_clip_train, steady, write_open_clip_csv  # noqa: E402
 from step_ceiling import captions_for, cycle, device_reads, make_step_run, memory_batches, time_steps  # noqa: E402
@@ -115,9 +116,11 @@ def ceiling(args, captions: list[str], compile_: bool = False) -> tuple[float, i
 
 def end_to_end(args, output: Path, compile_: bool = False) -> tuple[float, float]:
     """``medclip finetune`` as a user runs it: samples/s over its log windows after warm-up (the
-    loss is read back once a window, as in any run), and its wall time."""
+    loss is read back once a window, as in any run), and its wall time. With ``--stacks`` it runs
+    under ``stack_sampler.py``, which writes where each of its threads spent the run."""
+    sampler = [str(HERE / "stack_sampler.py"), "--out", str(args.stacks)] if args.stacks else []
     cmd = [
-        sys.executable, "-m", "medclip_cli.cli", "finetune", "--encoder", args.encoder, "--pretrained", "none",
+        sys.executable, *sampler, "-m", "medclip_cli.cli", "finetune", "--encoder", args.encoder, "--pretrained", "none",
         "--data", str(args.data), "--output", str(output), "--batch-size", str(args.batch_size),
         "--workers", str(args.workers), "--precision", args.precision, "--max-steps", str(args.steps + args.skip),
         "--epochs", "1000", "--val-split", "none", "--log-every", str(args.log_every), "--checkpoint-every", "0",
@@ -131,7 +134,11 @@ def end_to_end(args, output: Path, compile_: bool = False) -> tuple[float, float
     if result.returncode != 0:
         raise SystemExit(f"medclip finetune failed: {result.stderr[-3000:]}")
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    return window_rate([r for r in records if r["type"] == "train"], args.skip, args.batch_size), wall
+    windows = [r for r in records if r["type"] == "train"]
+    for r in windows:
+        print(f"  medclip window to step {r['step']}: {r['samples_per_s']:.1f} samples/s, "
+              f"waiting for data {1000 * r.get('data_wait_s', float('nan')):.1f} ms/step", flush=True)
+    return window_rate(windows, args.skip, args.batch_size), wall
 
 
 def window_rate(windows: list[dict], skip: int, batch: int) -> float:
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-audit", action="store_true")
     parser.add_argument("--no-open-clip", action="store_true")
     parser.add_argument("--no-end-to-end", action="store_true")
+    parser.add_argument("--stacks", type=Path, default=None, help="sample the end-to-end run's stacks into this file")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if not args.no_open_clip and args.encoder not in OPEN_CLIP_NAMES:

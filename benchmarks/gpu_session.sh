@@ -10,8 +10,9 @@ export PYTHONPATH=/tmp/site:$PWD MEDCLIP_HOME=/tmp/medclip-home PYTHONUNBUFFERED
 export MEDCLIP_TEST_MEDPIX=$PWD/.gpudata/medpix2
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv | tee "$OUT/nvidia-smi.txt"
 python3 -c "import torch, open_clip, timm; print('torch', torch.__version__, 'open_clip', open_clip.__version__, 'timm', timm.__version__)"
-timeout "${BENCH_TIMEOUT:-390}" python3 benchmarks/gpu_finetune.py --data .gpudata/medpix2 --compile \
-  --profile "$OUT/profile.txt" --json "$OUT/gpu_finetune.json" "$@" 2>&1 | tee "$OUT/gpu_finetune.log"
+# BENCH_ARGS: e.g. "--compile" (also time compiled blocks) or "--no-open-clip" (its figure is known).
+timeout "${BENCH_TIMEOUT:-390}" python3 benchmarks/gpu_finetune.py --data .gpudata/medpix2 ${BENCH_ARGS:---compile} \
+  --profile "$OUT/profile.txt" --stacks "$OUT/stacks.txt" --json "$OUT/gpu_finetune.json" "$@" 2>&1 | tee "$OUT/gpu_finetune.log"
 echo "benchmark exit ${PIPESTATUS[0]}"
 timeout "${TEST_TIMEOUT:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/training/test_gpu.py \
   2>&1 | tee "$OUT/pytest_gpu.log" | tail -30

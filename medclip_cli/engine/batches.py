@@ -145,6 +145,25 @@ def random_resized_crop(images: torch.Tensor, generator: torch.Generator) -> tor
     return out
 
 
+def _tensor(array: np.ndarray, pin: bool) -> torch.Tensor:
+    """``array`` as a tensor (sharing its memory), or copied into pinned memory by NumPy."""
+    if not pin:
+        return torch.from_numpy(array)
+    out = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True)
+    np.copyto(out.numpy(), array)
+    return out
+
+
+def _gather(source: np.ndarray, idx: np.ndarray, pin: bool) -> torch.Tensor:
+    """``source[idx]`` as a tensor, gathered by NumPy; with ``pin`` straight into pinned memory
+    (one copy instead of a gather and then a copy into pinned memory)."""
+    if not pin:
+        return torch.from_numpy(source[idx])
+    out = torch.empty((len(idx), *source.shape[1:]), dtype=torch.from_numpy(source[:0]).dtype, pin_memory=True)
+    np.take(source, idx, axis=0, out=out.numpy(), mode="clip")  # "clip": no bounds pass, no buffering
+    return out
+
+
 class Batches:
     """The micro-batches of the rest of the run, gathered ahead in threads when ``workers`` > 0.
 
@@ -167,46 +186,43 @@ class Batches:
                 yield epoch, order, micro
 
     def _make(self, epoch: int, order: torch.Tensor, micro: int):
+        # NumPy only: a torch kernel run in one of these threads slows the training step in the
+        # main thread by a third or more (measured on the CPU, ``tests/training/test_batches.py``
+        # keeps it out), so the batch is gathered with NumPy, on a GPU straight into pinned memory.
         b, rank = self.cfg.batch_size, self.info.rank
         global_batch = order[micro * b * self.info.world_size : (micro + 1) * b * self.info.world_size]
-        idx = global_batch[rank * b : (rank + 1) * b]
+        idx = global_batch[rank * b : (rank + 1) * b].numpy()
+        pin = self.device.type == "cuda"  # pinned, so the copies to the device never wait on the step
         # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
-        pixels = torch.from_numpy(self.data.pixels[idx.numpy()])
-        if self.device.type == "cuda":
-            pixels = pixels.pin_memory()
+        pixels = _gather(self.data.pixels, idx, pin)
         augment = None
         if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
             augment = torch.Generator().manual_seed(
                 (((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
             )
-        groups = self.data.groups[idx] if self.data.groups is not None else None
-        tokens = self.data.texts[idx]
+        groups = self.data.groups.numpy()[idx] if self.data.groups is not None else None
+        tokens = self.data.texts.numpy()[idx]
         if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
-            tokens, groups = self._label_text(idx, tokens, groups, epoch, micro, rank)
-        if self.device.type == "cuda":  # pinned, so the copies to the device never wait on the step
-            tokens = tokens.pin_memory()
-            groups = groups.pin_memory() if groups is not None else None
-        return pixels, tokens, groups, augment
+            self._label_text(idx, tokens, groups, epoch, micro, rank)
+        return pixels, _tensor(tokens, pin), _tensor(groups, pin) if groups is not None else None, augment
 
-    def _label_text(self, idx: torch.Tensor, tokens: torch.Tensor, groups, epoch: int, micro: int, rank: int):
-        """Replace some captions by label prompts; seeded by the batch's place in the run, like the crop."""
+    def _label_text(self, idx: np.ndarray, tokens: np.ndarray, groups: np.ndarray | None, epoch: int, micro: int, rank: int) -> None:
+        """Replace some captions by label prompts, in place; seeded by the batch's place in the
+        run, like the crop."""
         data = self.data
         g = torch.Generator().manual_seed((((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank + 2048) % 2**63)
         draws = torch.rand(len(idx), generator=g).tolist()
         picks = torch.rand(len(idx), generator=g).tolist()
-        tokens = tokens.clone()
+        label_texts = data.label_texts.numpy()
         # A label prompt keeps caption-identity groups meaningful: same prompt, same group.
-        caption_groups = groups is not None and not self.cfg.soft_label
-        if caption_groups:
-            groups = groups.clone()
+        label_groups = data.label_groups.numpy() if groups is not None and not self.cfg.soft_label else None
         for k, i in enumerate(idx.tolist()):
             options = data.label_choices[i]
             if options and draws[k] < self.cfg.label_text_prob:
                 row = options[min(int(picks[k] * len(options)), len(options) - 1)]
-                tokens[k] = data.label_texts[row]
-                if caption_groups:
-                    groups[k] = data.label_groups[row]
-        return tokens, groups
+                tokens[k] = label_texts[row]
+                if label_groups is not None:
+                    groups[k] = label_groups[row]
 
     def __iter__(self):
         jobs = self._jobs()

@@ -1,8 +1,8 @@
 """The training forward, computed for less: the same numbers as open_clip's ``encode_image`` /
 ``encode_text`` where only the pooled token is used.
 
-Text is run in length buckets up to each bucket's longest caption (causal attention makes the
-padding after the end token irrelevant); the last transformer block of either tower computes its
+Text is run up to the batch's longest caption, on the CPU in length buckets up to each bucket's
+longest (causal attention makes the padding after the end token irrelevant); the last transformer block of either tower computes its
 queries and MLP for the pooled token alone; a locked Hugging Face text tower can be run once per
 text (:func:`frozen_text_pooled`). On a GPU: NHWC convolutional towers and compiled blocks.
 """
@@ -169,31 +169,40 @@ def encode_image_pooled(module: nn.Module, images: torch.Tensor) -> torch.Tensor
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
-def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+def encode_text_trimmed(
+    module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None, buckets: bool | None = None
+) -> torch.Tensor:
     """``module.encode_text(tokens)``, computing each length bucket only up to its longest caption.
 
     ``lengths`` (:func:`token_lengths`, from the host copy of the batch) plans the buckets without
-    reading the device; without it they are read from ``tokens``."""
+    reading the device; without it they are read from ``tokens``. ``buckets``: split the batch by
+    length (default: on the CPU). On a GPU another bucket costs another pass of the whole tower's
+    kernel launches, which outweighs the padding it saves (a step there is bound by the host
+    queueing kernels), so there the batch runs as one, cut at its longest caption."""
     if _hf_pad_id(module) is not None:
         return module.encode_text(trim_hf_padding(module, tokens, lengths))
     if not _can_trim_text(module) or tokens.shape[0] < 2:
         return module.encode_text(tokens)
     from open_clip.transformer import text_global_pool
 
-    device_lengths = (tokens != 0).sum(dim=1)
-    order = torch.argsort(device_lengths, stable=True)  # the same order as sorting ``lengths``
-    sorted_lengths = sorted(lengths) if lengths is not None else device_lengths[order].tolist()
-    longest = max(1, sorted_lengths[-1])
+    buckets = not tokens.is_cuda if buckets is None else buckets
+    device_lengths = (tokens != 0).sum(dim=1) if lengths is None or buckets else None
+    if not buckets:
+        width = max(lengths) if lengths is not None else int(device_lengths.max())
+        buckets = [(slice(None), max(1, width))]
+    else:
+        order = torch.argsort(device_lengths, stable=True)  # the same order as sorting ``lengths``
+        sorted_lengths = sorted(lengths) if lengths is not None else device_lengths[order].tolist()
+        bounds = _bucket_bounds(sorted_lengths)
+        buckets = [(order[start:end], max(1, sorted_lengths[end - 1])) for start, end in zip([0] + bounds, bounds)]
+    longest = max(width for _, width in buckets)
     cast_dtype = module.transformer.get_cast_dtype()
     pooled_only = _pooled_shortcut_ok(module.transformer)
     # One embedding lookup for the batch: its backward builds one dense vocabulary-sized
     # gradient instead of one per bucket.
     embedded = module.token_embedding(tokens[:, :longest]).to(cast_dtype)
     out = None
-    start = 0
-    for end in _bucket_bounds(sorted_lengths):
-        rows = order[start:end]
-        width = max(1, sorted_lengths[end - 1])
+    for rows, width in buckets:
         text = tokens[rows, :width]
         x = embedded[rows, :width] + module.positional_embedding[:width].to(cast_dtype)
         mask = module.attn_mask[:width, :width]
@@ -214,10 +223,11 @@ def encode_text_trimmed(module: nn.Module, tokens: torch.Tensor, lengths: list[i
                 if isinstance(module.text_projection, nn.Linear)
                 else x @ module.text_projection
             )
+        if isinstance(rows, slice):  # the whole batch in its own order
+            return x
         if out is None:
             out = x.new_empty((tokens.shape[0], x.shape[1]))
         out[rows] = x
-        start = end
     return out
 
 

@@ -435,6 +435,7 @@ class _Run:
         self.events = events if info.is_main else TrainEvents()
         self.out = Path(cfg.output)
         self.precision = resolve_precision(cfg.precision, device)
+        self.data_wait = 0.0  # seconds the last step waited for its batches
 
     # -- set-up --------------------------------------------------------------------------
     def _find_resume(self) -> ckpt.Checkpoint | None:
@@ -659,27 +660,31 @@ class _Run:
         task = self.progress.task(f"epoch {self.epoch + 1}/{plan.epochs}", total=steps_this_epoch)
         if self.position:
             self.progress.advance(task, self.position)
-        window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+        window = {"loss": 0.0, "steps": 0, "seconds": 0.0, "data": 0.0}
         last_end = time.perf_counter()
         # On a GPU the loss is read back once per log line, not every step (see ``_step``).
         each_step = self.device.type != "cuda"
         self.shown_loss: float | None = None
         while self.position < steps_this_epoch:
             loss = self._step(batch_iter)
-            # Step to step, waiting for data included (open_clip_train's "Batch (t)"). On a
-            # GPU the host runs ahead of the device; over a log window the two agree.
-            now = time.perf_counter()
-            seconds, last_end = now - last_end, now
             window["loss"] = window["loss"] + loss
             window["steps"] += 1
-            window["seconds"] += seconds
+            window["data"] += self.data_wait
             self.epoch_loss[0] = self.epoch_loss[0] + loss
             self.epoch_loss[1] += 1
             if each_step:
                 self.shown_loss = float(loss)
-            if window["steps"] == cfg.log_every or self.position == steps_this_epoch:
-                self.shown_loss = self._log_window(window)
-                window = {"loss": 0.0, "steps": 0, "seconds": 0.0}
+            log = window["steps"] == cfg.log_every or self.position == steps_this_epoch
+            if log:  # the window's loss, read before the clock stops: its steps have all run then
+                self.shown_loss = self._window_loss(window)
+            # Step to step, waiting for data included (open_clip_train's "Batch (t)"). On a
+            # GPU the host runs ahead of the device; over a log window the two agree.
+            now = time.perf_counter()
+            seconds, last_end = now - last_end, now
+            window["seconds"] += seconds
+            if log:
+                self._log_window(window)
+                window = {"loss": 0.0, "steps": 0, "seconds": 0.0, "data": 0.0}
             samples_s = round(plan.effective_batch / seconds, 1)
             shown = {"loss": self.shown_loss} if self.shown_loss is not None else {}
             self.progress.advance(task, **shown, lr=self._lr(), samples_s=samples_s)
@@ -705,8 +710,11 @@ class _Run:
 
         cfg = self.cfg
         total = None
+        self.data_wait = 0.0
         for k in range(cfg.grad_accum):
+            waited = time.perf_counter()
             pixels, tokens, groups, augment = next(batch_iter)
+            self.data_wait += time.perf_counter() - waited
             lengths = token_lengths(self.model.module, tokens)  # from the host copy: no read-back
             images = normalize_batch(pixels, self.model.preprocess, self.device)
             if augment is not None:
@@ -788,21 +796,25 @@ class _Run:
             + (", then --resume" if self.last_checkpoint else ""),
         )
 
-    def _log_window(self, window: dict) -> float:
-        """Writes the window's record; returns its mean loss (reading the device once)."""
+    def _window_loss(self, window: dict) -> float:
+        """The window's mean loss (reading the device once), stored in it for its record."""
         self._check_finite()
-        loss = float(window["loss"]) / window["steps"]
+        window["mean_loss"] = float(window["loss"]) / window["steps"]
+        return window["mean_loss"]
+
+    def _log_window(self, window: dict) -> None:
         record = {
             "type": "train",
             "step": self.step,
             "epoch": self.epoch + 1,
-            "loss": loss,
+            "loss": window["mean_loss"],
             "lr": self._lr(),
             "logit_scale": self.model.logit_scale,
             "samples_per_s": self.plan.effective_batch * window["steps"] / max(window["seconds"], 1e-9),
+            # Seconds per step spent waiting for the next batch (open_clip_train's "Data (t)").
+            "data_wait_s": window["data"] / window["steps"],
         }
         self.scalars.write(record)
-        return loss
 
     def _end_epoch(self) -> None:
         self._check_finite()

@@ -29,7 +29,10 @@ def test_finetune_end_to_end_on_medpix(cli, medpix_root, tmp_path):
     assert 0.0 <= record["zeroshot_modality_acc"] <= 1.0
     lines = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in lines if r["type"] == "train"] == [10, 16]
-    assert all(r["samples_per_s"] > 0 and r["lr"] >= 0 for r in lines if r["type"] == "train")
+    train_lines = [r for r in lines if r["type"] == "train"]
+    assert all(r["samples_per_s"] > 0 and r["lr"] >= 0 and 0 <= r["data_wait_s"] for r in train_lines)
+    # Waiting for data is part of a step's time, never more than all of it.
+    assert all(r["data_wait_s"] * r["samples_per_s"] <= 1.01 * 32 for r in train_lines)
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["loss_weight"] == 0.7
     assert config["plan"]["total_steps"] == 16 and config["plan"]["warmup_steps"] == 2

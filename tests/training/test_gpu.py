@@ -20,6 +20,18 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
+
+def test_batches_for_a_gpu_are_gathered_into_pinned_memory():
+    import numpy as np
+
+    from medclip_cli.engine.batches import _gather, _tensor
+
+    source = (np.arange(10 * 4 * 4 * 3) % 251).astype(np.uint8).reshape(10, 4, 4, 3)
+    idx = np.array([3, 1, 3, 9])
+    for made in (_gather(source, idx, pin=True), _tensor(source[idx], pin=True)):
+        assert made.is_pinned() and torch.equal(made, torch.from_numpy(source[idx]))
+
+
 def _step_run(encoder: str, batch: int = 16):
     from benchmarks.step_ceiling import captions_for, make_step_run, memory_batches
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medclip_cli.engine.optim import WarmupCosine, build_optimizer, decay_split, warmup_steps_for
-from medclip_cli.engine.forward import _bucket_bounds, encode_text_trimmed
+from medclip_cli.engine.forward import _bucket_bounds, encode_text_trimmed, token_lengths
 from medclip_cli.errors import UsageError
 
 
@@ -71,21 +71,25 @@ def test_bucket_bounds_cover_the_batch_in_order():
     assert padded < len(lengths) * 77 / 2
 
 
-def test_trimmed_text_encoding_equals_open_clip(tiny_model):
-    captions = ["x", "a chest radiograph", "axial CT of the abdomen with contrast " * 3, "word " * 100, "MRI"]
+@pytest.mark.parametrize("buckets", [True, False], ids=["length-buckets", "one-batch"])
+@pytest.mark.parametrize("host_lengths", [True, False])
+def test_trimmed_text_encoding_equals_open_clip(tiny_model, buckets, host_lengths):
+    captions = ["x", "a chest radiograph", "axial CT of the abdomen with contrast " * 3, "MRI", "ct of the head"]
     tokens = tiny_model.tokenize(captions)
     module = tiny_model.module.eval()
+    lengths = token_lengths(module, tokens) if host_lengths else None
     with torch.no_grad():
-        ours = encode_text_trimmed(module, tokens)
+        ours = encode_text_trimmed(module, tokens, lengths, buckets=buckets)
         theirs = module.encode_text(tokens)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_trimmed_text_encoding_has_the_same_gradient(tiny_model):
+@pytest.mark.parametrize("buckets", [True, False], ids=["length-buckets", "one-batch"])
+def test_trimmed_text_encoding_has_the_same_gradient(tiny_model, buckets):
     tokens = tiny_model.tokenize(["short", "a longer caption about a brain MRI", "ct"])
     module = tiny_model.module.train()
     grads = []
-    for encode in (encode_text_trimmed, lambda m, t: m.encode_text(t)):
+    for encode in (lambda m, t: encode_text_trimmed(m, t, buckets=buckets), lambda m, t: m.encode_text(t)):
         module.zero_grad()
         encode(module, tokens).pow(2).sum().backward()
         grads.append(module.transformer.resblocks[0].mlp.c_fc.weight.grad.clone())
