@@ -37,6 +37,7 @@ _FIELDS = {
     "warmup": "warmup",
     "grad_accum": "grad_accum",
     "grad_clip": "grad_clip",
+    "ema_decay": "ema_decay",
     "precision": "precision",
     "max_steps": "max_steps",
     "seed": "seed",
@@ -131,6 +132,13 @@ def finetune(
     ] = 0.1,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Optimizer step every k batches.")] = 1,
     grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the gradient norm (0: off).")] = 1.0,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            "--ema-decay",
+            help="Validate and save a moving average of the weights with this decay, e.g. 0.998 (0: off).",
+        ),
+    ] = 0.0,
     precision: Annotated[
         str,
         typer.Option(
@@ -223,6 +231,7 @@ def finetune(
         "warmup": warmup,
         "grad_accum": grad_accum,
         "grad_clip": grad_clip or None,
+        "ema_decay": ema_decay,
         "precision": precision.strip().lower(),
         "max_steps": max_steps,
         "seed": seed,

@@ -26,6 +26,7 @@ from medclip_cli.atomic import write_text_atomic
 from medclip_cli.engine import checkpoint as ckpt
 from medclip_cli.engine import distributed as dist_
 from medclip_cli.engine.batches import Batches, load_pairs, random_resized_crop
+from medclip_cli.engine.ema import WeightAverage
 from medclip_cli.engine.forward import (
     ClipStep,
     autocast,
@@ -97,6 +98,9 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of the steps (< 1) or a number of steps (≥ 1)
     grad_accum: int = 1  # optimizer step every k batches (each batch is its own contrastive batch)
     grad_clip: float | None = 1.0
+    # Validate and save an exponential moving average of the weights with this decay (e.g.
+    # 0.998); 0: the weights as trained (``medclip_cli/engine/ema.py``).
+    ema_decay: float = 0.0
     precision: str = "auto"
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule fits them)
     seed: int = 0
@@ -229,6 +233,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.grad_clip is not None and not (cfg.grad_clip >= 0 and math.isfinite(cfg.grad_clip)):
         # clip_grad_norm_ with a negative norm flips every gradient: training would climb the loss.
         raise UsageError(f"--grad-clip must be zero (off) or positive, not {cfg.grad_clip}")
+    if not (0.0 <= cfg.ema_decay < 1.0):
+        raise UsageError(f"--ema-decay must be at least 0 (off) and below 1, not {cfg.ema_decay}")
     if not (cfg.warmup >= 0 and math.isfinite(cfg.warmup)):
         raise UsageError(f"--warmup must be a fraction of the steps (0–1) or a number of steps, not {cfg.warmup}")
     if cfg.precision not in PRECISIONS:
@@ -436,6 +442,7 @@ class _Run:
         self.out = Path(cfg.output)
         self.precision = resolve_precision(cfg.precision, device)
         self.data_wait = 0.0  # seconds the last step waited for its batches
+        self.ema: WeightAverage | None = None  # set in run() with --ema-decay
 
     # -- set-up --------------------------------------------------------------------------
     def _find_resume(self) -> ckpt.Checkpoint | None:
@@ -580,6 +587,7 @@ class _Run:
         self.optimizer = build_optimizer(module, lr, cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, plan.total_steps, plan.warmup_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.ema = WeightAverage(module, cfg.ema_decay) if cfg.ema_decay else None
         self._prepare_finite_guard()
         self.step, self.epoch, self.position = 0, 0, 0
         self.best: dict | None = None
@@ -632,6 +640,8 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         ckpt.restore_rng_state(state["rng"], self.device)
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         self.best = state.get("best")
@@ -741,6 +751,8 @@ class _Run:
         self.scheduler.step()
         with torch.no_grad():  # CLIP's clamp: the temperature never exceeds 100
             self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         self.position += 1
         return total
@@ -818,13 +830,23 @@ class _Run:
 
     def _end_epoch(self) -> None:
         self._check_finite()
-        cfg = self.cfg
         record = {
             "type": "epoch",
             "step": self.step,
             "epoch": self.epoch + 1,
             "train_loss": float(self.epoch_loss[0]) / max(1, self.epoch_loss[1]),
         }
+        # Validation and bundles see the weight average when the run keeps one.
+        with self.ema.applied() if self.ema is not None else nullcontext():
+            self._validate_and_save(record)
+        dist_.barrier()
+        self.epoch += 1
+        self.position = 0
+        self.epoch_loss = [0.0, 0]
+        self._checkpoint()
+
+    def _validate_and_save(self, record: dict) -> bool:
+        cfg = self.cfg
         improved = False
         if self.info.is_main:
             if self.val_set is not None:
@@ -842,11 +864,7 @@ class _Run:
             self._save_bundle("last", record)
             if improved:
                 self._save_bundle("best", record)
-        dist_.barrier()
-        self.epoch += 1
-        self.position = 0
-        self.epoch_loss = [0.0, 0]
-        self._checkpoint()
+        return improved
 
     def _provenance(self, record: dict) -> dict:
         cfg = self.cfg
@@ -878,6 +896,7 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": ckpt.rng_state(self.device),
                 "best": self.best,
                 "history": self.history,

@@ -22,6 +22,7 @@ def _args(data: Path, output: Path) -> list[str]:
         "finetune", "--encoder", "test-vit", "--data", str(data), "--output", str(output),
         "--epochs", "2", "--batch-size", "8", "--checkpoint-every", "5", "--augment", "--seed", "7",
         "--val-task", "modality", "--device", "cpu", "--json",
+        "--ema-decay", "0.9",  # the bundles hold the weight average: resuming must restore it too
     ]  # fmt: skip
 
 
