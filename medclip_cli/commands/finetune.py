@@ -94,7 +94,8 @@ def finetune(
         bool,
         typer.Option(
             "--soft-targets",
-            help="Pairs sharing a --soft-label value (else a caption) count as positives, not negatives.",
+            help="Pairs sharing a --soft-label value (else a caption) count as positives, not negatives; "
+            "a label prompt is a positive of every image with its class.",
         ),
     ] = False,
     soft_label: Annotated[

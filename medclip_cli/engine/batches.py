@@ -29,12 +29,12 @@ class PairSet:
     tokens: torch.Tensor  # [N, context] int64
     captions: list[str]
     labels: list[dict]
-    groups: torch.Tensor | None  # [N] soft-target group ids
+    groups: torch.Tensor | None  # [N] soft-target group ids, or [N, 2 + fields] keys with label prompts
     skipped: int
     # Label text: tokenised label prompts, and for each pair the rows of them that describe it.
     label_tokens: torch.Tensor | None = None  # [M, context] int64
     label_choices: list[list[int]] | None = None
-    label_groups: torch.Tensor | None = None  # [M] group ids of the prompts (after the caption groups)
+    label_groups: torch.Tensor | None = None  # [M] label key of each prompt (after the caption groups)
     # With the text-feature cache: the locked text tower's pooled output of each caption / prompt.
     text_pooled: torch.Tensor | None = None  # [N, width] float32
     label_pooled: torch.Tensor | None = None  # [M, width] float32
@@ -88,39 +88,65 @@ def load_pairs(
     skipped = len(dataset) - len(samples)
     pairs = PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
     if label_text is not None:
-        add_label_text(pairs, dataset, model, *label_text)
+        add_label_text(pairs, dataset, model, *label_text, label_targets=soft and not soft_label)
     return pairs
 
 
 def label_prompts(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[str]:
     """Every prompt (each field, each template) naming the labels of one pair that the fields list."""
+    return [p for _, prompts in _label_prompts_by_field(dataset, labels, fields_, prompt_set) for p in prompts]
+
+
+def _label_prompts_by_field(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[tuple[tuple[str, str], list[str]]]:
+    """``((field, value), prompts)`` for each field of ``fields_`` whose value is a listed class."""
     from medclip_cli.engine.zeroshot import fill_template
 
-    prompts: list[str] = []
+    out = []
     for name in fields_:
         label_field = dataset.label_field(name)
         value = labels.get(name)
         if value not in label_field.classes:
             continue
         readable = label_field.readable_name(value)
-        prompts += [fill_template(t, readable) for t in prompt_set.for_task(name, label_field)[readable]]
-    return prompts
+        out.append(((name, value), [fill_template(t, readable) for t in prompt_set.for_task(name, label_field)[readable]]))
+    return out
 
 
-def add_label_text(pairs: PairSet, dataset, model, fields_: list[str], prompts_name: str | None) -> None:
+def add_label_text(pairs: PairSet, dataset, model, fields_: list[str], prompts_name: str | None, *, label_targets: bool = False) -> None:
+    """Tokenise the label prompts of every pair. Each prompt's group is its label key (field and
+    class); with ``label_targets`` the caption groups become ``[N, 2 + fields]`` keys (column 0:
+    the text's, initially the caption group; 1: the caption group; then one label key per field,
+    −1 where the pair has none) so that a prompt is a positive of every image with its class
+    (see ``engine/loss.py``)."""
     from medclip_cli.engine.prompts import load_prompt_set
 
     prompt_set = load_prompt_set(prompts_name)
     rows: dict[str, int] = {}
+    row_keys: list[int] = []
+    keys: dict[tuple[str, str], int] = {}
     choices = []
+    pair_keys = []
     for labels in pairs.labels:
-        mine = label_prompts(dataset, labels, fields_, prompt_set)
-        choices.append([rows.setdefault(p, len(rows)) for p in dict.fromkeys(mine)])
+        mine, own = [], [-1] * len(fields_)
+        for (name, value), prompts in _label_prompts_by_field(dataset, labels, fields_, prompt_set):
+            key = keys.setdefault((name, value), len(keys))
+            own[fields_.index(name)] = key
+            for prompt in prompts:
+                if prompt not in rows:  # a prompt two classes share keeps the first one's key
+                    rows[prompt] = len(rows)
+                    row_keys.append(key)
+                mine.append(rows[prompt])
+        choices.append(list(dict.fromkeys(mine)))
+        pair_keys.append(own)
     texts = list(rows)
     pairs.label_tokens = model.tokenize(texts).long() if texts else torch.zeros(0, model.context_length, dtype=torch.long)
     pairs.label_choices = choices
     offset = int(pairs.groups.max()) + 1 if pairs.groups is not None and len(pairs.groups) else 0
-    pairs.label_groups = torch.arange(len(texts), dtype=torch.long) + offset
+    pairs.label_groups = torch.tensor(row_keys, dtype=torch.long) + offset
+    if label_targets and pairs.groups is not None:
+        own = torch.tensor(pair_keys, dtype=torch.long).reshape(len(pair_keys), len(fields_))
+        own = torch.where(own >= 0, own + offset, own)
+        pairs.groups = torch.cat([pairs.groups[:, None], pairs.groups[:, None], own], dim=1)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -214,7 +240,8 @@ class Batches:
         draws = torch.rand(len(idx), generator=g).tolist()
         picks = torch.rand(len(idx), generator=g).tolist()
         label_texts = data.label_texts.numpy()
-        # A label prompt keeps caption-identity groups meaningful: same prompt, same group.
+        # A label prompt's group is its label key: the text side of the [N, 2 + fields] keys (a
+        # positive of every image with that class), or, 1-D, the group of every pair it replaces.
         label_groups = data.label_groups.numpy() if groups is not None and not self.cfg.soft_label else None
         for k, i in enumerate(idx.tolist()):
             options = data.label_choices[i]
@@ -222,7 +249,10 @@ class Batches:
                 row = options[min(int(picks[k] * len(options)), len(options) - 1)]
                 tokens[k] = label_texts[row]
                 if label_groups is not None:
-                    groups[k] = label_groups[row]
+                    if groups.ndim == 2:
+                        groups[k, 0] = label_groups[row]
+                    else:
+                        groups[k] = label_groups[row]
 
     def __iter__(self):
         jobs = self._jobs()

@@ -9,10 +9,26 @@ is equal is a positive, and the target row of image i is uniform over those j::
 
     T[i, j] = [g_i == g_j] / #{k : g_k == g_i}
 
-The loss is then the cross-entropy against that distribution (the same matrix serves
-text→image, since group equality is symmetric). Groups are caption identity (two images with the
-same caption are not each other's negatives) or, when a label field is named, the label value
-(every same-class pair is a positive). With all groups distinct this equals the hard loss.
+The loss is then the cross-entropy against that distribution (the text→image rows are the
+columns of the same relation, normalised the same way). Groups are caption identity (two images
+with the same caption are not each other's negatives) or, when a label field is named, the label
+value (every same-class pair is a positive). With all groups distinct this equals the hard loss.
+
+Label prompts (``--label-text-field``) make the relation one of texts to images, as in UniCL
+(Yang et al., 2022, "Unified Contrastive Learning in Image-Text-Label Space"): a prompt naming a
+class is a positive of *every* image in the batch that has that class, whatever template worded
+it, and a caption stays a positive of its own image and of images with the same caption. Groups
+are then a matrix: column 0 is what each pair's text says (a caption group or a label key), the
+other columns what its image is (its caption group and one label key per field, ``-1`` for none).
+An image's target row gives each of its keys found among the batch's texts the same share, split
+evenly over that key's texts::
+
+    T[i, j] = Σ_k [t_j = keys_ik] / (#{k' : keys_ik' ∈ t} · #{l : t_l = keys_ik})
+
+so a field with many classes (few prompts per class in a batch) weighs as much as a two-class one;
+plain uniform rows over all positives would let frequent classes take most of the mass. A text's
+row is uniform over the images it describes. A one-column (or 1-D) group tensor is the
+caption-identity case above.
 
 Note on caption groups: two pairs with one caption have identical text features, so the hard loss
 already pulls each image towards that one text vector; the soft loss has the same value and
@@ -45,7 +61,32 @@ def check_loss_weight(weight: float) -> float:
 
 def soft_targets(row_groups: torch.Tensor, column_groups: torch.Tensor) -> torch.Tensor:
     """``T[i, j] = [row_i == col_j] / #{k : row_i == col_k}`` (rows sum to 1)."""
-    same = (row_groups[:, None] == column_groups[None, :]).float()
+    return _normalise(row_groups[:, None] == column_groups[None, :])
+
+
+def positives(image_groups: torch.Tensor, text_groups: torch.Tensor) -> torch.Tensor:
+    """``P[i, j]``: text j describes image i. Groups are 1-D (one id per pair, equality) or
+    ``[N, 1 + K]`` (column 0 the text's key, the rest the image's keys; see the module notes)."""
+    if image_groups.dim() == 1:
+        return image_groups[:, None] == text_groups[None, :]
+    text_keys = text_groups[:, 0]
+    image_keys = image_groups[:, 1:]
+    return (image_keys[:, :, None] == text_keys[None, None, :]).any(dim=1)  # text keys are ≥ 0, padding −1
+
+
+def image_targets(image_groups: torch.Tensor, text_groups: torch.Tensor) -> torch.Tensor:
+    """The image→text target rows (see the module notes): for 1-D groups uniform over the
+    positives; for label keys an equal share per key of the image present in the batch."""
+    if image_groups.dim() == 1:
+        return _normalise(positives(image_groups, text_groups))
+    match = image_groups[:, 1:, None] == text_groups[None, None, :, 0]  # [images, keys, texts]
+    per_key = match.float() / match.sum(dim=2, keepdim=True).clamp_min(1)
+    present = match.any(dim=2).sum(dim=1).clamp_min(1)
+    return per_key.sum(dim=1) / present[:, None]
+
+
+def _normalise(same: torch.Tensor) -> torch.Tensor:
+    same = same.float()
     return same / same.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
@@ -56,7 +97,8 @@ def weighted_clip_loss(
     weight: float = 0.5,
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The weighted loss of one batch (single process). ``groups`` (one id per pair) enables soft targets.
+    """The weighted loss of one batch (single process). ``groups`` (one id per pair, or the
+    ``[N, 1 + K]`` text/image keys of label prompts) enables soft targets.
 
     Features need not be normalised; they are L2-normalised here.
     """
@@ -68,8 +110,8 @@ def weighted_clip_loss(
     if groups is None:
         targets = torch.arange(n, device=logits_per_image.device)
         return _weighted(logits_per_image, logits_per_image.T, targets, targets, weight)
-    t = soft_targets(groups, groups)
-    return _weighted(logits_per_image, logits_per_image.T, t, t, weight)
+    targets_t2i = _normalise(positives(groups, groups).T)
+    return _weighted(logits_per_image, logits_per_image.T, image_targets(groups, groups), targets_t2i, weight)
 
 
 def _weighted(logits_i2t, logits_t2i, targets_i2t, targets_t2i, weight: float) -> torch.Tensor:
@@ -118,7 +160,9 @@ class WeightedClipLoss(nn.Module):
         logits_t2i = scale * text_features @ all_images.T  # [B, N]
         b = image_features.shape[0]
         if self.soft_targets and groups is not None:
-            targets = soft_targets(groups, gather_no_grad(groups))
-        else:
-            targets = torch.arange(b, device=logits_i2t.device) + b * self.rank
+            all_groups = gather_no_grad(groups)
+            targets_i2t = image_targets(groups, all_groups)  # local images × all texts
+            targets_t2i = _normalise(positives(all_groups, groups).T)  # local texts × all images
+            return _weighted(logits_i2t, logits_t2i, targets_i2t, targets_t2i, self.weight)
+        targets = torch.arange(b, device=logits_i2t.device) + b * self.rank
         return _weighted(logits_i2t, logits_t2i, targets, targets, self.weight)

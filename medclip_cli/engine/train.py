@@ -86,7 +86,8 @@ class TrainConfig:
     # by one prompt picked at random among those naming its labels (every template of each field
     # of ``label_text_fields`` in the prompt set ``label_text_prompts``, filled with the readable
     # class name: the prompts zero-shot evaluation uses). Supervision from the training split's
-    # own labels. With soft targets by caption, identical texts in a batch are each other's positives.
+    # own labels. With soft targets by caption, a prompt is a positive of every image in the batch
+    # with the class it names, whatever its template (UniCL-style; ``engine/loss.py``).
     label_text_fields: list[str] = field(default_factory=list)
     label_text_prob: float = 0.0
     label_text_prompts: str | None = None  # a prompt-set name or file; None: the seed set

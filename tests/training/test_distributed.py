@@ -71,14 +71,14 @@ def _loss_worker(rank: int, world: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    images, texts, groups = _global_batch()
+    images, texts, _ = _global_batch()
     rows = slice(rank * 3, rank * 3 + 3)
     out = {}
-    for soft in (False, True):
+    for soft, groups in _GROUPINGS.items():
         img = images[rows].clone().requires_grad_(True)
         txt = texts[rows].clone().requires_grad_(True)
         scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
-        loss = WeightedClipLoss(0.3, soft_targets=soft, rank=rank, world_size=world)(img, txt, scale, groups[rows])
+        loss = WeightedClipLoss(0.3, soft_targets=soft is not False, rank=rank, world_size=world)(img, txt, scale, groups[rows])
         loss.backward()
         # What DDP would do with the parameters' gradients: average over ranks.
         grads = [img.grad.clone(), txt.grad.clone(), scale.grad.clone().reshape(1)]
@@ -97,6 +97,17 @@ def _global_batch():
     return images, texts, torch.tensor([0, 1, 0, 2, 1, 0])
 
 
+# Hard targets; caption groups; label keys (text key, caption group, modality key, region key),
+# where texts 0, 2 and 3 are label prompts: an asymmetric text-to-image relation.
+_GROUPINGS = {
+    False: torch.tensor([0, 1, 2, 3, 4, 5]),
+    "captions": torch.tensor([0, 1, 0, 2, 1, 0]),
+    "label keys": torch.tensor(
+        [[10, 0, 10, 20], [1, 1, 11, 21], [20, 0, 11, 20], [11, 2, 11, -1], [1, 1, 10, 21], [3, 3, 10, 20]]
+    ),
+}
+
+
 def test_gathered_loss_and_gradients_equal_the_global_batch():
     import torch.multiprocessing as mp
 
@@ -112,11 +123,11 @@ def test_gathered_loss_and_gradients_equal_the_global_batch():
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    images, texts, groups = _global_batch()
-    for soft in (False, True):
+    images, texts, _ = _global_batch()
+    for soft, groups in _GROUPINGS.items():
         img, txt = images.clone().requires_grad_(True), texts.clone().requires_grad_(True)
         scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
-        loss = WeightedClipLoss(0.3, soft_targets=soft)(img, txt, scale, groups)
+        loss = WeightedClipLoss(0.3, soft_targets=soft is not False)(img, txt, scale, groups)
         loss.backward()
         mean_loss = sum(results[r][soft][0] for r in range(2)) / 2
         assert mean_loss == pytest.approx(float(loss.detach()), rel=1e-6)

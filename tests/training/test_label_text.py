@@ -60,11 +60,24 @@ def test_probability_one_replaces_every_caption_by_one_of_its_own_label_prompts(
     for row, i in enumerate(order.tolist()):
         allowed = model.tokenize(label_prompts(dataset, pairs.labels[i], FIELDS, prompt_set))
         assert any(torch.equal(tokens[row], a) for a in allowed)
-    # Identical texts share a soft-target group; different texts never do.
-    for a in range(len(order)):
+    # A prompt is a positive of every image in the batch with the class it names, whatever its
+    # template; of no other image.
+    from medclip_cli.engine.loss import positives
+
+    by_class = {}
+    for labels in pairs.labels:
+        for name in FIELDS:
+            value = labels.get(name)
+            if value in dataset.label_field(name).classes:
+                for p in label_prompts(dataset, {name: value}, [name], prompt_set):
+                    by_class.setdefault(tuple(model.tokenize([p])[0].tolist()), (name, value))
+    assert groups.shape == (len(order), 2 + len(FIELDS))
+    same = positives(groups, groups)
+    for a, i in enumerate(order.tolist()):
         for b in range(len(order)):
-            assert bool(groups[a] == groups[b]) == torch.equal(tokens[a], tokens[b])
-    assert len(torch.unique(groups)) < len(order)  # a batch of 32 repeats some of the 28 prompts
+            name, value = by_class[tuple(tokens[b].tolist())]
+            assert bool(same[a, b]) == (pairs.labels[i].get(name) == value), (a, b)
+    assert same.sum() > 2 * len(order)  # a batch of 32 shares classes
 
 
 def test_probability_zero_keeps_captions_and_the_draw_is_reproducible(pairs_and_data, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medclip_cli.engine.loss import WeightedClipLoss, soft_targets, weighted_clip_loss
+from medclip_cli.engine.loss import WeightedClipLoss, image_targets, positives, soft_targets, weighted_clip_loss
 from medclip_cli.errors import UsageError
 
 
@@ -17,25 +17,29 @@ def _features(n=5, d=8, seed=0):
     return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
 
 
-def _by_hand(images, texts, scale, lam, groups=None):
+def _by_hand(images, texts, scale, lam, groups=None, targets=None):
+    """``targets``: (image→text, text→image) target weights as nested lists (default: uniform
+    over the pairs with an equal group)."""
     x = images.numpy() / np.linalg.norm(images.numpy(), axis=1, keepdims=True)
     y = texts.numpy() / np.linalg.norm(texts.numpy(), axis=1, keepdims=True)
     n = len(x)
     s = min(math.exp(scale), 100.0)
     groups = list(range(n)) if groups is None else groups
+    if targets is None:
+        uniform = [[(groups[i] == groups[j]) / groups.count(groups[i]) for j in range(n)] for i in range(n)]
+        targets = uniform, uniform
 
-    def ce(rows):  # mean over rows of -sum_j t_ij log softmax_j
+    def ce(rows, weights):  # mean over rows of -sum_j t_ij log softmax_j
         total = 0.0
         for i in range(n):
             logits = [s * float(np.dot(*rows(i, j))) for j in range(n)]
             m = max(logits)
             log_z = m + math.log(sum(math.exp(v - m) for v in logits))
-            positives = [j for j in range(n) if groups[j] == groups[i]]
-            total += -sum((logits[j] - log_z) / len(positives) for j in positives)
+            total += -sum(weights[i][j] * (logits[j] - log_z) for j in range(n))
         return total / n
 
-    i2t = ce(lambda i, j: (x[i], y[j]))
-    t2i = ce(lambda i, j: (y[i], x[j]))
+    i2t = ce(lambda i, j: (x[i], y[j]), targets[0])
+    t2i = ce(lambda i, j: (y[i], x[j]), targets[1])
     return lam * i2t + (1 - lam) * t2i
 
 
@@ -81,6 +85,38 @@ def test_soft_targets_match_hand_computation(lam):
     scale = torch.tensor(1.5, dtype=torch.float64)
     got = float(weighted_clip_loss(images, texts, scale, lam, torch.tensor(groups)))
     assert got == pytest.approx(_by_hand(images, texts, 1.5, lam, groups), rel=1e-6)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_label_prompts_are_positives_of_every_image_with_their_class(lam):
+    # Pairs: caption group, then modality and region keys of the image; texts 0, 2 and 3 are
+    # label prompts (keys 10 = CT, 20 = chest, 11 = MR), the others captions.
+    images, texts = _features(n=6, seed=3)
+    image_keys = [[0, 10, 20], [1, 11, 21], [0, 11, 20], [2, 11, -1], [1, 10, 21], [3, 10, 20]]
+    text_keys = [10, 1, 20, 11, 1, 3]
+    groups = torch.tensor([[t, *k] for t, k in zip(text_keys, image_keys)])
+    scale = torch.tensor(0.7, dtype=torch.float64)
+    got = float(weighted_clip_loss(images, texts, scale, lam, groups))
+    # Image i: each of its keys that some text carries gets an equal share, split over those texts.
+    i2t = []
+    for keys in image_keys:
+        present = [k for k in keys if k in text_keys]
+        i2t.append([(t in present) / (len(present) * text_keys.count(t)) for t in text_keys])
+    # Text j: uniform over the images that have its key.
+    t2i = [[(t in keys) / sum(t in k for k in image_keys) for keys in image_keys] for t in text_keys]
+    assert got == pytest.approx(_by_hand(images, texts, 0.7, lam, targets=(i2t, t2i)), rel=1e-6)
+    torch.testing.assert_close(image_targets(groups, groups), torch.tensor(i2t, dtype=torch.float32))
+    # Image 1 (MR): half to its caption (texts 1 and 4 say it), half to the one MR prompt (text 3);
+    # a plain uniform row would give the prompt a third.
+    assert image_targets(groups, groups)[1].tolist() == [0.0, 0.25, 0.0, 0.5, 0.25, 0.0]
+    # Image 5 (CT, chest) has its own caption and two prompts from other images (a CT prompt and
+    # a chest prompt) as positives; image 1 (MR) its caption, image 4's identical one and the MR
+    # prompt; image 3 (MR, no region) the MR prompt only, which is its own text.
+    same = positives(groups, groups)
+    assert [row.nonzero().flatten().tolist() for row in same] == [[0, 2], [1, 3, 4], [2, 3], [3], [0, 1, 4], [0, 2, 5]]
+    # Caption groups alone (1-D) are the same relation as their two-column form.
+    caption = torch.tensor([0, 1, 0, 2, 1, 0])
+    assert torch.equal(positives(caption, caption), positives(torch.stack([caption, caption], 1), torch.stack([caption, caption], 1)))
 
 
 def test_soft_target_matrix_rows_are_uniform_over_the_group():
