@@ -27,8 +27,8 @@ evenly over that key's texts::
 
 so a field with many classes (few prompts per class in a batch) weighs as much as a two-class one;
 plain uniform rows over all positives would let frequent classes take most of the mass. A text's
-row is uniform over the images it describes. A one-column (or 1-D) group tensor is the
-caption-identity case above.
+row is uniform over the images it describes. Two columns that are both the caption group are the
+caption-identity case above (1-D groups).
 
 Note on caption groups: two pairs with one caption have identical text features, so the hard loss
 already pulls each image towards that one text vector; the soft loss has the same value and
