@@ -243,16 +243,14 @@ class Batches:
         # A label prompt's group is its label key: the text side of the [N, 2 + fields] keys (a
         # positive of every image with that class), or, 1-D, the group of every pair it replaces.
         label_groups = data.label_groups.numpy() if groups is not None and not self.cfg.soft_label else None
+        text_keys = groups[:, 0] if groups is not None and groups.ndim == 2 else groups  # a view: written through
         for k, i in enumerate(idx.tolist()):
             options = data.label_choices[i]
             if options and draws[k] < self.cfg.label_text_prob:
                 row = options[min(int(picks[k] * len(options)), len(options) - 1)]
                 tokens[k] = label_texts[row]
                 if label_groups is not None:
-                    if groups.ndim == 2:
-                        groups[k, 0] = label_groups[row]
-                    else:
-                        groups[k] = label_groups[row]
+                    text_keys[k] = label_groups[row]
 
     def __iter__(self):
         jobs = self._jobs()

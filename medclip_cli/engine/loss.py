@@ -61,25 +61,27 @@ def check_loss_weight(weight: float) -> float:
 
 def soft_targets(row_groups: torch.Tensor, column_groups: torch.Tensor) -> torch.Tensor:
     """``T[i, j] = [row_i == col_j] / #{k : row_i == col_k}`` (rows sum to 1)."""
-    return _normalise(row_groups[:, None] == column_groups[None, :])
+    return image_targets(row_groups, column_groups)
+
+
+def _match(image_groups: torch.Tensor, text_groups: torch.Tensor) -> torch.Tensor:
+    """``M[i, k, j]``: text j's key is key k of image i. 1-D groups are one key each (the text's
+    and the image's key are the group); ``[N, 1 + K]`` keys as in the module notes."""
+    image_keys = image_groups[:, None] if image_groups.dim() == 1 else image_groups[:, 1:]
+    text_keys = text_groups if text_groups.dim() == 1 else text_groups[:, 0]
+    return image_keys[:, :, None] == text_keys[None, None, :]  # text keys are ≥ 0, padding −1
 
 
 def positives(image_groups: torch.Tensor, text_groups: torch.Tensor) -> torch.Tensor:
-    """``P[i, j]``: text j describes image i. Groups are 1-D (one id per pair, equality) or
-    ``[N, 1 + K]`` (column 0 the text's key, the rest the image's keys; see the module notes)."""
-    if image_groups.dim() == 1:
-        return image_groups[:, None] == text_groups[None, :]
-    text_keys = text_groups[:, 0]
-    image_keys = image_groups[:, 1:]
-    return (image_keys[:, :, None] == text_keys[None, None, :]).any(dim=1)  # text keys are ≥ 0, padding −1
+    """``P[i, j]``: text j describes image i."""
+    return _match(image_groups, text_groups).any(dim=1)
 
 
 def image_targets(image_groups: torch.Tensor, text_groups: torch.Tensor) -> torch.Tensor:
-    """The image→text target rows (see the module notes): for 1-D groups uniform over the
-    positives; for label keys an equal share per key of the image present in the batch."""
-    if image_groups.dim() == 1:
-        return _normalise(positives(image_groups, text_groups))
-    match = image_groups[:, 1:, None] == text_groups[None, None, :, 0]  # [images, keys, texts]
+    """The image→text target rows (see the module notes): an equal share for each key of the
+    image present in the batch, split evenly over that key's texts (1-D groups: uniform over the
+    positives)."""
+    match = _match(image_groups, text_groups)
     per_key = match.float() / match.sum(dim=2, keepdim=True).clamp_min(1)
     present = match.any(dim=2).sum(dim=1).clamp_min(1)
     return per_key.sum(dim=1) / present[:, None]
