@@ -43,8 +43,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from medclip_cli.engine.batches import Batches, PairSet
-    from medclip_cli.engine.distributed import DistInfo
+    from medclip_cli.training.batches import Batches, PairSet
+    from medclip_cli.training.distributed import DistInfo
     from step_ceiling import captions_for, make_step_run
 
     run = make_step_run(args.encoder, batch_size=args.batch_size, device="cpu", precision="fp32")

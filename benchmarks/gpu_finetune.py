@@ -99,7 +99,7 @@ def audit(args, captions: list[str], profile: Path | None) -> dict:
 def ceiling(args, captions: list[str], compile_: bool = False) -> tuple[float, int | None]:
     import torch
 
-    from medclip_cli.engine.forward import compile_blocks
+    from medclip_cli.runtime.kernels import compile_blocks
 
     run = make_step_run(args.encoder, batch_size=args.batch_size, device=args.device, precision=args.precision)
     batches = memory_batches(run, captions)

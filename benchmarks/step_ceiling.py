@@ -1,6 +1,6 @@
 """The ceiling of fine-tuning throughput: medclip's own training step on batches already in memory.
 
-The step is the engine's (``medclip_cli.engine.train._Run._step``: normalisation, the pooled /
+The step is the engine's (``medclip_cli.training.train._Run._step``: normalisation, the pooled /
 length-trimmed forward, the weighted CLIP loss, backward, fused AdamW, scheduler, logit-scale
 clamp), fed from a few pre-made batches (random uint8 pixels, real MedPix captions tokenised) so
 no time goes to reading or decoding images. Next to it, in the same run, ``medclip finetune``
@@ -42,13 +42,13 @@ def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str,
     random init, without loading data: call ``run._step(batches)`` with in-memory batches."""
     import torch
 
-    from medclip_cli.engine import train as T
-    from medclip_cli.engine.devices import resolve_device
-    from medclip_cli.engine.distributed import DistInfo
-    from medclip_cli.engine.forward import ClipStep
-    from medclip_cli.engine.loss import WeightedClipLoss
-    from medclip_cli.engine.optim import build_optimizer, build_scheduler, warmup_steps_for
-    from medclip_cli.engine.progress import NullProgress
+    from medclip_cli.training import train as T
+    from medclip_cli.runtime.devices import resolve_device
+    from medclip_cli.training.distributed import DistInfo
+    from medclip_cli.runtime.forward import ClipStep
+    from medclip_cli.training.loss import WeightedClipLoss
+    from medclip_cli.training.optim import build_optimizer, build_scheduler, warmup_steps_for
+    from medclip_cli.progress import NullProgress
 
     cfg = T.TrainConfig(output=output or Path(tempfile.gettempdir()) / "medclip-step-ceiling", data=Path("."),
                         encoder=encoder, pretrained="none", image_size=image_size, batch_size=batch_size,

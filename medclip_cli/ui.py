@@ -100,7 +100,7 @@ def _fmt(value: object) -> str:
 def progress(enabled: bool = True) -> Iterator[object]:
     """A progress reporter for the engine: rich bars, or nothing when ``enabled`` is False."""
     if not enabled:
-        from medclip_cli.engine.progress import NullProgress
+        from medclip_cli.progress import NullProgress
 
         yield NullProgress()
         return

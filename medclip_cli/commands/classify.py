@@ -44,9 +44,9 @@ def classify(
 
         medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
     """
-    from medclip_cli.engine.classify import classify_images
-    from medclip_cli.engine.devices import resolve_device
-    from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, check_template
+    from medclip_cli.evaluation.classify import classify_images
+    from medclip_cli.runtime.devices import resolve_device
+    from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
     from medclip_cli.models import resolve_model
 
     names = _labels(labels, label)

@@ -63,7 +63,7 @@ def evaluate(
         medclip evaluate --data pairs.csv --split test --image-column path --caption-column report --label-column modality --encoder vit-b-32 --pretrained openai
     """
     from medclip_cli.data import default_data_root, load_dataset
-    from medclip_cli.engine.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
+    from medclip_cli.evaluation.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
 
     if output is not None:
         check_output(output)
@@ -93,7 +93,7 @@ def evaluate(
 
 
 def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None):
-    from medclip_cli.engine.evaluate import ModelSource
+    from medclip_cli.evaluation.evaluate import ModelSource
     from medclip_cli.models import resolve_model
 
     if not model_dirs and not encoders:

@@ -203,7 +203,7 @@ def finetune(
 
         torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50
     """
-    from medclip_cli.engine.train import TrainConfig, TrainingInterrupted, train
+    from medclip_cli.training.train import TrainConfig, TrainingInterrupted, train
 
     values = {
         "model_dir": model_dir,

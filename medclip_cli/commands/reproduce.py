@@ -85,7 +85,7 @@ def _command(experiment, data, output, overrides) -> str:
 
 
 def _run_one(exp, out: Path, data, device, command, as_json):
-    from medclip_cli.engine.evaluate import write_outputs
+    from medclip_cli.evaluation.evaluate import write_outputs
     from medclip_cli.experiments.report import experiment_report
     from medclip_cli.experiments.runner import results_json, run_experiment, write_json, write_text
 

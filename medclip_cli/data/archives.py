@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from medclip_cli.atomic import replace_dir
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
 
 MAX_UNPACKED_BYTES = 64 * 1024**3  # refuse archives that claim to unpack to more (zip bombs)

@@ -28,7 +28,7 @@ from medclip_cli.atomic import atomic_open
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.preprocess import PreprocessConfig
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes what a file turns into
 _HASH_CHUNK = 1 << 20

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 from medclip_cli.data.cache import file_sha256
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.images import load_image
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import ImageError, ModelError
 
 DEFAULT_TEXT_ENCODER = "clip-text"

@@ -22,7 +22,7 @@ from typing import Iterator
 from medclip_cli.atomic import write_text_atomic
 from medclip_cli.data.archives import unpack
 from medclip_cli.data.home import medclip_home, medpix_download_dir
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
 
 MEDPIX_URL = "https://codeload.github.com/CHILab1/MedPix-2.0/zip/refs/heads/main"

@@ -11,7 +11,7 @@ import numpy as np
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.images import load_image
 from medclip_cli.data.preprocess import PreprocessConfig, resize_to_uint8
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError, ImageError
 
 _STRICT_HINT = "fix or remove the file, or run without --strict to skip it"

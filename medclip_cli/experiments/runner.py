@@ -61,7 +61,7 @@ def run_experiment(
     """Run ``experiment`` into ``output``: checks first (data, splits, weights), then the work."""
     import torch
 
-    from medclip_cli.engine.evaluate import EvalConfig, ModelSource, evaluate
+    from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
     from medclip_cli.models.bundle import load_bundle, save_bundle
 
     start = time.perf_counter()
@@ -149,7 +149,7 @@ def _build_start_model(experiment: Experiment):
 
 
 def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events):
-    from medclip_cli.engine.train import TrainConfig, train
+    from medclip_cli.training.train import TrainConfig, train
 
     settings = experiment.settings
     check_finetune_keys(experiment)
@@ -182,7 +182,7 @@ def check_finetune_keys(experiment: Experiment) -> None:
     """The ``[finetune]`` keys must be fields of the training engine's ``TrainConfig``."""
     from dataclasses import fields
 
-    from medclip_cli.engine.train import TrainConfig
+    from medclip_cli.training.train import TrainConfig
 
     allowed = {f.name for f in fields(TrainConfig)} - _RESERVED
     for key in experiment.finetune or {}:

@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from medclip_cli.engine.forward import prefer_channels_last
+from medclip_cli.runtime.kernels import prefer_channels_last
 from medclip_cli.models import resolve_model
 from medclip_cli.models.bundle import load_bundle, save_bundle
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from medclip_cli.data import load_dataset
-from medclip_cli.engine.embeddings import (
+from medclip_cli.evaluation.embeddings import (
     ImageEmbeddings,
     embedding_cache_path,
     model_fingerprint,
     save_embeddings,
 )
-from medclip_cli.engine.evaluate import EvalConfig, ModelSource, evaluate
-from medclip_cli.engine.prompts import load_prompt_set
-from medclip_cli.engine.zeroshot import build_zero_shot_classifier
+from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
+from medclip_cli.evaluation.prompts import load_prompt_set
+from medclip_cli.evaluation.zeroshot import build_zero_shot_classifier
 from medclip_cli.models import resolve_model
 
 HEAD, THORAX, ABDOMEN, SPINE, PELVIS = "Head", "Thorax", "Abdomen", "Spine and Muscles", "Reproductive and Urinary System"

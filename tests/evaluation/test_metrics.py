@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medclip_cli.engine.metrics import classification_metrics, save_confusion_png
+from medclip_cli.evaluation.metrics import classification_metrics, save_confusion_png
 
 CLASSES = ["a", "b", "c", "d"]
 # 5 images; class d is listed but absent from the split. Predictions: a, b, b, a, c.

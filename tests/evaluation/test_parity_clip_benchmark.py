@@ -18,7 +18,7 @@ zeroshot_retrieval = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrie
 from medclip_cli.data import load_dataset  # noqa: E402
 from medclip_cli.data.pixels import load_pixels  # noqa: E402
 from medclip_cli.data.preprocess import normalize_batch  # noqa: E402
-from medclip_cli.engine.evaluate import EvalConfig, ModelSource, evaluate  # noqa: E402
+from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate  # noqa: E402
 from medclip_cli.models import resolve_model  # noqa: E402
 
 TASKS = ["modality", "location_category", "plane"]

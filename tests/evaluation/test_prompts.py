@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medclip_cli.data.labels import LabelField
-from medclip_cli.engine.prompts import list_prompt_sets, load_prompt_set
-from medclip_cli.engine.zeroshot import class_prompts
+from medclip_cli.evaluation.prompts import list_prompt_sets, load_prompt_set
+from medclip_cli.evaluation.zeroshot import class_prompts
 from medclip_cli.errors import UsageError
 
 PLANE = LabelField("plane", ("Axial", "Coronal"), {"Axial": "axial", "Coronal": "coronal"})

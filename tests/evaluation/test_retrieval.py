@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
+from medclip_cli.evaluation.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
 
 # sims[image, caption]; images 1 and 2 share caption 1.
 SIMS = torch.tensor(

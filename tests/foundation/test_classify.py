@@ -47,7 +47,7 @@ def test_top_k_and_labels_with_commas(cli, tmp_path):
 
 def test_probabilities_use_the_models_logit_scale(cli, tmp_path):
     """With the logit scale set to 1 the probabilities are the softmax of plain cosines."""
-    from medclip_cli.engine.classify import classify_images
+    from medclip_cli.evaluation.classify import classify_images
     from medclip_cli.models import resolve_model
 
     image = tmp_path / "scan.png"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from medclip_cli.engine import checkpoint
+from medclip_cli.training import checkpoint
 from tests.reliability import inputs as make
 
 
@@ -68,7 +68,7 @@ def test_disk_full_while_checkpointing_stops_clearly_and_keeps_the_last_good_che
 
 _SLOW_WRITER = """
 import os, sys, time
-from medclip_cli.engine import checkpoint
+from medclip_cli.training import checkpoint
 
 real_save, calls = checkpoint.torch.save, []
 

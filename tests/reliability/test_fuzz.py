@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from medclip_cli.data import medpix2, tabular
 from medclip_cli.data.labels import LabelField, read_label_fields
-from medclip_cli.engine.prompts import load_prompt_set
-from medclip_cli.engine.zeroshot import PLACEHOLDERS, check_template, class_prompts, fill_template
+from medclip_cli.evaluation.prompts import load_prompt_set
+from medclip_cli.evaluation.zeroshot import PLACEHOLDERS, check_template, class_prompts, fill_template
 from medclip_cli.errors import MedclipError
 
 FUZZ = settings(max_examples=150, deadline=None)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medclip_cli.engine import forward
-from medclip_cli.engine.forward import _onednn_linear_available, cpu_linear
+from medclip_cli.runtime import kernels
+from medclip_cli.runtime.kernels import _onednn_linear_available, cpu_linear
 
 pytestmark = pytest.mark.skipif(not _onednn_linear_available(), reason="this PyTorch has no oneDNN linear")
 CPU = torch.device("cpu")
@@ -68,8 +68,8 @@ def test_the_engine_step_routes_its_linear_layers_through_onednn(monkeypatch):
     from benchmarks.step_ceiling import captions_for, make_step_run, memory_batches
 
     calls = []
-    original = forward._OneDNNLinear.apply
-    monkeypatch.setattr(forward._OneDNNLinear, "apply", lambda *a: calls.append(1) or original(*a))
+    original = kernels._OneDNNLinear.apply
+    monkeypatch.setattr(kernels._OneDNNLinear, "apply", lambda *a: calls.append(1) or original(*a))
     run = make_step_run("test-vit", batch_size=4, device="cpu", precision="fp32")
     run._step(iter(memory_batches(run, captions_for(None, "train", 4), count=1)))
     # Attention in/out projections and MLP layers of both towers' blocks.

@@ -66,7 +66,7 @@ def _free_port() -> int:
 def _loss_worker(rank: int, world: int, port: int, queue) -> None:
     import torch.distributed as dist
 
-    from medclip_cli.engine.loss import WeightedClipLoss
+    from medclip_cli.training.loss import WeightedClipLoss
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -111,7 +111,7 @@ _GROUPINGS = {
 def test_gathered_loss_and_gradients_equal_the_global_batch():
     import torch.multiprocessing as mp
 
-    from medclip_cli.engine.loss import WeightedClipLoss
+    from medclip_cli.training.loss import WeightedClipLoss
 
     port = _free_port()
     ctx = mp.get_context("spawn")

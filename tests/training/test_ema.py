@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medclip_cli.engine.ema import WeightAverage
+from medclip_cli.training.ema import WeightAverage
 
 
 def _model() -> nn.Module:
@@ -68,7 +68,7 @@ def test_state_round_trip_and_a_mismatched_state_is_refused():
 def test_a_run_saves_the_average_and_checkpoints_both(cli, small_medpix, tmp_path):
     from safetensors.torch import load_file
 
-    from medclip_cli.engine import checkpoint as ckpt
+    from medclip_cli.training import checkpoint as ckpt
 
     out = tmp_path / "run"
     result = cli(

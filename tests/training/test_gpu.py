@@ -24,7 +24,7 @@ pytestmark = [
 def test_batches_for_a_gpu_are_gathered_into_pinned_memory():
     import numpy as np
 
-    from medclip_cli.engine.batches import _gather, _tensor
+    from medclip_cli.training.batches import _gather, _tensor
 
     source = (np.arange(10 * 4 * 4 * 3) % 251).astype(np.uint8).reshape(10, 4, 4, 3)
     idx = np.array([3, 1, 3, 9])
@@ -94,7 +94,7 @@ def test_compiled_blocks_train_like_eager_ones():
         torch.manual_seed(0)
         run, batches = _step_run("test-vit")
         if compiled:
-            from medclip_cli.engine.forward import compile_blocks
+            from medclip_cli.runtime.kernels import compile_blocks
 
             assert compile_blocks(run.model.module) > 0
         it = cycle(batches)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medclip_cli.engine.progress import NullProgress
-from medclip_cli.engine.batches import Batches, label_prompts, load_pairs
-from medclip_cli.engine.train import TrainConfig, check_config
+from medclip_cli.progress import NullProgress
+from medclip_cli.training.batches import Batches, label_prompts, load_pairs
+from medclip_cli.training.train import TrainConfig, check_config
 from medclip_cli.errors import UsageError
 
 FIELDS = ["modality", "location_category"]
@@ -39,7 +39,7 @@ def _batch(pairs, tmp_path, prob: float, epoch: int = 0):
 
 
 def test_label_prompts_are_the_evaluation_prompts_with_readable_names(pairs_and_data):
-    from medclip_cli.engine.prompts import load_prompt_set
+    from medclip_cli.evaluation.prompts import load_prompt_set
 
     _, dataset, _ = pairs_and_data
     prompt_set = load_prompt_set("radiology")
@@ -53,7 +53,7 @@ def test_label_prompts_are_the_evaluation_prompts_with_readable_names(pairs_and_
 
 def test_probability_one_replaces_every_caption_by_one_of_its_own_label_prompts(pairs_and_data, tmp_path):
     pairs, dataset, model = pairs_and_data
-    from medclip_cli.engine.prompts import load_prompt_set
+    from medclip_cli.evaluation.prompts import load_prompt_set
 
     prompt_set = load_prompt_set("radiology")
     order, tokens, groups = _batch(pairs, tmp_path, 1.0)
@@ -62,7 +62,7 @@ def test_probability_one_replaces_every_caption_by_one_of_its_own_label_prompts(
         assert any(torch.equal(tokens[row], a) for a in allowed)
     # A prompt is a positive of every image in the batch with the class it names, whatever its
     # template; of no other image.
-    from medclip_cli.engine.loss import positives
+    from medclip_cli.training.loss import positives
 
     by_class = {}
     for labels in pairs.labels:
@@ -105,7 +105,7 @@ def test_bad_label_text_settings_are_usage_errors(tmp_path, changes, message):
 
 def test_minilm_text_features_do_not_depend_on_padding():
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-    from medclip_cli.engine.forward import trim_hf_padding
+    from medclip_cli.runtime.forward import trim_hf_padding
     from medclip_cli.models import resolve_model
 
     if minilm_path() is None:
@@ -123,7 +123,7 @@ def test_minilm_text_features_do_not_depend_on_padding():
 def test_text_feature_cache_gives_the_locked_towers_own_features(small_medpix, tmp_path):
     from medclip_cli.data import load_dataset
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-    from medclip_cli.engine.forward import ClipStep
+    from medclip_cli.runtime.forward import ClipStep
     from medclip_cli.models import resolve_model
 
     if minilm_path() is None:

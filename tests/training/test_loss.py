@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medclip_cli.engine.loss import WeightedClipLoss, image_targets, positives, soft_targets, weighted_clip_loss
+from medclip_cli.training.loss import WeightedClipLoss, image_targets, positives, soft_targets, weighted_clip_loss
 from medclip_cli.errors import UsageError
 
 

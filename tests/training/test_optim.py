@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from medclip_cli.engine.optim import WarmupCosine, build_optimizer, decay_split, warmup_steps_for
-from medclip_cli.engine.forward import _bucket_bounds, encode_text_trimmed, token_lengths
+from medclip_cli.training.optim import WarmupCosine, build_optimizer, decay_split, warmup_steps_for
+from medclip_cli.runtime.forward import _bucket_bounds, encode_text_trimmed, token_lengths
 from medclip_cli.errors import UsageError
 
 
@@ -103,7 +103,7 @@ def _trainable(module, prefix: str) -> set[str]:
 
 def test_lock_image_leaves_the_last_resnet_groups_trainable():
     # open_clip's ModifiedResNet cannot be partially locked; medclip unlocks whole stages.
-    from medclip_cli.engine.train import TrainConfig, _lock
+    from medclip_cli.training.train import TrainConfig, _lock
     from medclip_cli.models import resolve_model
 
     model = resolve_model(encoder="test-resnet", pretrained="none")
@@ -113,7 +113,7 @@ def test_lock_image_leaves_the_last_resnet_groups_trainable():
 
 
 def test_lock_image_and_text_freeze_the_towers(tiny_model):
-    from medclip_cli.engine.train import TrainConfig, _lock
+    from medclip_cli.training.train import TrainConfig, _lock
 
     module = tiny_model.module
     try:
@@ -132,7 +132,7 @@ def test_lock_image_and_text_freeze_the_towers(tiny_model):
 
 
 def test_pooled_image_encoding_equals_open_clip(tiny_model):
-    from medclip_cli.engine.forward import encode_image_pooled
+    from medclip_cli.runtime.forward import encode_image_pooled
 
     module = tiny_model.module.train()
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))

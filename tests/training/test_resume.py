@@ -167,7 +167,7 @@ def test_deferred_guard_skips_the_update_and_stops_before_writing(cli, small_med
     """The GPU's way (no read-back per step) run on the CPU's fused AdamW, which takes ``found_inf``
     too: the non-finite step's update is skipped on the device, the run goes on until the next
     read, and stops there without writing a bundle or a checkpoint."""
-    from medclip_cli.engine import train as T
+    from medclip_cli.training import train as T
 
     original = T._Run._prepare_finite_guard
 

@@ -19,7 +19,7 @@ import numpy as np
 from medclip_cli.atomic import atomic_open
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.home import cache_dir
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter
 
 CACHE_VERSION = 1
 

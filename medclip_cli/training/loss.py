@@ -151,7 +151,7 @@ class WeightedClipLoss(nn.Module):
             return weighted_clip_loss(
                 image_features, text_features, logit_scale, self.weight, groups if self.soft_targets else None
             )
-        from medclip_cli.engine.distributed import gather_no_grad, gather_with_grad
+        from medclip_cli.training.distributed import gather_no_grad, gather_with_grad
 
         image_features = F.normalize(image_features.float(), dim=-1)
         text_features = F.normalize(text_features.float(), dim=-1)

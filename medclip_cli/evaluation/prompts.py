@@ -2,7 +2,7 @@
 
 A set gives every task its templates, optionally per-task templates and per-class prompt lists
 (see ``configs/prompts/seed.toml`` for the format). :meth:`PromptSet.for_task` turns it into
-what :func:`~medclip_cli.engine.zeroshot.build_zero_shot_classifier` takes.
+what :func:`~medclip_cli.evaluation.zeroshot.build_zero_shot_classifier` takes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from medclip_cli.data.labels import LabelField, config_dir
-from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, check_template
+from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
 from medclip_cli.errors import UsageError
 
 DEFAULT_PROMPT_SET = "seed"

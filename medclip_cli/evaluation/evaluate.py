@@ -22,10 +22,10 @@ import numpy as np
 from medclip_cli.atomic import write_text_atomic
 from medclip_cli import __version__
 from medclip_cli.data.dataset import Dataset
-from medclip_cli.engine.embeddings import ImageEmbeddings, embed_images, model_fingerprint
-from medclip_cli.engine.metrics import classification_metrics, save_confusion_png
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
-from medclip_cli.engine.prompts import PromptSet, load_prompt_set
+from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, model_fingerprint
+from medclip_cli.evaluation.metrics import classification_metrics, save_confusion_png
+from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
 from medclip_cli.errors import DataError, OutputError, UsageError
 
 RETRIEVAL = "retrieval"
@@ -162,7 +162,7 @@ def evaluate(
     """Evaluate every model in ``sources`` on every task of ``config`` over ``dataset``."""
     import torch
 
-    from medclip_cli.engine.devices import resolve_device
+    from medclip_cli.runtime.devices import resolve_device
 
     progress = progress or NullProgress()
     if not sources:
@@ -230,7 +230,7 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
 
 
 def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: str, prompt_set: PromptSet) -> TaskResult:
-    from medclip_cli.engine.zeroshot import build_zero_shot_classifier, class_prompts, zero_shot_probabilities
+    from medclip_cli.evaluation.zeroshot import build_zero_shot_classifier, class_prompts, zero_shot_probabilities
 
     label_field = dataset.label_fields[task]
     classes = list(label_field.classes)
@@ -269,7 +269,7 @@ def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: 
 
 
 def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progress) -> TaskResult:
-    from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
+    from medclip_cli.evaluation.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
 
     positions = [p for p, i in enumerate(embeddings.indices) if (dataset.samples[i].caption or "").strip()]
     if not positions:

@@ -10,8 +10,8 @@ import numpy as np
 
 from medclip_cli.data.images import load_image
 from medclip_cli.data.preprocess import normalize_batch, resize_to_uint8
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
-from medclip_cli.engine.zeroshot import build_zero_shot_classifier, zero_shot_probabilities
+from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.evaluation.zeroshot import build_zero_shot_classifier, zero_shot_probabilities
 from medclip_cli.errors import ImageError
 
 

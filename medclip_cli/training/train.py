@@ -1,8 +1,8 @@
 """Fine-tuning a CLIP model on image-caption pairs: :func:`train` runs a :class:`TrainConfig`.
 
 This module is the run: settings, plan, the step, logging, checkpoints, bundles and resume. The
-data and its batches live in :mod:`~medclip_cli.engine.batches`, the training forward in
-:mod:`~medclip_cli.engine.forward`, each epoch's validation in :mod:`~medclip_cli.engine.validate`.
+data and its batches live in :mod:`~medclip_cli.training.batches`, the training forward in
+:mod:`~medclip_cli.runtime.forward`, each epoch's validation in :mod:`~medclip_cli.training.validate`.
 A checkpoint needs only (epoch, position) to continue exactly where the run stopped, since the
 data order and every random choice of a batch are seeded by their place in the run.
 """
@@ -23,22 +23,16 @@ import torch
 import torch.nn as nn
 
 from medclip_cli.atomic import write_text_atomic
-from medclip_cli.engine import checkpoint as ckpt
-from medclip_cli.engine import distributed as dist_
-from medclip_cli.engine.batches import Batches, load_pairs, random_resized_crop
-from medclip_cli.engine.ema import WeightAverage
-from medclip_cli.engine.forward import (
-    ClipStep,
-    autocast,
-    compile_blocks,
-    cpu_linear,
-    prefer_channels_last,
-    token_lengths,
-)
-from medclip_cli.engine.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
-from medclip_cli.engine.optim import build_optimizer, build_scheduler, warmup_steps_for
-from medclip_cli.engine.progress import NullProgress, ProgressReporter
-from medclip_cli.engine.validate import validate
+from medclip_cli.training import checkpoint as ckpt
+from medclip_cli.training import distributed as dist_
+from medclip_cli.training.batches import Batches, load_pairs, random_resized_crop
+from medclip_cli.training.ema import WeightAverage
+from medclip_cli.runtime.forward import ClipStep, token_lengths
+from medclip_cli.runtime.kernels import autocast, compile_blocks, cpu_linear, prefer_channels_last
+from medclip_cli.training.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
+from medclip_cli.training.optim import build_optimizer, build_scheduler, warmup_steps_for
+from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.training.validate import validate
 from medclip_cli.errors import OutputError, TrainingError, UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -87,7 +81,7 @@ class TrainConfig:
     # of ``label_text_fields`` in the prompt set ``label_text_prompts``, filled with the readable
     # class name: the prompts zero-shot evaluation uses). Supervision from the training split's
     # own labels. With soft targets by caption, a prompt is a positive of every image in the batch
-    # with the class it names, whatever its template (UniCL-style; ``engine/loss.py``).
+    # with the class it names, whatever its template (UniCL-style; ``training/loss.py``).
     label_text_fields: list[str] = field(default_factory=list)
     label_text_prob: float = 0.0
     label_text_prompts: str | None = None  # a prompt-set name or file; None: the seed set
@@ -100,7 +94,7 @@ class TrainConfig:
     grad_accum: int = 1  # optimizer step every k batches (each batch is its own contrastive batch)
     grad_clip: float | None = 1.0
     # Validate and save an exponential moving average of the weights with this decay (e.g.
-    # 0.998); 0: the weights as trained (``medclip_cli/engine/ema.py``).
+    # 0.998); 0: the weights as trained (``medclip_cli/training/ema.py``).
     ema_decay: float = 0.0
     precision: str = "auto"
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule fits them)
@@ -350,7 +344,7 @@ def train(
     config: TrainConfig, progress: ProgressReporter | None = None, events: TrainEvents | None = None
 ) -> TrainResult:
     """Fine-tune as ``config`` says; under ``torchrun`` every rank calls this (rank 0 writes files)."""
-    from medclip_cli.engine.devices import resolve_device
+    from medclip_cli.runtime.devices import resolve_device
 
     check_config(config)
     device = resolve_device(config.device)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medclip_cli.engine.forward import frozen_text_pooled
+from medclip_cli.runtime.forward import frozen_text_pooled
 
 if TYPE_CHECKING:
-    from medclip_cli.engine.train import TrainConfig
+    from medclip_cli.training.train import TrainConfig
 
 
 @dataclass
@@ -61,7 +61,7 @@ def load_pairs(
     dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool, label_text: tuple[list[str], str | None] | None = None
 ) -> PairSet:
     from medclip_cli.data.pixels import load_pixels
-    from medclip_cli.engine.retrieval import caption_groups
+    from medclip_cli.evaluation.retrieval import caption_groups
 
     pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress)
     keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
@@ -99,7 +99,7 @@ def label_prompts(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> 
 
 def _label_prompts_by_field(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[tuple[tuple[str, str], list[str]]]:
     """``((field, value), prompts)`` for each field of ``fields_`` whose value is a listed class."""
-    from medclip_cli.engine.zeroshot import fill_template
+    from medclip_cli.evaluation.zeroshot import fill_template
 
     out = []
     for name in fields_:
@@ -117,8 +117,8 @@ def add_label_text(pairs: PairSet, dataset, model, fields_: list[str], prompts_n
     class); with ``label_targets`` the caption groups become ``[N, 2 + fields]`` keys (column 0:
     the text's, initially the caption group; 1: the caption group; then one label key per field,
     −1 where the pair has none) so that a prompt is a positive of every image with its class
-    (see ``engine/loss.py``)."""
-    from medclip_cli.engine.prompts import load_prompt_set
+    (see ``training/loss.py``)."""
+    from medclip_cli.evaluation.prompts import load_prompt_set
 
     prompt_set = load_prompt_set(prompts_name)
     rows: dict[str, int] = {}

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from medclip_cli.engine.batches import PairSet
-from medclip_cli.engine.forward import autocast, encode_image_pooled, encode_text_trimmed
+from medclip_cli.training.batches import PairSet
+from medclip_cli.runtime.forward import encode_image_pooled, encode_text_trimmed
+from medclip_cli.runtime.kernels import autocast
 
 if TYPE_CHECKING:
-    from medclip_cli.engine.train import TrainConfig
+    from medclip_cli.training.train import TrainConfig
 
 
 @torch.no_grad()
@@ -32,9 +33,9 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
     """Validation loss, retrieval recall both ways and zero-shot accuracy on ``cfg.val_tasks``."""
     import torch.nn.functional as F
 
-    from medclip_cli.engine.loss import weighted_clip_loss
-    from medclip_cli.engine.retrieval import caption_groups, retrieval_metrics
-    from medclip_cli.engine.zeroshot import DEFAULT_TEMPLATE, build_zero_shot_classifier, zero_shot_logits
+    from medclip_cli.training.loss import weighted_clip_loss
+    from medclip_cli.evaluation.retrieval import caption_groups, retrieval_metrics
+    from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, build_zero_shot_classifier, zero_shot_logits
 
     module = model.module
     was_training = module.training

@@ -1,1 +1,0 @@
-"""The shared engine: training, zero-shot classification, metrics. Imports neither typer nor rich."""
