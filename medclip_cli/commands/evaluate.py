@@ -10,9 +10,6 @@ import typer
 from medclip_cli import options, ui
 from medclip_cli.errors import UsageError
 
-_LOWER_IS_BETTER = ("median_rank",)
-
-
 def evaluate(
     data: options.Data = None,
     dataset_kind: options.DatasetKind = None,
@@ -159,6 +156,8 @@ def _is_summary(value: object) -> bool:
 
 
 def _comparison_table(result, task: str):
+    from medclip_cli.evaluation.metrics import lower_is_better
+
     models = result.models
     first = models[0].tasks[task]
     names = [name for name, value in first.metrics.items() if _is_summary(value) and not name.startswith("n_")]
@@ -166,7 +165,7 @@ def _comparison_table(result, task: str):
     for name in names:
         values = [m.tasks[task].metrics.get(name) for m in models]
         defined = [v for v in values if v is not None]
-        best = (min if name.endswith(_LOWER_IS_BETTER) else max)(defined) if len(defined) > 1 else None
+        best = (min if lower_is_better(name) else max)(defined) if len(defined) > 1 else None
         rows.append((name, *[ui.emphasis(v) if best is not None and v == best else v for v in values]))
     absent = first.metrics.get("absent_classes")
     if absent:
