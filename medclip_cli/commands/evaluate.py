@@ -11,11 +11,12 @@ from medclip_cli import options, ui
 from medclip_cli.errors import UsageError
 
 def evaluate(
+    ctx: typer.Context,
     data: options.Data = None,
     dataset_kind: options.DatasetKind = None,
     image_column: options.ImageColumn = None,
     caption_column: options.CaptionColumn = None,
-    label_column: options.LabelColumns = None,
+    label_columns: options.LabelColumns = None,
     split_column: options.SplitColumn = None,
     split: Annotated[str, typer.Option("--split", "-s", help="Split to evaluate on.")] = "test",
     task: Annotated[
@@ -62,12 +63,13 @@ def evaluate(
     from medclip_cli.data import default_data_root, load_dataset
     from medclip_cli.evaluation.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
 
+    options.spell_flags(ctx)
     if output is not None:
         check_output(output)
     if data is None:
         data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
-    data_options = options.column_options(image_column, caption_column, label_column, split_column)
+    data_options = options.column_options(image_column, caption_column, label_columns, split_column)
     dataset = load_dataset(data, split, dataset_kind, **data_options)
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),

@@ -10,9 +10,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from medclip_cli.errors import UsageError
+from medclip_cli.flags import flag
 from medclip_cli.evaluation.metrics import lower_is_better
 from medclip_cli.training.loss import check_loss_weight
 
@@ -21,13 +22,6 @@ PRETRAINED_LR = 1e-5
 SCRATCH_LR = 5e-4
 # Settings that may differ when a run is resumed: they do not change what is computed.
 RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict")
-_OPTION_NAMES = {
-    "weight_decay": "--wd",
-    "dataset_format": "--dataset",
-    "val_tasks": "--val-task",
-    "label_columns": "--label-column",
-    "model_dir": "--model",
-}
 
 
 @dataclass
@@ -123,21 +117,16 @@ def metric_names(val_tasks: Sequence[str]) -> list[str]:
 def check_config(cfg: TrainConfig) -> None:
     """Usage errors before anything is loaded."""
     check_loss_weight(cfg.loss_weight)
-    positive = {
-        "--batch-size": cfg.batch_size,
-        "--epochs": cfg.epochs,
-        "--grad-accum": cfg.grad_accum,
-        "--log-every": cfg.log_every,
-    }
-    for option, value in positive.items():
+    for name in ("batch_size", "epochs", "grad_accum", "log_every"):
+        value = getattr(cfg, name)
         if not isinstance(value, int) or value <= 0:
-            raise UsageError(f"{option} must be a positive whole number, not {value}")
+            raise UsageError(f"{flag(name)} must be a positive whole number, not {value}")
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         raise UsageError(f"--max-steps must be positive, not {cfg.max_steps}")
     if cfg.lr is not None and not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UsageError(f"--lr must be a positive number, not {cfg.lr}")
     if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
-        raise UsageError(f"--wd must be zero or positive, not {cfg.weight_decay}")
+        raise UsageError(f"{flag('weight_decay')} must be zero or positive, not {cfg.weight_decay}")
     if cfg.grad_clip is not None and not (cfg.grad_clip >= 0 and math.isfinite(cfg.grad_clip)):
         # clip_grad_norm_ with a negative norm flips every gradient: training would climb the loss.
         raise UsageError(f"--grad-clip must be zero (off) or positive, not {cfg.grad_clip}")
@@ -154,7 +143,7 @@ def check_config(cfg: TrainConfig) -> None:
     if not (0.0 <= cfg.label_text_prob <= 1.0):
         raise UsageError(f"--label-text-prob must be between 0 and 1, not {cfg.label_text_prob}")
     if cfg.label_text_prob > 0 and not cfg.label_text_fields:
-        raise UsageError("--label-text-prob needs --label-text-field (the label fields to name)")
+        raise UsageError(f"--label-text-prob needs {flag('label_text_fields')} (the label fields to name)")
     if cfg.lock_image_unlocked and not cfg.lock_image or cfg.lock_text_unlocked and not cfg.lock_text:
         raise UsageError("unlocked groups/layers only apply with --lock-image / --lock-text")
     if cfg.text_feature_cache and (not cfg.lock_text or cfg.lock_text_unlocked):
@@ -162,11 +151,11 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.lock_image_unlocked < 0 or cfg.lock_text_unlocked < 0:
         raise UsageError("the number of unlocked groups/layers must be zero or positive")
     if cfg.model_dir is not None and cfg.image_size is not None:
-        raise UsageError("--image-size applies to --encoder; a --model bundle keeps its own input size")
+        raise UsageError(f"--image-size applies to --encoder; a {flag('model_dir')} bundle keeps its own input size")
     if not isinstance(cfg.dataset_options, dict):
         raise UsageError(f"data-set options must be a table of option names, not {cfg.dataset_options!r}")
     if cfg.val_split is None and cfg.val_tasks:
-        raise UsageError("--val-task needs a validation split (drop --val-split none)")
+        raise UsageError(f"{flag('val_tasks')} needs a validation split (drop --val-split none)")
     known = metric_names(cfg.val_tasks)
     if cfg.select_metric not in known:
         raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})")
@@ -194,14 +183,10 @@ def _changed_setting(old: dict, new: dict) -> tuple[str, object, object] | None:
             # Each data-set option is its own CLI option (--image-column ...): name the one that changed.
             for name in sorted({*value, *old[key]}):
                 if value.get(name) != old[key].get(name):
-                    return _option_name(name), value.get(name), old[key].get(name)
+                    return flag(name), value.get(name), old[key].get(name)
         elif old[key] != value:
-            return _option_name(key), value, old[key]
+            return flag(key), value, old[key]
     return None
-
-
-def _option_name(key: str) -> str:
-    return _OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,3 +223,25 @@ def check_resume(cfg: TrainConfig) -> None:
             f"--resume: {option} is {value!r} but the run in {cfg.output} used {used!r}",
             hint="resume with the run's own settings (or start a new --output)",
         )
+
+
+# Settings resume never takes from the saved run: where it is, that it resumes, and the data-set
+# options (laid over the saved ones, see resume_settings).
+_NOT_TAKEN = ("output", "resume", "dataset_options")
+
+
+def resume_settings(output: Path, settings: dict, given: Collection[str]) -> dict:
+    """``--resume``: ``settings`` with every one not ``given`` (left at its default) taken from
+    the run in ``output``, and the data-set options given now laid over the run's."""
+    saved = saved_settings(output)
+    if saved is None:
+        return settings
+    taken = dict(settings)
+    for name in settings:
+        if name in _NOT_TAKEN or name in given or name not in saved:
+            continue
+        value = saved[name]
+        taken[name] = Path(value) if name in ("data", "model_dir") and value is not None else value
+    if isinstance(saved.get("dataset_options"), dict):
+        taken["dataset_options"] = {**saved["dataset_options"], **settings.get("dataset_options", {})}
+    return taken
