@@ -13,6 +13,9 @@ from medclip_cli.plugins import collect, did_you_mean
 
 EncoderKind = Literal["clip", "image", "text"]
 
+#: The text tower an image-only encoder is paired with when no --text-encoder is given.
+DEFAULT_TEXT_ENCODER = "clip-text"
+
 
 @dataclass
 class TowerConfig:
@@ -121,6 +124,11 @@ def get_encoder(name: str) -> EncoderSpec:
     return get_registry().get(name)
 
 
+def text_tower_of(spec: EncoderSpec) -> EncoderSpec:
+    """The encoder whose text tower ``spec`` uses by default: itself, or CLIP's for an image-only encoder."""
+    return get_encoder(DEFAULT_TEXT_ENCODER) if spec.kind == "image" else spec
+
+
 def find_encoders(pattern: str | None = None) -> list[EncoderSpec | str]:
     """List encoders, optionally filtered by a wildcard such as ``vit-*`` or ``timm:*resnet*``."""
     return get_registry().find(pattern)
@@ -131,6 +139,7 @@ def namespaces() -> Iterable[EncoderNamespace]:
 
 
 __all__ = [
+    "DEFAULT_TEXT_ENCODER",
     "EncoderKind",
     "EncoderNamespace",
     "EncoderRegistry",
@@ -140,4 +149,5 @@ __all__ = [
     "get_encoder",
     "get_registry",
     "namespaces",
+    "text_tower_of",
 ]
