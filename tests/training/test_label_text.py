@@ -105,7 +105,7 @@ def test_bad_label_text_settings_are_usage_errors(tmp_path, changes, message):
 
 def test_minilm_text_features_do_not_depend_on_padding():
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-    from medclip_cli.runtime.forward import trim_hf_padding
+    from medclip_cli.models.text_padding import trim_hf_padding
     from medclip_cli.models import resolve_model
 
     if minilm_path() is None:
