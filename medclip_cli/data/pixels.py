@@ -89,19 +89,45 @@ def _decode_into(
     """Fill ``out`` with the decodable images in order; returns (their indices, (index, reason) skips).
 
     ``reuse(i)`` may give sample i's pixels already decoded (an unchanged file in the cache).
+    Sample i is decoded into row i (by several processes when ``out`` is a file-backed memory map
+    and there are enough images, see :mod:`medclip_cli.data.decode_pool`); the rows of skipped
+    images are then closed up in order and the rows left over at the end zeroed, so the result,
+    byte for byte, does not depend on the number of processes.
     """
-    indices: list[int] = []
-    skipped: list[tuple[int, str]] = []
+    from medclip_cli.data.decode_pool import MIN_PARALLEL, decode_in_workers, decode_workers
+
     task = progress.task(label, total=len(dataset))
-    for i, sample in enumerate(dataset.samples):
+    todo: list[int] = []
+    for i in range(len(dataset)):
         known = reuse(i) if reuse is not None else None
-        try:
-            out[len(indices)] = known if known is not None else resize_to_uint8(load_image(sample.image), preprocess)
-            indices.append(i)
-        except ImageError as exc:
-            if strict:
-                raise DataError(str(exc), hint=_STRICT_HINT) from exc
-            skipped.append((i, str(exc)))
-        progress.advance(task)
+        if known is None:
+            todo.append(i)
+        else:
+            out[i] = known
+            progress.advance(task)
+    failed: dict[int, str] = {}
+    filename = getattr(out, "filename", None)
+    workers = min(decode_workers(), len(todo) // 8 or 1)
+    if filename is not None and workers > 1 and len(todo) >= MIN_PARALLEL:
+        out.flush()
+        images = [(i, dataset.samples[i].image) for i in todo]
+        failed = decode_in_workers(filename, images, preprocess, workers, strict=strict, advance=lambda n: progress.advance(task, n))
+        if strict and failed:
+            raise DataError(next(iter(failed.values())), hint=_STRICT_HINT)
+    else:
+        for i in todo:
+            try:
+                out[i] = resize_to_uint8(load_image(dataset.samples[i].image), preprocess)
+            except ImageError as exc:
+                if strict:
+                    raise DataError(str(exc), hint=_STRICT_HINT) from exc
+                failed[i] = str(exc)
+            progress.advance(task)
+    indices = [i for i in range(len(dataset)) if i not in failed]
+    if failed:
+        for row, i in enumerate(indices):
+            if row != i:
+                out[row] = out[i]
+        out[len(indices) :] = 0
     progress.done(task)
-    return indices, skipped
+    return indices, sorted(failed.items())

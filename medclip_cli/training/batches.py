@@ -36,6 +36,19 @@ class PairSet:
     # With the text-feature cache: the locked text tower's pooled output of each caption / prompt.
     text_pooled: torch.Tensor | None = None  # [N, width] float32
     label_pooled: torch.Tensor | None = None  # [M, width] float32
+    # Pair k's image is ``pixels[rows[k]]`` (None: row k). A split with images that have no caption
+    # indexes the decode cache's memory map instead of copying the kept rows into memory.
+    rows: np.ndarray | None = None  # [N] int64
+
+    def pixel_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The rows of ``pixels`` that hold the images of pairs ``idx``."""
+        return idx if self.rows is None else self.rows[idx]
+
+    def pixel_batch(self, start: int, stop: int) -> np.ndarray:
+        """The images of pairs ``start:stop`` (a view when no rows are left out, else gathered)."""
+        if self.rows is None:
+            return self.pixels[start:stop]
+        return self.pixels[self.rows[start:stop]]
 
     def add_text_cache(self, module: nn.Module, batch: int) -> None:
         self.text_pooled = frozen_text_pooled(module, self.tokens, batch)
@@ -64,7 +77,7 @@ def load_pairs(
     pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress)
     keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
     samples = [dataset.samples[pixel_set.indices[pos]] for pos in keep]
-    pixels = pixel_set.array if len(keep) == len(pixel_set) else pixel_set.array[keep]
+    rows = None if len(keep) == len(pixel_set) else np.asarray(keep, dtype=np.int64)
     captions = [s.caption for s in samples]
     tokens = model.tokenize(captions) if captions else torch.zeros(0, model.context_length, dtype=torch.long)
     groups = None
@@ -84,7 +97,7 @@ def load_pairs(
     if len(keep) < len(pixel_set):
         progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
-    pairs = PairSet(pixels, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped)
+    pairs = PairSet(pixel_set.array, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped, rows=rows)
     if label_text is not None:
         add_label_text(pairs, dataset, model, *label_text, label_targets=soft and not soft_label)
     return pairs
@@ -213,7 +226,7 @@ class Batches:
         idx = global_batch[rank * b : (rank + 1) * b].numpy()
         pin = self.device.type == "cuda"  # pinned, so the copies to the device never wait on the step
         # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
-        pixels = _gather(self.data.pixels, idx, pin)
+        pixels = _gather(self.data.pixels, self.data.pixel_rows(idx), pin)
         augment = None
         if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
             augment = torch.Generator().manual_seed(

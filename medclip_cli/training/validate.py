@@ -17,7 +17,7 @@ def pair_features(module: nn.Module, data: PairSet, preprocess, device, precisio
 
     images, texts = [], []
     for start in range(0, len(data), batch):
-        pix = normalize_batch(data.pixels[start : start + batch], preprocess, device)
+        pix = normalize_batch(data.pixel_batch(start, start + batch), preprocess, device)
         with autocast(precision, device):
             images.append(encode_image_pooled(module, pix).float())
             texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())

@@ -1,0 +1,70 @@
+"""The decode cache filled by several processes: the same file, byte for byte, as one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medclip_cli.data import Dataset, Sample
+from medclip_cli.data import decode_pool
+from medclip_cli.data.cache import pixels_dir
+from medclip_cli.data.pixels import load_pixels
+from medclip_cli.data.preprocess import PreprocessConfig
+from medclip_cli.errors import DataError, UsageError
+
+from .conftest import write_png
+
+
+def _set(root: Path, n: int = 40) -> Dataset:
+    """``n`` images of varied sizes, with a corrupt one early, a missing one, and one 16-bit."""
+    paths = []
+    for k in range(n):
+        path = root / f"im{k:03d}.png"
+        if k == 3:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+        elif k == 17:
+            pass  # missing
+        else:
+            write_png(path, k, size=(20 + k % 7, 30 - k % 5), mode="I;16" if k == 11 else "RGB")
+        paths.append(path)
+    return Dataset("test", root, "all", [Sample(p.stem, p, f"caption {p.stem}") for p in paths], {})
+
+
+def _build(home: Path, monkeypatch, dataset: Dataset, workers: int):
+    monkeypatch.setenv("MEDCLIP_HOME", str(home))
+    monkeypatch.setenv(decode_pool.ENV, str(workers))
+    pixels = load_pixels(dataset, PreprocessConfig(image_size=16))
+    (entry,) = sorted(pixels_dir().glob("*/*.npy"))
+    return pixels, entry.read_bytes()
+
+
+def test_two_workers_write_the_same_bytes_as_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode_pool, "MIN_PARALLEL", 0)
+    dataset = _set(tmp_path / "data")
+    one, one_bytes = _build(tmp_path / "home1", monkeypatch, dataset, 1)
+    two, two_bytes = _build(tmp_path / "home2", monkeypatch, dataset, 2)
+    assert one_bytes == two_bytes
+    assert one.indices == two.indices and 3 not in one.indices and 17 not in one.indices
+    assert [i for i, _ in one.skipped] == [i for i, _ in two.skipped] == ["im003", "im017"]
+    plain = load_pixels(dataset, PreprocessConfig(image_size=16), cache=False)
+    np.testing.assert_array_equal(two.array, plain.array)
+    assert two.array[-1].any()  # the last decodable image landed in the last used row
+    stored = np.load(sorted(pixels_dir().glob("*/*.npy"))[0])
+    assert not stored[len(two.indices) :].any()  # rows freed by the skipped images are zero
+
+
+def test_strict_stops_on_a_bad_image_in_a_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode_pool, "MIN_PARALLEL", 0)
+    monkeypatch.setenv(decode_pool.ENV, "2")
+    with pytest.raises(DataError, match="im0(03|17)"):
+        load_pixels(_set(tmp_path / "data"), PreprocessConfig(image_size=16), strict=True)
+    assert not [p for p in pixels_dir().glob("*/*") if p.parent.name != "index"]  # no entry, no temporary file
+
+
+@pytest.mark.parametrize("raw", ["0", "many"])
+def test_bad_worker_count_is_a_usage_error(monkeypatch, raw):
+    monkeypatch.setenv(decode_pool.ENV, raw)
+    with pytest.raises(UsageError, match=decode_pool.ENV):
+        decode_pool.decode_workers()
