@@ -65,8 +65,12 @@ def _context():
     import multiprocessing
 
     # forkserver/spawn: a fork of a process that already runs torch's threads is unsafe.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Imported once in the server, so each worker forked from it starts with them.
+    context.set_forkserver_preload(["medclip_cli.data.decode_pool", "medclip_cli.data.images", "medclip_cli.data.preprocess"])
+    return context
 
 
 def decode_in_workers(

@@ -1,0 +1,220 @@
+"""How medclip's data pipeline grows with the size of the set: 2k, 20k (and 200k) image–caption pairs.
+
+Builds synthetic sets (small PNGs, a CSV manifest) under a scratch folder, removed afterwards, and
+for each size runs, each in a fresh process (so peak RSS is that phase's own):
+
+* ``build`` (with 1 and with 2 decode processes, each into an empty cache folder): hashing every
+  file, then decoding into the decode cache — seconds, and images/s of the decode;
+* ``warm``: a second run's start-up (read the manifest, stat the files, open the cached entry;
+  nothing is decoded), then the training pipeline of ``finetune`` — ``load_pairs`` (tokenise),
+  ``Batches`` in epoch order and the engine's training step with the tiny ``test-vit`` encoder
+  (32 px) — for ``--steps`` steps spread over the epoch's random order (so the step reads rows
+  from the whole memory map): seconds per sample. The encoder is tiny so that the figure is the
+  pipeline's, not the model's.
+
+Peak RSS is the process's high-water mark (VmHWM, which counts the cache's pages the process
+touched as well as its own memory); "anon" is the process's own memory (RssAnon) at the end.
+
+    python benchmarks/scale.py                   # 2k and 20k
+    python benchmarks/scale.py --with-200k       # and 200k (several minutes, ~1.5 GB scratch)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def make_set(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` PNGs of 40–56 px (smooth gradients with noise, like a scan), captions in a CSV."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    words = "axial coronal sagittal ct mri xray chest brain abdomen liver lesion mass fracture normal left right".split()
+    rows = ["image,caption,split"]
+    for k in range(n):
+        folder = root / "img" / f"{k // 1000:04d}"
+        if k % 1000 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        w, h = 40 + k % 17, 40 + (k * 7) % 17
+        base = np.add.outer(np.linspace(0, 1, h), np.linspace(0, 1, w))[..., None] * rng.integers(20, 120, 3)
+        image = np.clip(base + rng.integers(0, 40, (h, w, 1)), 0, 255).astype(np.uint8)
+        name = f"img/{k // 1000:04d}/{k:07d}.png"
+        Image.fromarray(image).save(root / name, compress_level=1)
+        caption = " ".join(words[int(i)] for i in rng.integers(0, len(words), 8))
+        rows.append(f"{name},{caption} {k},train")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def _memory() -> dict:
+    status = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "RssAnon"):
+            status[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    return {"peak_rss_mib": round(status.get("VmHWM", 0), 1), "anon_mib": round(status.get("RssAnon", 0), 1)}
+
+
+def child_build(manifest: Path, workers: int) -> dict:
+    """First run: hash every file, decode everything into the cache."""
+    os.environ["MEDCLIP_DECODE_WORKERS"] = str(workers)
+    from medclip_cli.data import load_dataset
+    from medclip_cli.data.cache import content_hashes
+    from medclip_cli.data.pixels import load_pixels
+    from medclip_cli.data.preprocess import PreprocessConfig
+
+    dataset = load_dataset(manifest, "train")
+    start = time.perf_counter()
+    content_hashes(dataset)
+    hashed = time.perf_counter()
+    pixels = load_pixels(dataset, PreprocessConfig(image_size=32))
+    decoded = time.perf_counter()
+    assert len(pixels) == len(dataset)
+    return {"hash_s": hashed - start, "decode_s": decoded - hashed, "decode_ips": len(dataset) / (decoded - hashed), **_memory()}
+
+
+def child_warm(manifest: Path, steps: int, batch: int) -> dict:
+    """Second run: start-up from the cache, then ``steps`` training steps over the epoch order."""
+    start = time.perf_counter()
+    from medclip_cli.data import load_dataset
+    from medclip_cli.data.pixels import load_pixels
+    from medclip_cli.data.preprocess import PreprocessConfig
+
+    dataset = load_dataset(manifest, "train")
+    pixels = load_pixels(dataset, PreprocessConfig(image_size=32))
+    startup = time.perf_counter() - start
+
+    import torch
+
+    from medclip_cli.progress import NullProgress
+    from medclip_cli.training.batches import Batches, load_pairs
+    from medclip_cli.training.config import TrainConfig
+    from medclip_cli.training.distributed import DistInfo
+    from medclip_cli.training.trainer import build_trainer
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(output=manifest.parent / "run", data=manifest, encoder="test-vit", pretrained="none",
+                      batch_size=batch, device="cpu", precision="fp32", val_split=None, workers=1)  # fmt: skip
+    trainer = build_trainer(cfg, steps + 2)
+    t0 = time.perf_counter()
+    pairs = load_pairs(dataset, trainer.model, strict=False, progress=NullProgress(), soft_label=None, soft=False)
+    pairs_s = time.perf_counter() - t0
+    assert len(pairs) == len(pixels)
+    per_epoch = len(pairs) // batch
+    # Steps spread over the epoch: micro-batches 0, k, 2k, ... so rows come from the whole map.
+    stride = max(1, per_epoch // (steps + 2))
+    segments = [(e, m, 1) for e in range(steps + 2) for m in range(0, per_epoch, stride)][: steps + 2]
+    it = iter(Batches(pairs, cfg, torch.device("cpu"), DistInfo(), segments))
+    for _ in range(2):  # warm-up
+        trainer.train_step(it)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(it).item()
+    step_s = time.perf_counter() - t0
+    it.close()
+    return {"startup_s": startup, "pairs_s": pairs_s, "sample_ms": 1000 * step_s / (steps * batch), **_memory()}
+
+
+def _child(args: list[str], home: Path) -> dict:
+    env = {**os.environ, "MEDCLIP_HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--with-200k", action="store_true", help="add 200,000 pairs")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="decode processes to compare")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--scratch", type=Path, default=None, help="where the sets go (default: a temporary folder)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, manifest, value = args.child
+        out = child_build(Path(manifest), int(value)) if kind == "build" else child_warm(Path(manifest), int(value), args.batch_size)
+        print(json.dumps(out))
+        return
+
+    sizes = sorted(set(args.sizes + ([200_000] if args.with_200k else [])))
+    scratch = Path(tempfile.mkdtemp(prefix="medclip-scale-", dir=args.scratch))
+    rows = []
+    try:
+        for n in sizes:
+            root = scratch / f"set{n}"
+            t0 = time.perf_counter()
+            manifest = make_set(root, n)
+            print(f"{n} pairs generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            row = {"pairs": n}
+            for w in args.workers:
+                home = scratch / f"home{n}-{w}"
+                row[f"build{w}"] = _child(["build", str(manifest), str(w)], home)
+                print(f"  build, {w} process(es): {row[f'build{w}']}", file=sys.stderr, flush=True)
+                if w != args.workers[-1]:
+                    shutil.rmtree(home)
+            # The warm run reads the cache the last build wrote.
+            os.sync()
+            row["warm"] = _child(["warm", str(manifest), str(args.steps)], home)
+            print(f"  warm: {row['warm']}", file=sys.stderr, flush=True)
+            shutil.rmtree(root)
+            shutil.rmtree(home)
+            rows.append(row)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report(rows, args)
+
+
+def report(rows: list[dict], args) -> None:
+    import torch
+
+    first = rows[0]
+    w1, wn = args.workers[0], args.workers[-1]
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, {torch.get_num_threads()} threads;"
+          f" 32 px cache, test-vit, batch {args.batch_size}, {args.steps} steps spread over each epoch")  # fmt: skip
+    head = (f"{'pairs':>8} | {'hash s':>7} | {f'decode {w1}p img/s':>16} | {f'decode {wn}p img/s':>16} | {f'{wn}p/{w1}p':>6} |"
+            f" {'start-up s':>10} | {'ms/sample':>9} | {'peak RSS MiB':>12} | {'anon MiB':>8} | {'vs first: build, start-up, ms/sample, RSS':>44}")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        b1, bn, warm = r[f"build{w1}"], r[f"build{wn}"], r["warm"]
+        ratios = (
+            f"{(bn['hash_s'] + bn['decode_s']) / (first[f'build{wn}']['hash_s'] + first[f'build{wn}']['decode_s']):.1f}x, "
+            f"{warm['startup_s'] / first['warm']['startup_s']:.1f}x, {warm['sample_ms'] / first['warm']['sample_ms']:.2f}x, "
+            f"{warm['peak_rss_mib'] / first['warm']['peak_rss_mib']:.2f}x"
+        )
+        print(
+            f"{r['pairs']:>8} | {bn['hash_s']:>7.2f} | {b1['decode_ips']:>16.0f} | {bn['decode_ips']:>16.0f} | "
+            f"{bn['decode_ips'] / b1['decode_ips']:>6.2f} | {warm['startup_s']:>10.2f} | {warm['sample_ms']:>9.3f} | "
+            f"{warm['peak_rss_mib']:>12.0f} | {warm['anon_mib']:>8.0f} | {ratios:>44}"
+        )
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
