@@ -1,4 +1,4 @@
-"""``medclip data``: check and download data sets."""
+"""``medclip data``: check, shard and download data sets."""
 
 from __future__ import annotations
 
@@ -155,6 +155,50 @@ def _top_classes(counts: dict[str, int]) -> str:
     shown = ", ".join(f"{c} {n}" for c, n in ranked[:_MAX_CLASSES_SHOWN])
     rest = len(ranked) - _MAX_CLASSES_SHOWN
     return f"{shown}, … {rest} more" if rest > 0 else shown
+
+
+@app.command("shard")
+def shard(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Data set folder or manifest, in any format medclip reads.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the shards (one sub-folder per split).", show_default=False)],
+    dataset: options.DatasetKind = None,
+    split: Annotated[
+        Optional[List[str]],
+        typer.Option("--split", "-s", help="Split to write (repeat; default: all).", show_default=False),
+    ] = None,
+    samples_per_shard: Annotated[int, typer.Option("--samples-per-shard", help="Samples in each .tar.")] = 1000,
+    image_column: options.ImageColumn = None,
+    caption_column: options.CaptionColumn = None,
+    label_columns: options.LabelColumns = None,
+    split_column: options.SplitColumn = None,
+    as_json: options.Json = False,
+) -> None:
+    """Write a data set as WebDataset tar shards: OUTPUT/<split>/00000.tar, ...
+
+    Each sample: its image file's bytes unchanged (.png/.jpg/.dcm), .txt (caption) and .json (id, caption, labels). Read them back with --data OUTPUT (format webdataset).
+
+    Examples:
+
+        medclip data shard ../shared/medpix2 --output shards/
+
+        medclip data shard pairs.csv --output shards/ --samples-per-shard 5000
+    """
+    from medclip_cli.data import list_splits, load_dataset
+    from medclip_cli.data.shards import write_shards
+
+    options.spell_flags(ctx)
+    data_options = options.column_options(image_column, caption_column, label_columns, split_column)
+    splits = split or [s for s in list_splits(path, dataset, **data_options) if s != "all" or _only_split(path, dataset, data_options)]
+    written = {}
+    with ui.progress(enabled=not as_json) as reporter:
+        for name in splits:
+            ds = load_dataset(path, name, dataset, **data_options)
+            written[name] = {"samples": len(ds), "shards": [str(p) for p in write_shards(ds, output / name, samples_per_shard, reporter)]}
+    if as_json:
+        ui.print_json({"output": str(output), "splits": written})
+        return
+    ui.show(ui.table(f"Shards in {output}", ["split", "samples", "shards"], [(k, v["samples"], len(v["shards"])) for k, v in written.items()]))
 
 
 @app.command("download")

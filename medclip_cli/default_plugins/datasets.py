@@ -7,7 +7,7 @@ from medclip_cli import hookimpl
 
 @hookimpl
 def register_datasets(register):
-    from medclip_cli.data import folder, medpix2, tabular
+    from medclip_cli.data import folder, medpix2, shards, tabular
     from medclip_cli.data.dataset import DatasetFormat
 
     # Registration order is detection order: the most specific layout first.
@@ -36,6 +36,15 @@ def register_datasets(register):
             detect=tabular.detect_jsonl,
             splits=tabular.splits_jsonl,
             load=tabular.load_jsonl,
+        )
+    )
+    register(
+        DatasetFormat(
+            name="webdataset",
+            description="WebDataset tar shards: NNNNN.tar (or <split>/NNNNN.tar) of image + .txt/.json per sample",
+            detect=shards.detect,
+            splits=shards.splits,
+            load=shards.load,
         )
     )
     register(

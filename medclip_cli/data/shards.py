@@ -1,0 +1,173 @@
+"""WebDataset tar shards: reading them as a data set, and writing them from any data set.
+
+A shard set is a folder of ``NNNNN.tar`` files (or one such folder per split: ``root/<split>/``).
+Each sample is the members sharing one key (the name up to its first dot): an image
+(``.png``/``.jpg``/``.jpeg``/``.tif``/``.dcm``...), and ``.txt`` (the caption) and/or ``.json``
+(``{"caption": ..., "labels": {field: value}, "id": ...}``), the layout open_clip_train and
+``img2dataset`` use.
+
+Reading: each shard is read once, front to back (``tarfile`` streaming mode), and its images are
+unpacked under ``MEDCLIP_HOME/cache/shards/<shard identity>/`` so that every command (and the
+decode cache) sees ordinary files; a shard that has not changed (same path, size, mtime) is not
+unpacked again. This needs the shards' size again on disk; streaming training straight from the
+tars (a shuffle buffer, shards split over ranks and workers) is not done yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+from medclip_cli.atomic import atomic_open
+from medclip_cli.data.dataset import Dataset, Sample
+from medclip_cli.data.folder import IMAGE_SUFFIXES
+from medclip_cli.data.home import cache_dir
+from medclip_cli.data.labels import LabelField
+from medclip_cli.errors import DataError
+from medclip_cli.progress import NullProgress, ProgressReporter
+
+ALL_SPLIT = "all"
+_DONE = ".complete"
+
+
+def _tars(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.tar") if p.is_file() and not p.name.startswith("."))
+
+
+def _split_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _tars(d))
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and bool(_tars(path) or _split_dirs(path))
+
+
+def splits(path: Path, **options: object) -> list[str]:
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder", hint="a shard set is a folder of NNNNN.tar files")
+    if _tars(path):
+        return [ALL_SPLIT]
+    return [d.name for d in _split_dirs(path)]
+
+
+def _key(name: str) -> tuple[str, str]:
+    base = name.rsplit("/", 1)[-1]
+    stem, _, ext = base.partition(".")
+    prefix = name[: len(name) - len(base)]
+    return prefix + stem, ext.lower()
+
+
+def _unpack_dir(tar: Path) -> Path:
+    st = tar.stat()
+    ident = hashlib.sha256(f"{tar.absolute()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    return cache_dir() / "shards" / ident
+
+
+def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
+    """The samples of one shard, its images unpacked (once) into the shard cache."""
+    folder = _unpack_dir(tar)
+    unpacked = (folder / _DONE).is_file()
+    found: dict[str, dict] = {}
+    problems: list[str] = []
+    try:
+        with tarfile.open(tar, mode="r|*") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                key, ext = _key(member.name)
+                entry = found.setdefault(key, {})
+                if f".{ext}" in IMAGE_SUFFIXES:
+                    safe = hashlib.sha256(key.encode()).hexdigest()[:16]
+                    target = folder / f"{safe}.{ext}"
+                    entry["image"] = target
+                    if not unpacked:
+                        data = archive.extractfile(member).read()
+                        folder.mkdir(parents=True, exist_ok=True)
+                        with atomic_open(target) as fh:
+                            fh.write(data)
+                elif ext in ("txt", "json"):
+                    entry[ext] = archive.extractfile(member).read().decode("utf-8", errors="replace")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{tar}: not a readable tar shard ({exc})", hint="re-create it (medclip data shard) or remove it") from exc
+    if not unpacked:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / _DONE).write_text(str(tar.absolute()))
+    samples = []
+    for key, entry in found.items():
+        if "image" not in entry:
+            problems.append(f"{tar}: sample {key!r} has no image; skipped")
+            continue
+        meta = {}
+        if "json" in entry:
+            try:
+                meta = json.loads(entry["json"])
+            except ValueError:
+                problems.append(f"{tar}: {key}.json is not JSON; its labels are ignored")
+            meta = meta if isinstance(meta, dict) else {}
+        caption = entry["txt"].strip() if "txt" in entry else meta.get("caption")
+        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items() if v is not None}
+        samples.append(Sample(str(meta.get("id") or f"{tar.stem}/{key}"), entry["image"], caption, labels))
+    return samples, problems
+
+
+def load(path: Path, split: str = ALL_SPLIT) -> Dataset:
+    available = splits(path)
+    if split not in available:
+        raise DataError(f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split")
+    tars = _tars(path if split == ALL_SPLIT else path / split)
+    samples: list[Sample] = []
+    problems: list[str] = []
+    for tar in tars:
+        got, issues = _read_shard(tar)
+        samples += got
+        problems += issues
+    if not samples:
+        raise DataError(f"{path}: no samples in its shards", hint="each sample needs an image member (e.g. 000001.png)")
+    values: dict[str, set[str]] = {}
+    for s in samples:
+        for name, value in s.labels.items():
+            values.setdefault(name, set()).add(value)
+    fields = {
+        name: LabelField(name, tuple(sorted(vals)), {v: v for v in vals}, include_unlisted=True, description="shard .json labels")
+        for name, vals in sorted(values.items())
+    }
+    return Dataset("webdataset", path, split, samples, fields, problems)
+
+
+def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: ProgressReporter | None = None) -> list[Path]:
+    """Write ``dataset`` as ``out/00000.tar``...: per sample its image file's bytes as they are,
+    ``.txt`` (caption, when it has one) and ``.json`` (id, caption, labels). Each shard is written
+    under a temporary name and renamed. Unreadable images are skipped; returns the shards."""
+    import io
+
+    if per_shard < 1:
+        raise DataError(f"--samples-per-shard {per_shard}: must be 1 or more")
+    out.mkdir(parents=True, exist_ok=True)
+    progress = progress or NullProgress()
+    task = progress.task(f"sharding {dataset.split}", total=len(dataset))
+    written = []
+    for first in range(0, len(dataset), per_shard):
+        path = out / f"{first // per_shard:05d}.tar"
+        with atomic_open(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for k, sample in enumerate(dataset.samples[first : first + per_shard], start=first):
+                try:
+                    data = sample.image.read_bytes()
+                except OSError:
+                    progress.advance(task)
+                    continue
+                key = f"{k:09d}"
+                ext = sample.image.suffix.lower() or ".dcm"
+                meta = {"id": sample.id, "caption": sample.caption, "labels": dict(sample.labels)}
+                members = [(f"{key}{ext}", data), (f"{key}.json", json.dumps(meta).encode())]
+                if sample.caption:
+                    members.append((f"{key}.txt", sample.caption.encode()))
+                for name, blob in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(blob)
+                    archive.addfile(info, io.BytesIO(blob))
+                progress.advance(task)
+        written.append(path)
+    progress.done(task)
+    return written
