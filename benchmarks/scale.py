@@ -78,6 +78,50 @@ def _memory() -> dict:
     return {"peak_rss_mib": round(status.get("VmHWM", 0), 1), "anon_mib": round(status.get("RssAnon", 0), 1)}
 
 
+class TreeCpu:
+    """CPU seconds of this process and all its descendants (the decode workers are children of
+    multiprocessing's fork server, not of this process), sampled from /proc every 0.1 s."""
+
+    def __enter__(self):
+        import threading
+
+        self.start = self._times()
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.seconds = sum(self.seen.values()) - sum(self.start.get(p, 0.0) for p in self.seen)
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def _sample(self):
+        for pid, seconds in self._times().items():
+            self.seen[pid] = max(self.seen.get(pid, 0.0), seconds)
+
+    @staticmethod
+    def _times() -> dict[int, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        out, todo = {}, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[pid] = (int(fields[11]) + int(fields[12])) / tick
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+
+
 def child_build(manifest: Path, workers: int) -> dict:
     """First run: hash every file, decode everything into the cache."""
     os.environ["MEDCLIP_DECODE_WORKERS"] = str(workers)
@@ -90,10 +134,15 @@ def child_build(manifest: Path, workers: int) -> dict:
     start = time.perf_counter()
     content_hashes(dataset)
     hashed = time.perf_counter()
-    pixels = load_pixels(dataset, PreprocessConfig(image_size=32))
+    with TreeCpu() as cpu:
+        pixels = load_pixels(dataset, PreprocessConfig(image_size=32))
     decoded = time.perf_counter()
+    cpu_s = cpu.seconds
     assert len(pixels) == len(dataset)
-    return {"hash_s": hashed - start, "decode_s": decoded - hashed, "decode_ips": len(dataset) / (decoded - hashed), **_memory()}
+    # cores_busy: CPU seconds of this process and its decode workers per wall second (on a
+    # machine shared with other work, this shows whether the workers ran side by side at all).
+    return {"hash_s": hashed - start, "decode_s": decoded - hashed, "decode_ips": len(dataset) / (decoded - hashed),
+            "cpu_ms_per_image": 1000 * cpu_s / len(dataset), "cores_busy": cpu_s / (decoded - hashed), **_memory()}  # fmt: skip
 
 
 def child_warm(manifest: Path, steps: int, batch: int) -> dict:
@@ -197,7 +246,7 @@ def report(rows: list[dict], args) -> None:
     w1, wn = args.workers[0], args.workers[-1]
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, {torch.get_num_threads()} threads;"
           f" 32 px cache, test-vit, batch {args.batch_size}, {args.steps} steps spread over each epoch")  # fmt: skip
-    head = (f"{'pairs':>8} | {'hash s':>7} | {f'decode {w1}p img/s':>16} | {f'decode {wn}p img/s':>16} | {f'{wn}p/{w1}p':>6} |"
+    head = (f"{'pairs':>8} | {'hash s':>7} | {f'decode {w1}p img/s':>16} | {f'decode {wn}p img/s':>16} | {f'{wn}p/{w1}p':>6} | {'cores busy 1p/' + str(wn) + 'p':>17} |"
             f" {'start-up s':>10} | {'ms/sample':>9} | {'peak RSS MiB':>12} | {'anon MiB':>8} | {'vs first: build, start-up, ms/sample, RSS':>44}")  # fmt: skip
     print(head)
     print("-" * len(head))
@@ -210,7 +259,7 @@ def report(rows: list[dict], args) -> None:
         )
         print(
             f"{r['pairs']:>8} | {bn['hash_s']:>7.2f} | {b1['decode_ips']:>16.0f} | {bn['decode_ips']:>16.0f} | "
-            f"{bn['decode_ips'] / b1['decode_ips']:>6.2f} | {warm['startup_s']:>10.2f} | {warm['sample_ms']:>9.3f} | "
+            f"{bn['decode_ips'] / b1['decode_ips']:>6.2f} | {b1.get('cores_busy', 0):>8.2f}/{bn.get('cores_busy', 0):<8.2f} | {warm['startup_s']:>10.2f} | {warm['sample_ms']:>9.3f} | "
             f"{warm['peak_rss_mib']:>12.0f} | {warm['anon_mib']:>8.0f} | {ratios:>44}"
         )
     print(json.dumps(rows))
