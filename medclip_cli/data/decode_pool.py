@@ -61,6 +61,15 @@ def _decode_rows(path: str, jobs: list[tuple[int, str]], preprocess: PreprocessC
     return failed
 
 
+def can_start_workers() -> bool:
+    """False when the worker processes could not start: like every spawn/forkserver pool they
+    re-import the main script, which cannot be done for code read from stdin."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
+
+
 def _context():
     import multiprocessing
 
@@ -86,9 +95,12 @@ def decode_in_workers(
 
     Returns {row: reason} for the images that could not be read. With ``strict`` the first
     failure stops the pool (pending chunks are cancelled) and is returned alone.
-    ``advance(n)`` is called as chunks finish.
+    ``advance(n)`` is called as chunks finish. A pool that breaks (a worker killed, e.g. by the
+    out-of-memory killer) leaves its unfinished chunks to the calling process, with a warning.
     """
+    import warnings
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     # Chunks small enough that the pool stays balanced and the progress bar moves, large enough
     # that pickling a chunk's paths is nothing next to decoding it.
@@ -96,14 +108,18 @@ def decode_in_workers(
     chunks = [[(row, str(p)) for row, p in images[k : k + size]] for k in range(0, len(images), size)]
     failed: dict[int, str] = {}
     with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
-        pending = {pool.submit(_decode_rows, str(path), chunk, preprocess): len(chunk) for chunk in chunks}
+        pending = {pool.submit(_decode_rows, str(path), chunk, preprocess): chunk for chunk in chunks}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    count = pending.pop(future)
-                    failed.update(future.result())
-                    advance(count)
+                    chunk = pending.pop(future)
+                    try:
+                        failed.update(future.result())
+                    except BrokenProcessPool as exc:
+                        warnings.warn(f"decode worker stopped ({exc}); decoding the rest in this process", stacklevel=2)
+                        failed.update(_decode_rows(str(path), chunk, preprocess))
+                    advance(len(chunk))
                 if strict and failed:
                     first = min(failed)
                     return {first: failed[first]}

@@ -94,7 +94,7 @@ def _decode_into(
     images are then closed up in order and the rows left over at the end zeroed, so the result,
     byte for byte, does not depend on the number of processes.
     """
-    from medclip_cli.data.decode_pool import MIN_PARALLEL, decode_in_workers, decode_workers
+    from medclip_cli.data.decode_pool import MIN_PARALLEL, can_start_workers, decode_in_workers, decode_workers
 
     task = progress.task(label, total=len(dataset))
     todo: list[int] = []
@@ -108,7 +108,7 @@ def _decode_into(
     failed: dict[int, str] = {}
     filename = getattr(out, "filename", None)
     workers = min(decode_workers(), len(todo) // 8 or 1)
-    if filename is not None and workers > 1 and len(todo) >= MIN_PARALLEL:
+    if filename is not None and workers > 1 and len(todo) >= MIN_PARALLEL and can_start_workers():
         out.flush()
         images = [(i, dataset.samples[i].image) for i in todo]
         failed = decode_in_workers(filename, images, preprocess, workers, strict=strict, advance=lambda n: progress.advance(task, n))

@@ -68,3 +68,26 @@ def test_bad_worker_count_is_a_usage_error(monkeypatch, raw):
     monkeypatch.setenv(decode_pool.ENV, raw)
     with pytest.raises(UsageError, match=decode_pool.ENV):
         decode_pool.decode_workers()
+
+
+def test_code_read_from_stdin_decodes_in_its_own_process(tmp_path):
+    """Workers re-import the main script; from stdin there is none, so one process decodes."""
+    import os
+    import subprocess
+    import sys
+
+    dataset = _set(tmp_path / "data", n=20)
+    script = (
+        "from pathlib import Path\n"
+        "from medclip_cli.data import Dataset, Sample, decode_pool\n"
+        "from medclip_cli.data.pixels import load_pixels\n"
+        "from medclip_cli.data.preprocess import PreprocessConfig\n"
+        "decode_pool.MIN_PARALLEL = 0\n"
+        f"paths = [Path(p) for p in {[str(s.image) for s in dataset.samples]!r}]\n"
+        "ds = Dataset('test', paths[0].parent, 'all', [Sample(p.stem, p, 'c') for p in paths], {})\n"
+        "print(len(load_pixels(ds, PreprocessConfig(image_size=16))))\n"
+    )
+    env = {**os.environ, decode_pool.ENV: "2", "MEDCLIP_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "18"
