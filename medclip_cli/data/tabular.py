@@ -203,10 +203,12 @@ def _field(name: str, listed: LabelField | None, samples: Sequence[Sample]) -> L
 def _image_path(base: Path, raw: str) -> Path | None:
     # Lexical check (no symlink resolution): a manifest cannot name files outside the data
     # folder with `..` or an absolute path, while links the user placed inside it still work.
-    candidate = Path(os.path.normpath(base / Path(raw).expanduser()))
-    if candidate != base and base not in candidate.parents:
+    # On strings: Path.parents builds every parent, which made reading a large manifest slow.
+    root = os.path.normpath(base)
+    candidate = os.path.normpath(os.path.join(root, os.path.expanduser(raw)))
+    if candidate != root and not candidate.startswith(root.rstrip(os.sep) + os.sep):
         return None
-    return candidate
+    return Path(candidate)
 
 
 def _pick(
