@@ -6,7 +6,7 @@ reasons of images that could not be read. :func:`medclip_cli.data.pixels._decode
 closes the gaps of skipped images in order, so the file's bytes are the same as one process's.
 
 The number of processes is ``MEDCLIP_DECODE_WORKERS`` (default: the cores this process may run
-on); 1 decodes in the calling process.
+on, divided by torchrun's processes on this machine); 1 decodes in the calling process.
 """
 
 from __future__ import annotations
@@ -33,9 +33,15 @@ def decode_workers(requested: int | None = None) -> int:
                 raise UsageError(f"{ENV}={raw!r}: not a whole number", hint="set it to the number of decode processes, e.g. 4") from None
         else:
             try:
-                requested = len(os.sched_getaffinity(0))
+                cores = len(os.sched_getaffinity(0))
             except AttributeError:  # not on Linux
-                requested = os.cpu_count() or 1
+                cores = os.cpu_count() or 1
+            # Under torchrun every process on a machine fills its cache at the same time: share the cores.
+            try:
+                local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            except ValueError:
+                local = 1
+            requested = max(1, cores // local)
     if requested < 1:
         raise UsageError(f"{ENV}={requested}: must be 1 or more", hint="1 decodes in the main process")
     return requested

@@ -25,7 +25,7 @@ from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.labels import LabelField
-from medclip_cli.errors import DataError
+from medclip_cli.errors import DataError, UsageError
 from medclip_cli.progress import NullProgress, ProgressReporter
 
 ALL_SPLIT = "all"
@@ -143,7 +143,7 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
     import io
 
     if per_shard < 1:
-        raise DataError(f"--samples-per-shard {per_shard}: must be 1 or more")
+        raise UsageError(f"--samples-per-shard {per_shard}: must be 1 or more")
     out.mkdir(parents=True, exist_ok=True)
     progress = progress or NullProgress()
     task = progress.task(f"sharding {dataset.split}", total=len(dataset))

@@ -91,3 +91,16 @@ def test_code_read_from_stdin_decodes_in_its_own_process(tmp_path):
     done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "18"
+
+
+def test_default_worker_count_shares_the_cores_between_torchrun_processes(monkeypatch):
+    import os
+
+    monkeypatch.delenv(decode_pool.ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert decode_pool.decode_workers() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert decode_pool.decode_workers() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert decode_pool.decode_workers() == 1

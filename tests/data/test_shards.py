@@ -71,3 +71,9 @@ def test_a_broken_shard_is_one_clear_error(tmp_path):
     (folder / "00000.tar").write_bytes(b"this is not a tar archive" * 40)
     with pytest.raises(DataError, match=r"00000\.tar: not a readable tar shard"):
         load_dataset(folder, "all", "webdataset")
+
+
+def test_samples_per_shard_below_one_is_a_usage_error(tmp_path, cli):
+    result = cli("data", "shard", _manifest(tmp_path / "src"), "--output", tmp_path / "out", "--samples-per-shard", "0")
+    assert result.exit_code == 2 and "--samples-per-shard 0: must be 1 or more" in result.output
+    assert not (tmp_path / "out").exists()
