@@ -1,0 +1,2 @@
+def probe() -> None:
+    """Not written yet."""

@@ -1,0 +1,2 @@
+def search() -> None:
+    """Not written yet."""
