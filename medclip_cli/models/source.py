@@ -51,3 +51,28 @@ def build_from_source(source: dict):
         source.get("text_pretrained", "auto"),
         source.get("image_size"),
     )
+
+
+def model_sources(
+    model_dirs: list,
+    encoders: list[str],
+    pretrained: list[str],
+    text_encoder: str | None = None,
+    seed: int = 0,
+) -> list[dict]:
+    """One source per ``--model`` and per ``--encoder`` (``--pretrained``: one for all or one each)."""
+    from medclip_cli.errors import UsageError
+
+    if not model_dirs and not encoders:
+        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
+    if pretrained and not encoders:
+        raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if len(pretrained) > 1 and len(pretrained) != len(encoders):
+        raise UsageError(
+            f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
+            hint="give one --pretrained for all encoders, or one per --encoder",
+        )
+    tags = pretrained if len(pretrained) > 1 else (pretrained or ["none"]) * len(encoders)
+    sources = [model_source(path) for path in model_dirs]
+    sources += [model_source(None, name, text_encoder, tag, seed=seed) for name, tag in zip(encoders, tags)]
+    return sources
