@@ -162,9 +162,10 @@ def check_same_model(identities: Sequence[tuple[str, dict]]) -> None:
     for where, other in identities[1:]:
         if identity_key(other) == identity_key(first):
             continue
-        what = "preprocessing" if other.get("weights_sha256") == first.get("weights_sha256") else "model"
+        what = "preprocessing" if other.get("weights_sha256") == first.get("weights_sha256") else "models"
         raise DataError(
-            f"{where} holds embeddings of another {what}: {describe(other)}, not {describe(first)} as in {first_where}",
+            f"cannot mix embeddings of different {what}: {first_where} is {describe(first)}; "
+            f"{where} is {describe(other)}",
             hint="embed everything with one model and preprocessing",
         )
 
