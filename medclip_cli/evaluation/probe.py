@@ -142,6 +142,14 @@ def probe_model(
     on_fit=None,
 ) -> list[ProbeRun]:
     """Fit and score one probe per draw (``draws``: k -> list of position arrays)."""
+    from threadpoolctl import threadpool_limits
+
+    # Many small fits: one BLAS thread each is several times faster than a pool per fit.
+    with threadpool_limits(limits=1):
+        return _probe_draws(train_x, train_y, eval_x, eval_y, classes, draws, config, on_fit)
+
+
+def _probe_draws(train_x, train_y, eval_x, eval_y, classes, draws, config, on_fit) -> list[ProbeRun]:
     runs = []
     for k, per_k in draws.items():
         for repeat, positions in enumerate(per_k):
