@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=64)
+    parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--hnsw", action="store_true", help="also build an HNSW index at the largest size")
     args = parser.parse_args()
     import numpy as np
@@ -91,7 +92,7 @@ def main() -> None:
     )
     print(header)
     for n in [int(s) for s in args.sizes.split(",")]:
-        for dtype in (np.float32, np.float16):
+        for dtype in [np.dtype(d).type for d in args.dtypes.split(",")]:
             matrix = _synthetic(n, args.dim, dtype)
             size_mib = matrix.nbytes / 2**20
             base = _rss_mib()

@@ -1,10 +1,13 @@
 """Nearest images by cosine similarity: exact top-k over unit-length embeddings.
 
 Brute force with NumPy reads the matrix in row blocks (float16 blocks are widened to float32 one
-at a time, so a float16 matrix costs half the memory and no full copy). Past ``FAISS_MIN_ROWS``
-rows, and where faiss is installed, the same exact search runs through a faiss flat
-inner-product index instead (``benchmarks/search_backends.py`` measures where that starts to
-pay on this machine's CPU; it gives identical neighbours).
+at a time, so a float16 matrix costs half the memory and no full copy). Where faiss is installed
+the same exact search can run through a faiss flat index (identical neighbours).
+``benchmarks/search_backends.py`` measured on this project's 2-core CPU (BENCHMARKS.md): for
+float32 rows NumPy's BLAS product beat faiss's flat index at every size up to 1M rows (faiss at
+0.4-0.7x), so float32 stays on NumPy; for float16 rows faiss's float16 flat index was 2x faster
+at 10k rows and 10-15x at 100k, one query at a time, because NumPy must widen every block first.
+So ``auto`` uses faiss for float16 matrices from ``FAISS_MIN_ROWS`` rows, where installed.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import numpy as np
 
 from medclip_cli.errors import UsageError
 
-#: From benchmarks/search_backends.py (see BENCHMARKS.md): below this, NumPy is as fast or faster.
-FAISS_MIN_ROWS = 200_000
+#: float16 matrices from this many rows go to faiss under ``auto`` (benchmarks/search_backends.py).
+FAISS_MIN_ROWS = 10_000
 BLOCK_ROWS = 65_536
 BACKENDS = ("auto", "numpy", "faiss")
 
@@ -26,13 +29,14 @@ def faiss_available() -> bool:
     return importlib.util.find_spec("faiss") is not None
 
 
-def choose_backend(n_rows: int, backend: str = "auto") -> str:
+def choose_backend(n_rows: int, backend: str = "auto", dtype=np.float32) -> str:
     if backend not in BACKENDS:
         raise UsageError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if backend == "faiss" and not faiss_available():
         raise UsageError("--backend faiss: faiss is not installed", hint="pip install faiss-cpu, or use --backend numpy")
     if backend == "auto":
-        return "faiss" if n_rows >= FAISS_MIN_ROWS and faiss_available() else "numpy"
+        pays = np.dtype(dtype) == np.float16 and n_rows >= FAISS_MIN_ROWS
+        return "faiss" if pays and faiss_available() else "numpy"
     return backend
 
 
@@ -51,7 +55,7 @@ def nearest(matrix: np.ndarray, queries: np.ndarray, k: int, backend: str = "aut
     if matrix.ndim != 2 or queries.shape[1] != matrix.shape[1]:
         raise UsageError(f"query has {queries.shape[1]} dimensions, the embeddings {matrix.shape[-1]}")
     k = min(k, len(matrix))
-    chosen = choose_backend(len(matrix), backend)
+    chosen = choose_backend(len(matrix), backend, matrix.dtype)
     if chosen == "faiss":
         return FaissIndex(matrix).search(queries, k)
     return brute_force(matrix, queries, k)
