@@ -90,7 +90,7 @@ def probe(
         ui.print_json(payload)
         return
     for name, t in payload["tasks"].items():
-        ui.show(_table(name, t))
+        ui.show(probe_table(name, t))
     if written:
         ui.info(f"wrote {len(written)} files to {output}")
 
@@ -153,7 +153,8 @@ def _cell(stat: dict) -> str:
     return f"{stat['mean']:.4f}" if stat["sd"] is None else f"{stat['mean']:.4f} ± {stat['sd']:.4f}"
 
 
-def _table(name: str, t: dict):
+def probe_table(name: str, t: dict):
+    """One task's probe results as a rich table (also shown by `medclip reproduce`)."""
     metrics = ("accuracy@1", "balanced_accuracy", "macro_f1")
     rows = []
     for model in t["models"]:

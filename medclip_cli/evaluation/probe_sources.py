@@ -27,21 +27,38 @@ def model_probe_source(
     progress: ProgressReporter | None = None,
 ) -> ProbeSource:
     """Build the model, embed ``datasets`` (cache first) and keep each task's zero-shot classifier."""
-    from medclip_cli.evaluation.embed_file import model_identity
-    from medclip_cli.evaluation.export import embed_datasets
     from medclip_cli.models.source import build_from_source, source_label
     from medclip_cli.runtime.devices import resolve_device
 
-    progress = progress or NullProgress()
     model = build_from_source(source).to(resolve_device(device))
+    return probe_source_for_model(
+        model, source_label(source), source, datasets, tasks, prompts=prompts, batch_size=batch_size, cache=cache, progress=progress
+    )
+
+
+def probe_source_for_model(
+    model,
+    label: str,
+    source: dict,
+    datasets: Sequence[Dataset],
+    tasks: Sequence[str],
+    *,
+    prompts: str | None = None,
+    batch_size: int = 64,
+    cache: bool = True,
+    progress: ProgressReporter | None = None,
+) -> ProbeSource:
+    """Embed ``datasets`` with a built ``model`` and keep each task's zero-shot classifier."""
+    from medclip_cli.evaluation.embed_file import model_identity
+    from medclip_cli.evaluation.export import embed_datasets
+
+    progress = progress or NullProgress()
     model.module.eval()
-    label = source_label(source)
     table, _ = embed_datasets(
         model, model_identity(model, label, source), datasets, captions=False, batch_size=batch_size, cache=cache, progress=progress
     )
     classifiers = {task: _zero_shot_classifier(model, datasets, task, prompts) for task in tasks}
     scale = model.logit_scale
-    del model
 
     def zero_shot(task: str, classes: list[str], rows: EmbeddingTable) -> dict | None:
         found = classifiers.get(task)
