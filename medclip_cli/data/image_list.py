@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, Sample
-from medclip_cli.data.folder import IMAGE_SUFFIXES, _is_image
+from medclip_cli.data.folder import IMAGE_SUFFIXES
+from medclip_cli.data.images import is_dicom
 from medclip_cli.errors import DataError
 
 FORMAT = "images"
@@ -27,6 +28,11 @@ def load_image_list(root: Path) -> Dataset:
         raise DataError(f"{root}: no images in this folder ({kinds} or DICOM)", hint="check --data")
     samples = [Sample(id=p.relative_to(root).as_posix(), image=p, caption=None, labels={}) for p in images]
     return Dataset(FORMAT, root, SPLIT, samples, {})
+
+
+def _is_image(path: Path) -> bool:
+    # DICOM files often have no extension at all: recognised by their DICM magic.
+    return path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and is_dicom(path)))
 
 
 def _hidden(path: Path, root: Path) -> bool:
