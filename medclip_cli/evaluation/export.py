@@ -77,10 +77,13 @@ def existing_output(output: Path, identity: dict, overwrite: bool) -> EmbeddingT
         return None
     try:
         table = read_embedding_file(output)
-    except DataError:
+    except DataError as exc:
         if overwrite:
             return None
-        raise
+        raise DataError(
+            f"--output {output}: exists and is not an embedding file medclip can read ({exc.message})",
+            hint="pass --overwrite to replace it, or choose another --output",
+        ) from None
     if identity_key(table.identity) != identity_key(identity) and not overwrite:
         try:
             check_same_model([("this run", identity), (str(output), table.identity)])
