@@ -37,7 +37,7 @@ Data = Annotated[
 ]
 DatasetKind = Annotated[
     Optional[str],
-    typer.Option("--dataset", help="Data-set format: medpix2, csv, jsonl, folder (default: detected).", show_default=False),
+    typer.Option("--dataset", help="Data-set format: medpix2, csv, jsonl, webdataset, folder (default: detected).", show_default=False),
 ]
 # Which columns of a CSV/TSV/JSONL manifest hold what (data check, finetune, evaluate).
 ImageColumn = Annotated[
