@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from medclip_cli.atomic import replace_dir
+from medclip_cli.atomic import match_umask, replace_dir
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
 
@@ -66,6 +66,7 @@ def unpack(
             raise DataError(f"{archive}: holds no {what}; nothing was unpacked", hint="check the URL")
         for name, data in (extra_files or {}).items():
             (content / name).write_bytes(data)
+        match_umask(content, directory=True)  # mkdtemp's 0700 would hide the data set from colleagues
         replace_dir(content, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
