@@ -108,6 +108,7 @@ def _run_one(exp, out: Path, data, device, command, as_json):
 
 
 def _show_list(experiments, as_json: bool) -> None:
+    from medclip_cli.config_folders import origin
     from medclip_cli.experiments.runner import needs_network
 
     rows = [
@@ -118,19 +119,25 @@ def _show_list(experiments, as_json: bool) -> None:
             "pretrained": e.pretrained_summary,
             "fine-tunes": e.finetune is not None,
             "needs network": needs_network(e),
+            "from": origin(e.path),
+            "file": str(e.path),
         }
         for e in experiments
     ]
     if as_json:
         ui.print_json(rows)
         return
+    from medclip_cli.config_folders import user_config_dir
     from medclip_cli.experiments.config import aliases
 
     ui.show(
         ui.table(
-            "Experiments (configs/experiments)",
-            ["name", "what it tests", "encoders", "weights", "fine-tunes", "needs network"],
-            [(r["name"], r["tests"], r["encoders"], r["pretrained"], "yes" if r["fine-tunes"] else "no", "yes" if r["needs network"] else "no") for r in rows],
+            f"Experiments (built-in, and yours in {user_config_dir() / 'experiments'})",
+            ["name", "what it tests", "encoders", "weights", "fine-tunes", "needs network", "from"],
+            [
+                (r["name"], r["tests"], r["encoders"], r["pretrained"], "yes" if r["fine-tunes"] else "no", "yes" if r["needs network"] else "no", r["from"])
+                for r in rows
+            ],
         )
     )
     names = aliases()

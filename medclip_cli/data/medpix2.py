@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, Sample
-from medclip_cli.data.labels import config_dir, read_label_fields
+from medclip_cli.data.labels import named_label_fields
 from medclip_cli.errors import DataError
 
 FOLDER_NAME = "MedPix-2-0"
@@ -88,7 +88,7 @@ def _json_problem(exc: Exception) -> str:
 def load(path: Path, split: str = "train") -> Dataset:
     root = _root(path)
     source, records = _records(root, split)
-    fields = read_label_fields(config_dir() / "labels" / "medpix2.toml")
+    fields = named_label_fields("medpix2")
     samples, problems, seen = [], [], set()
     images_dir = (root / "images").resolve()
     for index, record in enumerate(records, start=1):

@@ -1,4 +1,5 @@
-"""Experiments as TOML files in ``configs/experiments/``: parsed, overridden with ``--set``, validated."""
+"""Experiments as TOML files in ``configs/experiments/`` (and the user's config folder): parsed,
+overridden with ``--set``, validated. A user's file wins over a built-in one of the same name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medclip_cli.data.labels import config_dir
+from medclip_cli.config_folders import builtin_config_dir, config_dirs, config_files, find_config
 from medclip_cli.errors import UsageError
 
 ALIASES_FILE = "aliases.toml"
@@ -90,19 +91,27 @@ class Experiment:
 
 
 def experiments_dir() -> Path:
-    return config_dir() / "experiments"
+    """The built-in experiments (the user's own are found through :mod:`medclip_cli.config_folders`)."""
+    return builtin_config_dir() / "experiments"
+
+
+def _experiment_files() -> dict[str, Path]:
+    return {name: path for name, path in config_files("experiments").items() if f"{name}.toml" != ALIASES_FILE}
 
 
 def list_experiments() -> list[Experiment]:
-    """Every experiment file, sorted by name."""
-    return [load_experiment(p.stem) for p in sorted(experiments_dir().glob("*.toml")) if p.name != ALIASES_FILE]
+    """Every experiment, built-in and the user's, sorted by name."""
+    return [load_experiment(name) for name in _experiment_files()]
 
 
 def aliases() -> dict[str, str]:
-    path = experiments_dir() / ALIASES_FILE
-    if not path.is_file():
-        return {}
-    return {k: str(v) for k, v in _read_toml(path).items()}
+    """Alias -> experiment, from the built-in aliases file and the user's (theirs win)."""
+    merged: dict[str, str] = {}
+    for folder in reversed(config_dirs()):
+        path = folder / "experiments" / ALIASES_FILE
+        if path.is_file():
+            merged.update({k: str(v) for k, v in _read_toml(path).items()})
+    return merged
 
 
 def resolve_names(name: str) -> list[str]:
@@ -110,7 +119,7 @@ def resolve_names(name: str) -> list[str]:
     if name == "all":
         return [e.name for e in list_experiments()]
     target = aliases().get(name, name)
-    known = [p.stem for p in experiments_dir().glob("*.toml") if p.name != ALIASES_FILE]
+    known = list(_experiment_files())
     if target not in known:
         close = difflib.get_close_matches(name, known + list(aliases()), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -121,7 +130,7 @@ def resolve_names(name: str) -> list[str]:
 
 
 def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:
-    path = experiments_dir() / f"{name}.toml"
+    path = find_config("experiments", name) or experiments_dir() / f"{name}.toml"
     raw = _read_toml(path)
     settings = _validate(raw, path)
     overrides = list(overrides or [])
