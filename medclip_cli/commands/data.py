@@ -165,11 +165,21 @@ def download(
         typer.Option("--sha256", help="Expected sha256 of the archive (refused when it differs).", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again and replace an existing copy.")] = False,
+    revision: Annotated[
+        Optional[str],
+        typer.Option(
+            "--revision",
+            help="Take this branch, tag or commit instead of the pinned release (e.g. main); its content is not verified.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: options.Json = False,
 ) -> None:
     """Download a public data set, resumably, verified, and unpack it safely.
 
-    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0); MEDCLIP_MEDPIX_URL points at a mirror.
+    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0) at a pinned commit, and its
+    unpacked files must have the pinned sha256; --revision takes a newer one. MEDCLIP_MEDPIX_URL
+    points at a mirror (its content is yours to vouch for: pass --sha256).
 
     An interrupted download resumes where it stopped when run again. Commands that take --data use the downloaded copy by default.
 
@@ -178,6 +188,8 @@ def download(
         medclip data download medpix2
 
         medclip data download medpix2 --to ~/data/medpix2
+
+        medclip data download medpix2 --revision main --to ~/data/medpix2-newest
     """
     from medclip_cli.data.download import download_medpix2
     from medclip_cli.errors import UsageError
@@ -185,7 +197,7 @@ def download(
     if name.lower() not in _DATASETS:
         raise UsageError(f"unknown data set {name!r} to download (known: {', '.join(_DATASETS)})")
     with ui.progress(enabled=not as_json) as reporter:
-        result = download_medpix2(to, expected_sha256=sha256, force=force, progress=reporter)
+        result = download_medpix2(to, expected_sha256=sha256, force=force, revision=revision, progress=reporter)
     if as_json:
         ui.print_json(
             {
@@ -194,8 +206,15 @@ def download(
                 "sha256": result.sha256,
                 "bytes": result.size,
                 "reused": result.reused,
+                "revision": result.revision,
+                "content_sha256": result.content_sha256,
+                "verified": result.verified,
             }
         )
         return
     verb = "already downloaded" if result.reused else "downloaded"
     ui.info(f"MedPix 2.0 {verb}: {result.root} (sha256 {result.sha256[:16]}…, {result.size:,} bytes)")
+    if result.verified:
+        ui.info(f"revision {result.revision[:12]}: content matches the pinned sha256")
+    else:
+        ui.warning(f"revision {result.revision}: not the pinned release, content unverified (content sha256 {result.content_sha256})")
