@@ -71,6 +71,11 @@ def show(renderable: Any) -> None:
     console.print(renderable)
 
 
+def heading(text: str) -> None:
+    """A bold line on stdout, never folded by rich (a long image path stays whole above its table)."""
+    console.print(Text(text, style="bold"), soft_wrap=True)
+
+
 class RichProgress:
     """The engine's :class:`ProgressReporter` drawn as rich progress bars on stderr."""
 

@@ -70,7 +70,9 @@ def classify(
                 ui.error(r.error)
                 continue
             rows = [(i + 1, lab, f"{p:.4f}") for i, (lab, p) in enumerate(r.predictions)]
-            ui.show(ui.table(r.image, ["#", "label", "probability"], rows))
+            # The path above the table, not as its title: a title folds to the narrow table's width.
+            ui.heading(r.image)
+            ui.show(ui.table(None, ["#", "label", "probability"], rows))
     if failed:
         raise typer.Exit(1)
 

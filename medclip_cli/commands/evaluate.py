@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -46,6 +47,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch before each model is built.")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding cache.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -80,6 +82,7 @@ def evaluate(
         device=device,
         seed=seed,
         cache=not no_cache,
+        strict=strict,
     )
     with ui.progress(enabled=not as_json) as reporter:
         result = run_evaluation(sources, dataset, config, progress=reporter)
@@ -106,7 +109,8 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
             hint="give one --pretrained for all encoders, or one per --encoder",
         )
     tags = pretrained if len(pretrained) > 1 else (pretrained or ["none"]) * len(encoders)
-    sources = [ModelSource(path.name or str(path), lambda path=path: resolve_model(path)) for path in model_dirs]
+    names = run_names(model_dirs)
+    sources = [ModelSource(name, lambda path=path: resolve_model(path)) for name, path in zip(names, model_dirs)]
     for name, tag in zip(encoders, tags):
         load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
         sources.append(ModelSource(f"{name}/{tag}", load))
@@ -115,6 +119,19 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
         if labels.count(source.label) > 1:
             source.label = f"{source.label}#{i + 1}"
     return sources
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Short names for model folders: the folder's name, with as many parent folders as it takes to
+    tell them apart (``runs/vit-b-32/last`` and ``runs/rn50/last`` -> ``vit-b-32/last``, ``rn50/last``)."""
+    parts = [Path(os.path.normpath(p.absolute())).parts for p in paths]
+    names = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and sum(other[-depth:] == mine[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append("/".join(mine[-depth:]))
+    return names
 
 
 def _show(result) -> None:

@@ -42,6 +42,7 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 0  # seeds torch before each model is built (random-init towers are reproducible)
     cache: bool = True  # read and write image embeddings under MEDCLIP_HOME
+    strict: bool = False  # an unreadable image stops the evaluation instead of being skipped
     ks: tuple[int, ...] = RETRIEVAL_KS
     # The load_dataset options the split was read with (which CSV/JSONL columns hold what):
     # recorded in results.json, since the same file read through other columns is other data.
@@ -196,6 +197,7 @@ def evaluate(
             "device": str(device),
             "seed": config.seed,
             "cache": config.cache,
+            "strict": config.strict,
             "ks": list(config.ks),
         },
         versions=package_versions(),
@@ -208,6 +210,13 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
     embeddings = embed_images(
         model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=key, progress=progress
     )
+    if config.strict and embeddings.skipped:
+        _, reason = embeddings.skipped[0]
+        more = len(embeddings.skipped) - 1
+        raise DataError(
+            reason + (f" (and {more} more unreadable images)" if more else ""),
+            hint="fix or remove the file, or run without --strict to skip it",
+        )
     if not embeddings.indices:
         raise DataError(f"{dataset.root}: none of the {len(dataset)} images of split {dataset.split!r} could be read")
     task_results = {}
