@@ -53,12 +53,19 @@ def evaluate(
 ) -> None:
     """Evaluate models zero-shot: classification metrics per label field, and image-caption retrieval.
 
+    Without --model or --encoder: ViT-B/32 with the OpenAI weights (downloaded once and cached;
+    `medclip weights fetch vit-b-32:openai` fetches them ahead of an offline run). An --encoder
+    without --pretrained uses its canonical weights (openai for the CLIP models); --pretrained none
+    is random weights, said with a warning.
+
     Images are embedded once per model (and cached under MEDCLIP_HOME); every task reuses them.
     Writes results.json, predictions_<task>.csv and confusion_<task>.png under --output.
 
     Examples:
 
-        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder vit-b-32 --pretrained openai
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task retrieval
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder rn50 --pretrained openai
 
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
 
@@ -99,18 +106,21 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
     from medclip_cli.evaluation.evaluate import ModelSource
     from medclip_cli.models import resolve_model
 
-    if not model_dirs and not encoders:
-        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
-    if pretrained and not encoders:
+    from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
+
+    if pretrained and model_dirs and not encoders:
         raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if not model_dirs and not encoders:  # the study's model: ViT-B/32 with the OpenAI weights
+        encoders = [DEFAULT_ENCODER]
     if len(pretrained) > 1 and len(pretrained) != len(encoders):
         raise UsageError(
             f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
             hint="give one --pretrained for all encoders, or one per --encoder",
         )
-    tags = pretrained if len(pretrained) > 1 else (pretrained or ["none"]) * len(encoders)
+    given = pretrained if len(pretrained) > 1 else (pretrained or [None]) * len(encoders)
+    tags = [default_pretrained(name, tag) for name, tag in zip(encoders, given)]
     names = run_names(model_dirs)
-    sources = [ModelSource(name, lambda path=path: resolve_model(path)) for name, path in zip(names, model_dirs)]
+    sources = [ModelSource(name, lambda path=path: resolve_model(path), bundle=path) for name, path in zip(names, model_dirs)]
     for name, tag in zip(encoders, tags):
         load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
         sources.append(ModelSource(f"{name}/{tag}", load))
@@ -150,6 +160,8 @@ def _show(result) -> None:
             ui.show(ui.table(None, ["class", "prompted as", "precision", "recall", "F1", "support", "AUROC"], rows))
             matrix = [(f"true {c}", *counts) for c, counts in zip(t.classes, t.metrics["confusion_matrix"])]
             ui.show(ui.table(None, ["confusion", *[f"pred {c}" for c in t.classes]], matrix))
+    for model in result.models:
+        ui.info(f"weights of {model.label}: {model.weights}")
     for model in result.models:
         for image_id, reason in model.skipped_images[:5]:
             ui.warning(f"skipped image {image_id}: {reason}")

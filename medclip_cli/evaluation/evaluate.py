@@ -26,6 +26,7 @@ from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, mod
 from medclip_cli.evaluation.metrics import classification_metrics, save_confusion_png
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
+from medclip_cli.models.origin import warn_if_random, weights_origin
 from medclip_cli.errors import DataError, OutputError, UsageError
 
 RETRIEVAL = "retrieval"
@@ -55,6 +56,9 @@ class ModelSource:
 
     label: str
     load: Callable[[], object]
+    # The --model folder or name it was loaded from; None: built from encoders (whose weights origin
+    # is the manifest's tags, and whose random towers are warned about).
+    bundle: str | Path | None = None
 
 
 @dataclass
@@ -89,10 +93,12 @@ class ModelResult:
     n_embedded: int
     skipped_images: list[tuple[str, str]]
     tasks: dict[str, TaskResult]
+    weights: str = ""  # where the weights came from: a tag, a file and its sha256, or random init
 
     def to_json(self) -> dict:
         return {
             "label": self.label,
+            "weights": self.weights,
             "manifest": self.manifest,
             "model_key": self.model_key,
             "logit_scale": self.logit_scale,
@@ -177,7 +183,11 @@ def evaluate(
         torch.manual_seed(config.seed)
         model = source.load().to(device)
         model.module.eval()  # also when the images come from the cache: text towers may have dropout
-        results.append(_evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress))
+        if source.bundle is None:
+            warn_if_random(model.manifest, source.label)
+        result = _evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress)
+        result.weights = weights_origin(model.manifest, source.bundle)
+        results.append(result)
         del model
     return EvalResult(
         models=results,
