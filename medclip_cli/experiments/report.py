@@ -68,6 +68,7 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
         f"{dataset['n_samples']} images, fingerprint `{dataset['fingerprint']}`",
         f"- prompts: {evaluation.prompts.get('name', '')}",
     ]
+    parts += [f"- weights, {m.label}: {m.weights}" for m in evaluation.models]
     if run.train is not None:
         kept = (
             f"kept epoch {run.train.best_epoch} by {run.train.best_metric} = {_fmt(run.train.best_value)}"

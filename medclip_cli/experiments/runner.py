@@ -85,7 +85,10 @@ def run_experiment(
         del baseline
         train_result = _finetune(experiment, data_root, start_dir, output / "finetune", device, progress, train_events)
         tuned = train_result.best or train_result.last
-        sources = [ModelSource(BASELINE, lambda: load_bundle(start_dir)), ModelSource(FINETUNED, lambda: load_bundle(tuned))]
+        sources = [
+            ModelSource(BASELINE, lambda: load_bundle(start_dir)),  # named by its tags, as built
+            ModelSource(FINETUNED, lambda: load_bundle(tuned), bundle=tuned),
+        ]
     evaluation = evaluate(
         sources,
         eval_set,
@@ -201,6 +204,7 @@ def results_json(run: ExperimentRun, command: str) -> dict:
         "settings": run.experiment.settings,
         "seconds": round(run.seconds, 1),
         "data_root": str(run.data_root),
+        "weights": {m.label: m.weights for m in run.evaluation.models},
         "comparison": run.comparison(),
         "training": None
         if run.train is None
