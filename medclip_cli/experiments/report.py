@@ -92,13 +92,14 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
     return "\n".join(parts)
 
 
-def summary_report(runs: list[ExperimentRun], command: str) -> str:
-    """One table across experiments: accuracy@1 per task and retrieval R@1, start vs fine-tuned."""
+def summary_report(runs: list[ExperimentRun], command: str, not_run: list[tuple[str, str, str]] = ()) -> str:
+    """One table across experiments: accuracy@1 per task and retrieval R@1, start vs fine-tuned;
+    then the experiments that were skipped or failed, with the reason."""
     tasks: list[str] = []
     for run in runs:
         tasks += [t for t in run.evaluation.tasks if t not in tasks]
     header = ["experiment"] + [f"{t} ({'R@1 i→t' if t == 'retrieval' else 'acc@1'})" for t in tasks] + ["seconds"]
-    lines = [f"# Summary of {len(runs)} experiments", "", f"command: `{command}`", "", "| " + " | ".join(header) + " |"]
+    lines = [f"# Summary of {len(runs)} experiments" + (f" ({len(not_run)} not run)" if not_run else ""), "", f"command: `{command}`", "", "| " + " | ".join(header) + " |"]
     lines.append("| --- " * len(header) + "|")
     for run in runs:
         cells = [run.experiment.name]
@@ -116,4 +117,7 @@ def summary_report(runs: list[ExperimentRun], command: str) -> str:
                 cells.append(f"{_fmt(row[BASELINE])} → {_fmt(row[FINETUNED])}")
         cells.append(f"{run.seconds:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if not_run:
+        lines += ["", "## Not run", "", "| experiment | status | reason |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {status} | {reason.replace('|', '/')} |" for name, status, reason in not_run]
     return "\n".join(lines) + "\n"

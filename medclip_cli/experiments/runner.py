@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medclip_cli.atomic import write_text_atomic
-from medclip_cli.errors import DataError, PretrainedUnavailableError
+from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
 
 OFFLINE_EXPERIMENT = "offline-minilm-lit"
@@ -57,12 +57,19 @@ def run_experiment(
     device: str = "auto",
     progress=None,
     train_events=None,
+    resume: bool = False,
 ) -> ExperimentRun:
-    """Run ``experiment`` into ``output``: checks first (data, splits, weights), then the work."""
+    """Run ``experiment`` into ``output``: checks first (data, splits, weights), then the work.
+
+    With ``resume``, an interrupted fine-tune in ``output/finetune`` continues from its last
+    checkpoint (the starting model is read back from ``output/start-model``, so no download is
+    needed again), and the experiment is finished as an uninterrupted run would have finished it.
+    """
     import torch
 
     from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
-    from medclip_cli.models.bundle import load_bundle, save_bundle
+    from medclip_cli.models.bundle import is_bundle, load_bundle, save_bundle
+    from medclip_cli.training.checkpoint import find_checkpoint
 
     start = time.perf_counter()
     settings = experiment.settings
@@ -74,16 +81,31 @@ def run_experiment(
             _load_split(experiment, data_root, "val_split")
 
     seed = int(settings["experiment"]["seed"])
+    start_dir, tune_dir = output / "start-model", output / "finetune"
+    resuming = resume and experiment.finetune is not None and find_checkpoint(tune_dir) is not None
+    if experiment.finetune is not None and not resuming and tune_dir.is_dir() and any(tune_dir.iterdir()):
+        if resume:
+            raise OutputError(
+                f"{tune_dir}: nothing to resume (the fine-tune stopped before its first checkpoint)",
+                hint=f"remove {tune_dir} to start it again, or choose another --output",
+            )
+        raise OutputError(
+            f"{tune_dir}: holds an earlier or interrupted fine-tune of {experiment.name}",
+            hint="pass --resume to continue it, or choose another --output",
+        )
     torch.manual_seed(seed)
-    baseline = _build_start_model(experiment)
+    if resuming and is_bundle(start_dir):
+        baseline = load_bundle(start_dir)  # the very model the interrupted run started from
+    else:
+        baseline = _build_start_model(experiment)
     output.mkdir(parents=True, exist_ok=True)
-    start_dir = output / "start-model"
     sources = [ModelSource(BASELINE, lambda: baseline)]
     train_result = None
     if experiment.finetune is not None:
-        save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
+        if not (resuming and is_bundle(start_dir)):
+            save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
         del baseline
-        train_result = _finetune(experiment, data_root, start_dir, output / "finetune", device, progress, train_events)
+        train_result = _finetune(experiment, data_root, start_dir, tune_dir, device, progress, train_events, resuming)
         tuned = train_result.best or train_result.last
         sources = [
             ModelSource(BASELINE, lambda: load_bundle(start_dir)),  # named by its tags, as built
@@ -151,7 +173,7 @@ def _build_start_model(experiment: Experiment):
         ) from exc
 
 
-def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events):
+def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):
     from medclip_cli.training.train import TrainConfig, train
 
     settings = experiment.settings
@@ -171,6 +193,7 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
         val_split=None if str(val_split).lower() == "none" else val_split,
         device=device,
         seed=int(settings["experiment"]["seed"]),
+        resume=resume,
         **finetune,
     )
     return train(config, progress, events)
