@@ -68,7 +68,8 @@ def run_experiment(
     import torch
 
     from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
-    from medclip_cli.models.bundle import is_bundle, load_bundle, save_bundle
+    from medclip_cli.models.bundle import CONFIG_NAME, load_bundle, save_bundle
+    from medclip_cli.models.weights import WEIGHTS_NAME
     from medclip_cli.training.checkpoint import find_checkpoint
 
     start = time.perf_counter()
@@ -94,7 +95,8 @@ def run_experiment(
             hint="pass --resume to continue it, or choose another --output",
         )
     torch.manual_seed(seed)
-    if resuming and is_bundle(start_dir):
+    saved_start = (start_dir / CONFIG_NAME).is_file() and (start_dir / WEIGHTS_NAME).is_file()
+    if resuming and saved_start:
         baseline = load_bundle(start_dir)  # the very model the interrupted run started from
     else:
         baseline = _build_start_model(experiment)
@@ -102,7 +104,7 @@ def run_experiment(
     sources = [ModelSource(BASELINE, lambda: baseline)]
     train_result = None
     if experiment.finetune is not None:
-        if not (resuming and is_bundle(start_dir)):
+        if not (resuming and saved_start):
             save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
         del baseline
         train_result = _finetune(experiment, data_root, start_dir, tune_dir, device, progress, train_events, resuming)
