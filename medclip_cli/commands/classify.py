@@ -30,14 +30,7 @@ def classify(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: Annotated[
-        Optional[str],
-        typer.Option(
-            "--pretrained", "-p",
-            help="Pretrained tag, weights file or bundle, or none (random weights). Default: the encoder's own (openai for the CLIP models).",
-            show_default=False,
-        ),
-    ] = None,
+    pretrained: options.Pretrained = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:

@@ -66,7 +66,7 @@ def finetune(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     text_pretrained: options.TextPretrained = "auto",
     image_size: options.ImageSize = None,
     data: Annotated[
@@ -254,6 +254,11 @@ def finetune(
         settings.update(_saved_settings(ctx, output, settings["dataset_options"]))
     if settings["data"] is None:
         raise UsageError("no --data given", hint="pass --data PATH (e.g. a MedPix 2.0 folder)")
+    if settings["encoder"] is not None and settings["pretrained"] is None:
+        from medclip_cli.models.defaults import default_pretrained
+
+        # Fine-tuning starts from the encoder's pretrained weights; from scratch is `--pretrained none`.
+        settings["pretrained"] = default_pretrained(settings["encoder"], None)
     config = TrainConfig(output=output, resume=resume, **settings)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
     events = _Events(as_json or not main_process)
@@ -311,6 +316,15 @@ def _saved_settings(ctx: typer.Context, output: Path, dataset_options: dict) -> 
     return taken
 
 
+def _starting_weights(config) -> str:
+    from medclip_cli.models.factory import normalize_pretrained
+
+    if config.model_dir is not None:
+        return f"model {config.model_dir}"
+    tag = normalize_pretrained(config.pretrained)
+    return tag if tag is not None else "random init (from scratch: --pretrained none)"
+
+
 class _Events:
     """Draws the plan before the run and a table after each validation."""
 
@@ -322,6 +336,7 @@ class _Events:
             return
         warm = f"{plan.warmup_steps} steps ({plan.warmup_steps / max(1, plan.total_steps):.0%})"
         rows = [
+            ("starting weights", _starting_weights(config)),
             (
                 "device / precision",
                 f"{plan.device} / {plan.precision}"
