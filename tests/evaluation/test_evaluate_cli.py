@@ -116,7 +116,6 @@ def test_unknown_task_is_a_usage_error_listing_the_label_fields(cli, make_medpix
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "no model given"),
         (["--encoder", "test-vit", "--encoder", "test-resnet", "--pretrained", "none", "--pretrained", "none", "--pretrained", "none"], "3 --pretrained values for 2"),
         (["--encoder", "test-vit", "--prompts", "nosuchset"], "--prompts 'nosuchset'"),
     ],
