@@ -86,7 +86,7 @@ def drop_placeholders(text: str) -> str:
     """
     text = _PLACEHOLDER.sub(" ", text)
     text = re.sub(r"\s+([.,;:!?])", r"\1", text)
-    text = re.sub(r"([.,;:!?])(?:\s*[.,;:!?])+", r"\1", text)  # "effusion.. ." after a removal
+    text = re.sub(r"[.,;:!?](?:\s*([.,;:!?]))+", r"\1", text)  # "opacity, ." after a removal: keep the last
     text = " ".join(text.split())
     return text if re.search(r"[^\W_]", text) else ""
 
@@ -100,7 +100,7 @@ def read_report(path: Path) -> Report | str:
     try:
         size = path.stat().st_size
         if size > MAX_REPORT_BYTES:
-            return f"{size:,} bytes, larger than any published report ({MAX_REPORT_BYTES:,}); not read"
+            return f"{size:,} bytes, more than a report can be ({MAX_REPORT_BYTES:,} at most), not read"
         root = safe_xml.parse(path).getroot()
     except DefusedXmlException as exc:
         return f"XML with {_refused(exc)}, refused (an entity-expansion or external-entity attack)"
