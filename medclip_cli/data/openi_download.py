@@ -27,13 +27,12 @@ from pathlib import Path
 from medclip_cli.atomic import replace_dir
 from medclip_cli.data.archives import unpack
 from medclip_cli.data.download import RECORD_NAME, fetch, forget
-from medclip_cli.data.home import medclip_home
+from medclip_cli.data.home import medclip_home, openi_download_dir
 from medclip_cli.errors import DataError, UsageError
 from medclip_cli.progress import NullProgress, ProgressReporter
 
 OPENI_URL = "https://openi.nlm.nih.gov/imgs/collections/"
 URL_ENV = "MEDCLIP_OPENI_URL"  # the folder (URL ending in /) that holds both archives: a mirror
-DOWNLOAD_DIR = "datasets/openi"
 #: Archive key -> (file name on the collections page, folder it is unpacked into).
 ARCHIVES = {
     "reports": ("NLMCXR_reports.tgz", "ecgen-radiology"),
@@ -61,11 +60,6 @@ class OpenIDownload:
     @property
     def size(self) -> int:
         return sum(a.size for a in self.archives)
-
-
-def openi_download_dir() -> Path:
-    """Where ``medclip data download openi`` puts the collection by default."""
-    return medclip_home() / DOWNLOAD_DIR
 
 
 def archive_urls() -> dict[str, str]:
