@@ -99,49 +99,63 @@ def manifest_for(root: Path) -> tuple[Manifest, dict[str, Report | str]]:
 def load(path: Path, split: str = "train") -> Dataset:
     root = _root(path)
     if split not in (*SPLITS, ALL_SPLIT):
-        raise DataError(f"{root}: has no split {split!r} (available: {', '.join([*SPLITS, ALL_SPLIT])})", hint="choose another split")
+        available = ", ".join([*SPLITS, ALL_SPLIT])
+        raise DataError(f"{root}: has no split {split!r} (available: {available})", hint="choose another split")
     manifest, read = manifest_for(root)
     labels_toml = config_dir() / "labels" / LABELS_FILE
     fields = read_label_fields(labels_toml)
     findings = manifest.most_frequent(_most_frequent(labels_toml))
     fields["finding"] = _finding_field(fields.get("finding") or LabelField("finding", (), {}), findings)
     on_disk = report_files(root)
-    problems = [
-        f"{REPORTS_DIR}/{name}: not in {MANIFEST_NAME}; skipped (delete the manifest to split every report again)"
-        for name in on_disk
-        if name not in manifest.split_of
-    ]
     present = set(on_disk)
-    wanted = [f for f in manifest.split_of if (split == ALL_SPLIT or manifest.split_of[f] == split)]
-    problems += [f"{REPORTS_DIR}/{name}: listed in {MANIFEST_NAME} but missing; skipped" for name in wanted if name not in present]
-    images = images_dir(root)
-    samples, seen = [], set()
-    allowed = {f.casefold(): f for f in findings}
+    problems = []
+    if split in ("train", ALL_SPLIT):  # in no split: listed once (with train, the first checked)
+        problems += [
+            f"{REPORTS_DIR}/{name}: not in {MANIFEST_NAME}, so in no split; skipped "
+            "(delete the manifest to split every report again)"
+            for name in on_disk
+            if name not in manifest.split_of
+        ]
+    wanted = [f for f in manifest.split_of if split == ALL_SPLIT or manifest.split_of[f] == split]
+    problems += [f"{REPORTS_DIR}/{f}: listed in {MANIFEST_NAME} but missing; skipped" for f in wanted if f not in present]
+    reader = _SampleReader(root, {f.casefold(): f for f in findings})
     for name in (f for f in wanted if f in present):
-        report = read.get(name) or read_report(root / REPORTS_DIR / name)
+        reader.add(name, read.get(name) or read_report(root / REPORTS_DIR / name))
+    return Dataset("openi", root, split, reader.samples, fields, problems + reader.problems)
+
+
+class _SampleReader:
+    """Turns reports into samples (one per image that exists), collecting one line per problem."""
+
+    def __init__(self, root: Path, findings: dict[str, str]) -> None:
+        self.root, self.images, self.findings = root, images_dir(root), findings  # casefold -> class
+        self.samples: list[Sample] = []
+        self.problems: list[str] = []
+        self._seen: set[str] = set()
+
+    def add(self, name: str, report: Report | str) -> None:
         where = f"{REPORTS_DIR}/{name}"
         if isinstance(report, str):
-            problems.append(f"{where}: {report}; skipped")
-            continue
-        problems += [f"{where}: image id {bad!r} is not a plain file name; skipped" for bad in report.bad_images]
+            self.problems.append(f"{where}: {report}; skipped")
+            return
+        self.problems += [f"{where}: image id {bad!r} is not a plain file name; skipped" for bad in report.bad_images]
         labels = {"report": report.uid}
         if report.normal is not None:
             labels["normal"] = report.normal
         heads = report.finding_heads
-        if len(heads) == 1 and heads[0].casefold() in allowed:
-            labels["finding"] = allowed[heads[0].casefold()]
+        if len(heads) == 1 and heads[0].casefold() in self.findings:
+            labels["finding"] = self.findings[heads[0].casefold()]
         caption = report.caption
         for image_id in report.images:
-            image = images / f"{image_id}.png"
-            if image_id in seen:
-                problems.append(f"{where}: image {image_id} is named by an earlier report too; skipped")
-                continue
-            if not image.is_file():
-                problems.append(f"{where}: names image {image_id}, but {_shown(image, root)} does not exist; skipped")
-                continue
-            seen.add(image_id)
-            samples.append(Sample(id=image_id, image=image, caption=caption, labels=dict(labels)))
-    return Dataset("openi", root, split, samples, fields, problems)
+            image = self.images / f"{image_id}.png"
+            if image_id in self._seen:
+                self.problems.append(f"{where}: image {image_id} is named by an earlier report too; skipped")
+            elif not image.is_file():
+                shown = _shown(image, self.root)
+                self.problems.append(f"{where}: names image {image_id}, but {shown} does not exist; skipped")
+            else:
+                self._seen.add(image_id)
+                self.samples.append(Sample(id=image_id, image=image, caption=caption, labels=dict(labels)))
 
 
 def _shown(path: Path, root: Path) -> str:

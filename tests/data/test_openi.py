@@ -151,8 +151,10 @@ def test_the_manifest_keeps_the_split_when_reports_are_added(openi_root):
     after = load_dataset(openi_root, "train")
     assert [x.id for x in after.samples] == before["train"]
     assert after.problems == [
-        f"ecgen-radiology/13.xml: not in {MANIFEST_NAME}; skipped (delete the manifest to split every report again)"
+        f"ecgen-radiology/13.xml: not in {MANIFEST_NAME}, so in no split; skipped "
+        "(delete the manifest to split every report again)"
     ]
+    assert load_dataset(openi_root, "dev").problems == []  # listed once, with train
     (openi_root / MANIFEST_NAME).unlink()  # written again: the same rule, now over 13 reports
     assert load_dataset(openi_root, "train").problems == []
 
@@ -240,3 +242,13 @@ def test_folder_without_reports_is_not_openi(tmp_path):
         load_dataset(tmp_path / "x", "train", "openi")
     with pytest.raises(DataError, match="not an OpenI folder"):
         load_dataset(tmp_path, "train", "openi")
+
+
+def test_an_image_named_by_two_reports_is_kept_once(openi_root):
+    (openi_root / "ecgen-radiology" / "14.xml").write_text(
+        report_xml(14, "Clear.", "Normal.", ["normal"], ["CXR1_1_IM-0001-3001"]).replace('<uId id="CXR14"/>', "")
+    )
+    (openi_root / MANIFEST_NAME).unlink(missing_ok=True)
+    dataset = load_dataset(openi_root, "all")
+    assert [s.labels["report"] for s in dataset.samples if s.id == "CXR1_1_IM-0001-3001"] == ["CXR1"]
+    assert dataset.problems == ["ecgen-radiology/14.xml: image CXR1_1_IM-0001-3001 is named by an earlier report too; skipped"]
