@@ -102,7 +102,13 @@ def download_openi(
     record = _read_record(dest)
     if record is not None and not force and openi.detect(dest):
         kept = _archives_of(record)
-        if set(kept) == set(ARCHIVES) and all(kept[k].sha256 == v for k, v in expected.items()):
+        if set(kept) == set(ARCHIVES):
+            for key, digest in expected.items():
+                if kept[key].sha256 != digest:
+                    raise DataError(
+                        f"{dest}: its {kept[key].name} had sha256 {kept[key].sha256}, not the expected {digest}",
+                        hint="pass --force to download again, or check the expected checksum",
+                    )
             return OpenIDownload(dest, tuple(kept[k] for k in ARCHIVES), True)
     if dest.exists() and not force and any(dest.iterdir()):
         raise DataError(

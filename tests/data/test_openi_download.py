@@ -115,6 +115,11 @@ def test_download_unpacks_both_archives_with_the_split_and_a_record(cli, server,
     again = cli("data", "download", "openi")
     assert again.exit_code == 0 and "already downloaded" in again.output
     assert len(server.requests) == 2  # nothing fetched the second time
+    other = cli("data", "download", "openi", "--sha256", "reports=" + "1" * 64)
+    assert other.exit_code == 1 and f"NLMCXR_reports.tgz had sha256 {_sha(server.files[REPORTS])}, not the expected" in (
+        " ".join(other.output.split())
+    )
+    assert len(server.requests) == 2 and (root / RECORD_NAME).is_file()
 
 
 def test_interrupted_image_archive_resumes_and_checksums_are_checked(cli, server, tmp_path):
