@@ -177,9 +177,9 @@ def download(
 
     MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0); MEDCLIP_MEDPIX_URL points at a mirror.
 
-    openi is the Indiana University chest X-ray collection: NLMCXR_reports.tgz and NLMCXR_png.tgz from the NLM Open-i collections page (about 1.3 GB); MEDCLIP_OPENI_URL points at a folder mirroring both. Its split by report is fixed at download, in medclip-openi.json; pass the folder with --data.
+    openi is the Indiana University chest X-ray collection: NLMCXR_reports.tgz and NLMCXR_png.tgz from the NLM Open-i collections page (about 1.3 GB); MEDCLIP_OPENI_URL points at a folder mirroring both. Its split by report is fixed at download, in medclip-openi.json.
 
-    An interrupted download resumes where it stopped when run again. Commands that take --data use the downloaded copy by default.
+    An interrupted download resumes where it stopped when run again. Commands that take --data use the downloaded MedPix 2.0 copy by default; for OpenI pass --data (experiments with data.dataset = "openi" use the downloaded OpenI copy).
 
     Examples:
 
