@@ -66,6 +66,12 @@ def reproduce(
 
     for exp in experiments:
         check_finetune_keys(exp)
+    formats = sorted({str(e.settings["data"].get("dataset") or "medpix2") for e in experiments})
+    if data is not None and len(formats) > 1:
+        raise UsageError(
+            f"--data: these experiments read different data sets ({', '.join(formats)}), so one --data cannot serve them",
+            hint="leave --data out to use the downloaded copies, or run the experiments one at a time",
+        )
     if data is not None and not data.exists():  # before the first experiment starts, not inside it
         from medclip_cli.errors import DataError
 
@@ -200,4 +206,4 @@ def _show_list(experiments, as_json: bool) -> None:
     )
     names = aliases()
     if names:
-        ui.info("aliases: " + ", ".join(f"{k} → {v}" for k, v in names.items()))
+        ui.info("aliases: " + ", ".join(f"{k} → {' + '.join(v) if isinstance(v, list) else v}" for k, v in names.items()))

@@ -104,29 +104,35 @@ def list_experiments() -> list[Experiment]:
     return [load_experiment(name) for name in _experiment_files()]
 
 
-def aliases() -> dict[str, str]:
-    """Alias -> experiment, from the built-in aliases file and the user's (theirs win)."""
-    merged: dict[str, str] = {}
+def aliases() -> dict[str, str | list[str]]:
+    """Alias -> experiment name, or a list of names run together (one summary over them), from the
+    built-in aliases file and the user's (theirs win)."""
+    merged: dict[str, str | list[str]] = {}
     for folder in reversed(config_dirs()):
         path = folder / "experiments" / ALIASES_FILE
         if path.is_file():
-            merged.update({k: str(v) for k, v in _read_toml(path).items()})
+            merged.update(
+                {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in _read_toml(path).items()}
+            )
     return merged
 
 
 def resolve_names(name: str) -> list[str]:
-    """``all``, an alias such as ``best``, or one experiment name."""
+    """``all``, an alias such as ``best`` (one or several experiments), or one experiment name."""
     if name == "all":
         return [e.name for e in list_experiments()]
     target = aliases().get(name, name)
+    targets = target if isinstance(target, list) else [target]
     known = list(_experiment_files())
-    if target not in known:
-        close = difflib.get_close_matches(name, known + list(aliases()), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ExperimentConfigError(
-            f"unknown experiment {name!r}{hint}", hint="run `medclip reproduce --list` to see them"
-        )
-    return [target]
+    for wanted in targets:
+        if wanted not in known:
+            shown = name if wanted == target else f"{wanted} (in alias {name!r})"
+            close = difflib.get_close_matches(wanted, known + list(aliases()), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ExperimentConfigError(
+                f"unknown experiment {shown!r}{hint}", hint="run `medclip reproduce --list` to see them"
+            )
+    return targets
 
 
 def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:

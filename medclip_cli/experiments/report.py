@@ -97,16 +97,18 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
 
 
 def summary_report(runs: list[ExperimentRun], command: str, not_run: list[tuple[str, str, str]] = ()) -> str:
-    """One table across experiments: accuracy@1 per task and retrieval R@1, start vs fine-tuned;
-    then the experiments that were skipped or failed, with the reason."""
+    """One table across experiments: accuracy@1 per task and retrieval R@1, start vs fine-tuned,
+    with the data set each was measured on (experiments may read different ones); then the
+    experiments that were skipped or failed, with the reason."""
     tasks: list[str] = []
     for run in runs:
         tasks += [t for t in run.evaluation.tasks if t not in tasks]
-    header = ["experiment"] + [f"{t} ({'R@1 i→t' if t == 'retrieval' else 'acc@1'})" for t in tasks] + ["seconds"]
+    header = ["experiment", "data"] + [f"{t} ({'R@1 i→t' if t == 'retrieval' else 'acc@1'})" for t in tasks] + ["seconds"]
     lines = [f"# Summary of {len(runs)} experiments" + (f" ({len(not_run)} not run)" if not_run else ""), "", f"command: `{command}`", "", "| " + " | ".join(header) + " |"]
     lines.append("| --- " * len(header) + "|")
     for run in runs:
-        cells = [run.experiment.name]
+        dataset = run.evaluation.dataset
+        cells = [run.experiment.name, f"{dataset['format']} {dataset['split']} ({dataset['n_samples']} images)"]
         by_task = {}
         for row in run.comparison():
             if row["metric"] in ("accuracy@1", "image_to_text_R@1"):

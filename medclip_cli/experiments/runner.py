@@ -147,7 +147,7 @@ def _data_root(experiment: Experiment, data: Path | None) -> Path:
         return Path(data)
     if configured:
         return Path(configured)
-    return default_data_root()
+    return default_data_root(experiment.settings["data"].get("dataset"))
 
 
 def _load_split(experiment: Experiment, root: Path, key: str):
