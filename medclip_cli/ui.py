@@ -69,6 +69,11 @@ def show(renderable: Any) -> None:
     console.print(renderable)
 
 
+def line(message: str) -> None:
+    """A sentence of the results on stdout (a verdict under a table), not a log line."""
+    console.print(escape(message), soft_wrap=True)
+
+
 class RichProgress:
     """The engine's :class:`ProgressReporter` drawn as rich progress bars on stderr."""
 
