@@ -36,7 +36,9 @@ def classify(
 ) -> None:
     """Classify images against free-text labels, zero-shot.
 
-    Probabilities use the model's own logit scale and sum to 1 per image.
+    Probabilities use the model's own logit scale and sum to 1 per image; a bundle that
+    `medclip finetune` calibrated on its validation split has its logits divided by the stored
+    temperature (said on stderr).
 
     Examples:
 
@@ -52,10 +54,16 @@ def classify(
     names = _labels(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
     dicom_window = _window(window)
+    from medclip_cli.training.temperature import MANIFEST_KEY, bundle_temperature
+
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
+    temperature = bundle_temperature(model.manifest) or 1.0
+    if temperature != 1.0:
+        fitted = model.manifest[MANIFEST_KEY]
+        ui.info(f"applying the bundle's temperature T = {temperature:.3g} (fitted on split {fitted.get('fitted_on', '?')} by NLL)")
     with ui.progress(enabled=not as_json and len(images) > 1) as reporter:
         results = classify_images(
-            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter
+            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter, temperature=temperature
         )
     failed = [r for r in results if r.error is not None]
     if len(results) == 1 and failed:

@@ -59,7 +59,7 @@ def test_best_is_an_alias_in_config_for_the_fine_tuned_vit():
 
 def test_only_the_offline_experiment_runs_without_network():
     offline = {e.name for e in list_experiments() if not needs_network(e)}
-    assert offline == {"offline-minilm-lit"}
+    assert offline == {"offline-minilm-lit", "offline-minilm-lit-captions"}
     experiment = load_experiment("offline-minilm-lit")
     assert experiment.settings["model"]["text_encoder"] == "minilm-l6"
     assert experiment.finetune["lock_text"] is True
