@@ -71,11 +71,16 @@ def honesty_markdown(run: ExperimentRun) -> list[str]:
         )
     if zero:
         lines.append(f"- **zero-shot**: {', '.join(zero)}. Training never saw these labels; it learnt from captions only.")
+    train_split = exp.settings["data"]["train_split"]
+    measured = run.evaluation.dataset["split"]
     if "retrieval" in kinds:
-        lines.append(f"- retrieval: trained on the `{exp.settings['data']['train_split']}` split's captions, measured on other images' captions.")
+        lines.append(f"- retrieval: trained on split `{train_split}`'s image–caption pairs, measured on split `{measured}`'s.")
+    if str(train_split) == str(measured):
+        lines.append(
+            f"- **trained and measured on the same split** (`{measured}`): every figure after fine-tuning is a training-set figure, not a held-out one."
+        )
     lines.append("- the baseline column is the starting model before any fine-tuning.")
     tuned = exp.settings["experiment"].get("tuned_on")
-    measured = run.evaluation.dataset["split"]
     if tuned:
         note = (
             " — the same split as the results: they are optimistic, not a held-out estimate"
@@ -215,7 +220,8 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path], cu
             if run.train.best_epoch is not None
             else "kept the last epoch (no validation split)"
         )
-        parts.append(f"- fine-tuning: {run.train.steps} steps, {run.train.epochs_done} epochs; {kept}")
+        each = " per seed" if len(run.seed_runs) > 1 else ""
+        parts.append(f"- fine-tuning: {run.train.steps} steps, {run.train.epochs_done} epochs{each}; {kept}")
     boot = evaluation.config.get("bootstrap")
     if len(run.seed_runs) > 1:
         how = f"mean ± standard deviation over seeds {', '.join(map(str, run.seeds))} (each seed's intervals under Seeds)"
