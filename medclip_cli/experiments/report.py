@@ -269,9 +269,12 @@ def summary_report(runs: list[ExperimentRun], command: str) -> str:
             if row is None:
                 cells.append("—")
             elif row[FINETUNED] is None:
-                cells.append(_fmt(row[BASELINE]))
+                cells.append(cell(row, BASELINE))
             else:
-                cells.append(f"{_fmt(row[BASELINE])} → {_fmt(row[FINETUNED])}")
+                saw = " (label-supervised)" if row.get("supervision") == "label-supervised" else ""
+                cells.append(f"{cell(row, BASELINE)} → {cell(row, FINETUNED)}{saw}")
         cells.append(f"{run.seconds:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Values: 95 % bootstrap intervals for one seed, mean ± sd for several. "
+              "(label-supervised): fine-tuning showed the model this task's labels as training text; otherwise zero-shot."]
     return "\n".join(lines) + "\n"

@@ -31,7 +31,9 @@ def _seed_run(seed: int) -> SeedRun:
     tuned = np.where(rng.random((40, 1)) < 0.8, np.eye(2)[y] * 0.6 + 0.2, base)
     models = [_model(BASELINE, y, base), _model(FINETUNED, y, tuned)]
     add_intervals(models, 300, seed, (1,))
-    evaluation = EvalResult(models, {"split": "dev"}, {}, {}, {}, 0.0, paired_comparisons(models, 300, seed, (1,)))
+    dataset = {"format": "medpix2", "root": "/data", "split": "dev", "n_samples": 40, "fingerprint": "f"}
+    config = {"bootstrap": {"resamples": 300, "seed": seed, "level": 0.95, "method": "percentile"}}
+    evaluation = EvalResult(models, dataset, {"name": "radiology"}, config, {"numpy": "2"}, 0.0, paired_comparisons(models, 300, seed, (1,)))
     return SeedRun(seed, Path("."), evaluation, None)
 
 
@@ -86,3 +88,27 @@ def test_seeds_setting_and_its_mistakes():
 def test_bad_seeds_option_is_a_usage_error(cli, value):
     result = cli("reproduce", "--experiment", "offline", "--seeds", value)
     assert result.exit_code == 2 and "--seeds" in result.stderr
+
+
+def test_reports_show_mean_and_sd_and_what_training_saw():
+    from medclip_cli.experiments.report import experiment_report, summary_report
+    from medclip_cli.experiments.runner import ExperimentRun
+
+    experiment = load_experiment("offline-minilm-lit", ['evaluate.tasks=["modality"]'])
+    run = ExperimentRun(experiment, Path("."), [_seed_run(0), _seed_run(1)], 1.0, Path("/data"))
+    row = next(r for r in run.comparison() if r["metric"] == "accuracy@1")
+    mean_sd = f"{row[FINETUNED]:.3f} ± {row['sd'][FINETUNED]:.3f}"
+    report = experiment_report(run, "medclip reproduce", [])
+    assert f"| modality | accuracy@1 | label-supervised | " in report and mean_sd in report
+    assert "hyperparameters chosen on split `dev`; results measured on split `dev` — the same split" in report
+    seed1 = row["per_seed"][1]["intervals"][FINETUNED]
+    assert f"| modality | accuracy@1 | 1 | " in report and f"[{seed1['low']:.3f}, {seed1['high']:.3f}]" in report
+    assert report.count("exact McNemar p = ") == 2  # one paired test per seed
+    summary = summary_report([run], "medclip reproduce --experiment all")
+    assert f"→ {mean_sd} (label-supervised)" in summary
+
+    one = ExperimentRun(experiment, Path("."), [_seed_run(0)], 1.0, Path("/data"))
+    single = experiment_report(one, "medclip reproduce", [])
+    interval = one.comparison()[0]["per_seed"][0]["intervals"][BASELINE]
+    assert "95 % percentile bootstrap intervals (300 resamples" in single
+    assert f"{interval['point']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]" in single
