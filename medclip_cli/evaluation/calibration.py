@@ -88,6 +88,8 @@ def calibrate_task(cal_logits: np.ndarray, cal_y: Sequence[int], logits: np.ndar
         "fitted_on": split,
         "n_fit_images": int(len(cal_y)),
         "temperature": temperature,
+        # T at an end of the search: the scores carry (almost) no information about the classes.
+        "at_search_bound": bool(temperature > 0.99 * T_BOUNDS[1] or temperature < 1.01 * T_BOUNDS[0]),
         "bins": ECE_BINS,
         "before": calibration_metrics(logits, y_true),
         "after": calibration_metrics(logits, y_true, temperature),
