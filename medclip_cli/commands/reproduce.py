@@ -134,6 +134,11 @@ def _run_one(exp, out: Path, data, device, command, as_json):
         seeds = f"mean ± sd of seeds {', '.join(map(str, run.seeds))}" if len(run.seeds) > 1 else "95 % bootstrap intervals"
         title = f"{exp.name} ({run.seconds:.0f} s; {seeds})"
         ui.show(ui.table(title, ["task", "metric", "fine-tuned saw", "baseline", "fine-tuned", "difference"], rows))
+        if run.probe is not None:
+            from medclip_cli.commands.probe import probe_table
+
+            for name, task in run.probe["tasks"].items():
+                ui.show(probe_table(name, task))
         ui.info(f"report: {out / 'report.md'}")
     return run
 

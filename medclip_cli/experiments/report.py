@@ -234,6 +234,10 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path], cu
     parts += paired_markdown(run) + seeds_markdown(run) + calibration_markdown(run)
     if curves is not None:
         parts += ["## Training curves", "", f"![training curves]({curves.relative_to(run.output).as_posix()})", ""]
+    if run.probe is not None:
+        from medclip_cli.experiments.probe_step import probe_markdown
+
+        parts += ["## Zero-shot, few-shot linear probe and fine-tuned", "", probe_markdown(run.probe)]
     parts += per_class_markdown(run)
     skipped = {m.label: m.skipped_images for m in evaluation.models if m.skipped_images}
     if skipped:

@@ -10,6 +10,7 @@ from pathlib import Path
 from medclip_cli.atomic import write_text_atomic
 from medclip_cli.errors import DataError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
+from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
 OFFLINE_EXPERIMENT = "offline-minilm-lit"
 BASELINE, FINETUNED = "baseline", "fine-tuned"
@@ -23,6 +24,7 @@ class SeedRun:
     output: Path
     evaluation: object  # evaluation.evaluate.EvalResult
     train: object | None  # training TrainResult
+    probe: dict | None = None  # ProbeResult.to_json() of the [probe] step (first seed only)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class ExperimentRun:
     seconds: float
     data_root: Path
     files: list[Path] = field(default_factory=list)
+    probe: dict | None = None  # ProbeResult.to_json() of the [probe] step, when the experiment has one
 
     @property
     def evaluation(self):
@@ -107,6 +110,8 @@ def run_experiment(
     settings = experiment.settings
     data_root = _data_root(experiment, data)
     eval_set = _load_split(experiment, data_root, "eval_split")
+    probe = probe_settings(experiment)
+    probe_train = _probe_train_split(experiment, data_root, probe["train_split"]) if probe is not None else None
     if experiment.finetune is not None:
         _load_split(experiment, data_root, "train_split")
         if str(settings["data"]["val_split"]).lower() != "none":
@@ -122,11 +127,17 @@ def run_experiment(
         folder = output if len(seeds) == 1 else output / f"seed-{seed}"
         if progress is not None and len(seeds) > 1:
             progress.log(f"seed {seed} ({len(seed_runs) + 1} of {len(seeds)})")
-        seed_runs.append(_run_seed(experiment, seed, folder, data_root, eval_set, calibration, device, progress, train_events))
-    return ExperimentRun(experiment, output, seed_runs, time.perf_counter() - start, data_root)
+        # The [probe] step runs on the first seed's models.
+        seed_probe = probe if not seed_runs else None
+        seed_runs.append(
+            _run_seed(experiment, seed, folder, data_root, eval_set, calibration, seed_probe, probe_train, device, progress, train_events)
+        )
+    run = ExperimentRun(experiment, output, seed_runs, time.perf_counter() - start, data_root)
+    run.probe = seed_runs[0].probe
+    return run
 
 
-def _run_seed(experiment, seed, output, data_root, eval_set, calibration, device, progress, train_events) -> SeedRun:
+def _run_seed(experiment, seed, output, data_root, eval_set, calibration, probe, probe_train, device, progress, train_events) -> SeedRun:
     import torch
 
     from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
@@ -160,7 +171,11 @@ def _run_seed(experiment, seed, output, data_root, eval_set, calibration, device
         progress,
         calibration=calibration,
     )
-    return SeedRun(seed, output, evaluation, train_result)
+    probe_result = None
+    if probe is not None:
+        models = [(source.label, source.load()) for source in sources]
+        probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
+    return SeedRun(seed, output, evaluation, train_result, probe_result)
 
 
 def _data_root(experiment: Experiment, data: Path | None) -> Path:
@@ -188,6 +203,20 @@ def _load_split_named(experiment: Experiment, root: Path, split: str, key: str):
             raise ExperimentConfigError(
                 f"{exc.message}; experiment {experiment.name!r} reads it as {key}",
                 hint=f"pick another with --set {key}=NAME",
+            ) from exc
+        raise
+
+
+def _probe_train_split(experiment: Experiment, root: Path, split: str):
+    from medclip_cli.data import load_dataset
+
+    try:
+        return load_dataset(root, split, experiment.settings["data"].get("dataset"), **experiment.dataset_options)
+    except DataError as exc:
+        if "has no split" in exc.message:
+            raise ExperimentConfigError(
+                f"{exc.message}; experiment {experiment.name!r} draws its probe's images from it (probe.train_split)",
+                hint="pick another with --set probe.train_split=NAME",
             ) from exc
         raise
 
@@ -274,6 +303,7 @@ def results_json(run: ExperimentRun, command: str) -> dict:
         "per_seed": [
             {"seed": r.seed, "training": _training_json(r.train), "evaluation": r.evaluation.to_json()} for r in run.seed_runs[1:]
         ],
+        "probe": run.probe,
     }
 
 
