@@ -74,6 +74,9 @@ def show(renderable: Any) -> None:
 def heading(text: str) -> None:
     """A bold line on stdout, never folded by rich (a long image path stays whole above its table)."""
     console.print(Text(text, style="bold"), soft_wrap=True)
+def line(message: str) -> None:
+    """A sentence of the results on stdout (a verdict under a table), not a log line."""
+    console.print(escape(message), soft_wrap=True)
 
 
 class RichProgress:

@@ -36,9 +36,11 @@ def classify(
 ) -> None:
     """Classify images against free-text labels, zero-shot.
 
-    Probabilities use the model's own logit scale and sum to 1 per image. Without --model or
-    --encoder: ViT-B/32 with the OpenAI weights (downloaded once and cached; `medclip weights fetch
-    vit-b-32:openai` fetches them ahead of an offline run).
+    Probabilities use the model's own logit scale and sum to 1 per image; a bundle that
+    `medclip finetune` calibrated on its validation split has its logits divided by the stored
+    temperature (said on stderr). Without --model or --encoder: ViT-B/32 with the OpenAI weights
+    (downloaded once and cached; `medclip weights fetch vit-b-32:openai` fetches them ahead of an
+    offline run).
 
     Examples:
 
@@ -58,6 +60,7 @@ def classify(
     dicom_window = _window(window)
     from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
     from medclip_cli.models.origin import warn_if_random, weights_origin
+    from medclip_cli.training.temperature import MANIFEST_KEY, bundle_temperature
 
     if model_dir is not None and pretrained is not None:
         raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
@@ -66,9 +69,13 @@ def classify(
         pretrained = default_pretrained(encoder, pretrained)
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
     origin = weights_origin(model.manifest, model_dir)
+    temperature = bundle_temperature(model.manifest) or 1.0
+    if temperature != 1.0:
+        fitted = model.manifest[MANIFEST_KEY]
+        ui.info(f"applying the bundle's temperature T = {temperature:.3g} (fitted on split {fitted.get('fitted_on', '?')} by NLL)")
     with ui.progress(enabled=not as_json and len(images) > 1) as reporter:
         results = classify_images(
-            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter
+            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter, temperature=temperature
         )
     failed = [r for r in results if r.error is not None]
     if len(results) == 1 and failed:

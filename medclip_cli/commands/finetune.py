@@ -191,6 +191,11 @@ def finetune(
     except TrainingInterrupted as exc:
         exc.hint = f"continue with: medclip finetune --output {output} --resume"
         raise
+    temperatures = None
+    if main_process:
+        from medclip_cli.training.temperature import store_run_temperatures
+
+        temperatures = store_run_temperatures(config, result)
     summary = {
         "output": str(result.output),
         "last": str(result.last),
@@ -201,6 +206,7 @@ def finetune(
         "best_value": result.best_value,
         "best_epoch": result.best_epoch,
         "history": result.history,
+        "temperature": temperatures,
     }
     if not main_process:
         return
@@ -210,6 +216,8 @@ def finetune(
     if result.best is not None:
         ui.info(f"best epoch {result.best_epoch} ({result.best_metric} {result.best_value:.4f}): {result.best}")
     ui.info(f"last: {result.last}  ({result.steps} steps)")
+    for name, entry in (temperatures or {}).items():
+        ui.info(f"{name}: temperature {entry['value']:.3g} fitted on {entry['fitted_on']} (NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f}); classify applies it")
 
 
 def _starting_weights(config) -> str:

@@ -28,6 +28,14 @@ def reproduce(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint, then finish the experiment.")
     ] = False,
+    seeds: Annotated[
+        Optional[str],
+        typer.Option("--seeds", help="Fine-tune once per seed, e.g. 0,1,2: the report gives each seed and mean ± sd.", show_default=False),
+    ] = None,
+    bootstrap: Annotated[
+        Optional[int],
+        typer.Option("--bootstrap", min=0, help="Resamples for each metric's 95 % interval (default 1000; 0: none).", show_default=False),
+    ] = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -50,6 +58,8 @@ def reproduce(
         medclip reproduce --experiment offline-minilm-lit --data ~/MedPix-2-0 --set finetune.epochs=2
 
         medclip reproduce --experiment offline-minilm-lit --resume
+
+        medclip reproduce --experiment offline --data ~/MedPix-2-0 --set data.eval_split=dev --seeds 0,1,2
     """
     from medclip_cli.experiments.config import list_experiments, load_experiment, resolve_names
 
@@ -59,6 +69,10 @@ def reproduce(
     if experiment is None:
         raise UsageError("no experiment given", hint="pass --experiment NAME, best or all; see --list")
     overrides = list(set_ or [])
+    if seeds is not None:
+        overrides.append(f"experiment.seeds={_parse_seeds(seeds)}")
+    if bootstrap is not None:
+        overrides.append(f"evaluate.bootstrap={bootstrap}")
     names = resolve_names(experiment)
     experiments = [load_experiment(name, _overrides_for(name, overrides, len(names) > 1)) for name in names]
 
@@ -134,6 +148,16 @@ def _run_many(experiments, output: Path, data, device, command, as_json, resume)
     return runs, skipped
 
 
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: give one or more different seeds, e.g. 0,1,2")
+    return seeds
+
+
 def _command(experiment, data, output, overrides) -> str:
     parts = ["medclip", "reproduce", "--experiment", experiment, "--output", str(output)]
     if data is not None:
@@ -145,23 +169,30 @@ def _command(experiment, data, output, overrides) -> str:
 
 def _run_one(exp, out: Path, data, device, command, as_json, resume=False):
     from medclip_cli.evaluation.evaluate import write_outputs
-    from medclip_cli.experiments.report import experiment_report
+    from medclip_cli.experiments.figures import save_training_curves_png
+    from medclip_cli.experiments.report import cell, experiment_report
     from medclip_cli.experiments.runner import results_json, run_experiment, write_json, write_text
 
     if not as_json:
         ui.info(f"experiment {exp.name}: {exp.settings['experiment']['description']}")
     with ui.progress(enabled=not as_json) as reporter:
         run = run_experiment(exp, out, data=data, device=device, progress=reporter, resume=resume)
-    files = write_outputs(run.evaluation, out / "evaluation")
-    pictures = [f for f in files if f.suffix == ".png"]
+    pictures = []
+    for seed_run in run.seed_runs:
+        files = write_outputs(seed_run.evaluation, seed_run.output / "evaluation")
+        pictures += [f for f in files if f.suffix == ".png"]
+    histories = {r.seed: r.train.history for r in run.seed_runs if r.train is not None}
+    curves = save_training_curves_png(histories, out / "training_curves.png", exp.name) if histories else None
     write_json(out / "results.json", results_json(run, command))
-    write_text(out / "report.md", experiment_report(run, command, pictures))
+    write_text(out / "report.md", experiment_report(run, command, pictures, curves))
     if not as_json:
         rows = [
-            (r["task"], r["metric"], r["baseline"], r["fine-tuned"], None if r["difference"] is None else f"{r['difference']:+.4f}")
+            (r["task"], r["metric"], r["supervision"], cell(r, "baseline"), cell(r, "fine-tuned"), cell(r, "difference", signed=True))
             for r in run.comparison()
         ]
-        ui.show(ui.table(f"{exp.name} ({run.seconds:.0f} s)", ["task", "metric", "baseline", "fine-tuned", "difference"], rows))
+        seeds = f"mean ± sd of seeds {', '.join(map(str, run.seeds))}" if len(run.seeds) > 1 else "95 % bootstrap intervals"
+        title = f"{exp.name} ({run.seconds:.0f} s; {seeds})"
+        ui.show(ui.table(title, ["task", "metric", "fine-tuned saw", "baseline", "fine-tuned", "difference"], rows))
         if run.probe is not None:
             from medclip_cli.commands.probe import probe_table
 

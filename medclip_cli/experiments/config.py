@@ -19,7 +19,9 @@ ALIASES_FILE = "aliases.toml"
 #: without it the experiment is a zero-shot baseline. Fine-tuning keys are the engine's
 #: ``TrainConfig`` fields and are checked against it when the run starts.
 SCHEMA: dict[str, dict[str, Any]] = {
-    "experiment": {"description": "", "tests": "", "seed": 0},
+    # seeds: fine-tune once per seed (the report gives each and their mean ± sd); None: [seed].
+    # tuned_on: the split the hyperparameters were chosen on, stated next to the results.
+    "experiment": {"description": "", "tests": "", "seed": 0, "seeds": None, "tuned_on": None},
     "model": {
         "encoder": None,
         "text_encoder": None,
@@ -44,6 +46,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "tasks": ["modality", "location_category", "plane", "retrieval"],
         "prompts": "seed",
         "batch_size": 64,
+        "bootstrap": 1000,  # resamples for each metric's 95 % interval; 0: none
+        "calibrate_on": None,  # a split to fit one temperature per model and task on
     },
 }
 OPTIONAL_SECTIONS = {"finetune", "probe"}  # [probe]: see experiments/probe_step.py
@@ -187,6 +191,15 @@ def _check_required(settings: dict, path: Path) -> None:
         if value is not None and not all(isinstance(v, str) and v for v in names):
             kind = "a list of column names" if key == "label_columns" else "a column name"
             raise ExperimentConfigError(f"{path}: data.{key} must be {kind}, not {value!r}")
+    seeds = settings["experiment"].get("seeds")
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise ExperimentConfigError(f"{path}: experiment.seeds must be a non-empty list of integers, not {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ExperimentConfigError(f"{path}: experiment.seeds repeats a seed ({seeds!r})")
+    boot = settings["evaluate"].get("bootstrap")
+    if not isinstance(boot, int) or isinstance(boot, bool) or boot < 0:
+        raise ExperimentConfigError(f"{path}: evaluate.bootstrap must be a whole number of resamples (0: none), not {boot!r}")
     ft = settings.get("finetune")
     if ft is not None and "loss_weight" in ft:
         weight = ft["loss_weight"]
