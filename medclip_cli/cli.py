@@ -99,7 +99,7 @@ def _root(
 
 def _register() -> None:
     # Command modules import only typer and medclip's light modules; torch loads inside the commands.
-    from medclip_cli.commands import classify, data, encoders, evaluate, finetune, plugins, reproduce
+    from medclip_cli.commands import classify, data, encoders, evaluate, finetune, plugins, reproduce, weights
 
     app.command("finetune")(finetune.finetune)
     app.command("evaluate")(evaluate.evaluate)
@@ -108,6 +108,7 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
     app.command("encoders")(encoders.encoders)
     app.command("plugins")(plugins.plugins)
+    app.add_typer(weights.app, name="weights")
 
 
 _register()

@@ -43,6 +43,8 @@ def classify(
         medclip classify scan.png --labels "brain MRI,chest X-ray,abdominal CT" --encoder vit-b-32 --pretrained openai
 
         medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
+
+        medclip classify scan.png --labels "CT,MRI,X-ray" --model pubmedclip
     """
     from medclip_cli.evaluation.classify import classify_images
     from medclip_cli.runtime.devices import resolve_device

@@ -27,7 +27,7 @@ def evaluate(
     ] = None,
     model_dir: Annotated[
         Optional[List[Path]],
-        typer.Option("--model", help="A model bundle folder; repeat to compare models.", show_default=False),
+        typer.Option("--model", help="A model (folder, .pt file, name such as biomedclip, or hf-hub:org/name); repeat to compare models.", show_default=False),
     ] = None,
     encoder: Annotated[
         Optional[List[str]],
@@ -59,6 +59,8 @@ def evaluate(
         medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder vit-b-32 --pretrained openai
 
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --model vit-b-32 --model biomedclip --model pubmedclip
 
         medclip evaluate --data pairs.csv --split test --image-column path --caption-column report --label-column modality --encoder vit-b-32 --pretrained openai
     """

@@ -247,7 +247,9 @@ def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: 
     per_class = prompt_set.for_task(task, label_field)
     classifier = build_zero_shot_classifier(model, names, per_class)
     features = embeddings.features[positions]
-    probs = zero_shot_probabilities(features, classifier, model.logit_scale).double().cpu().numpy()
+    probs = zero_shot_probabilities(features, classifier, model.logit_scale, model.logit_bias).double().cpu().numpy()
+    # SigLIP's per-class sigmoids are divided by their sum: the metrics (log loss, calibration) need
+    # a distribution; the argmax (accuracy, F1) is unchanged by it.
     probs /= probs.sum(axis=1, keepdims=True)
     samples = [dataset.samples[embeddings.indices[p]] for p in positions]
     y_true = [index[s.labels[task]] for s in samples]

@@ -214,6 +214,10 @@ def load_state_dict_file(path: Path) -> dict:
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
+    from medclip_cli.models.torchscript import is_torchscript_archive, torchscript_state_dict
+
+    if is_torchscript_archive(path):  # OpenAI's ViT-B-32.pt and friends
+        return torchscript_state_dict(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

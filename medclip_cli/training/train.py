@@ -29,7 +29,8 @@ from medclip_cli.training.batches import Batches, load_pairs, random_resized_cro
 from medclip_cli.training.ema import WeightAverage
 from medclip_cli.runtime.forward import ClipStep, token_lengths
 from medclip_cli.runtime.kernels import autocast, compile_blocks, cpu_linear, prefer_channels_last
-from medclip_cli.training.loss import MAX_LOGIT_SCALE, WeightedClipLoss, check_loss_weight
+from medclip_cli.training.loss import MAX_LOGIT_SCALE, check_loss_weight
+from medclip_cli.training.sigmoid_loss import make_loss
 from medclip_cli.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.training.validate import validate
@@ -596,7 +597,8 @@ class _Run:
             _write_json_atomic(self.out / "config.json", {"config": cfg.as_dict(), "plan": asdict(plan)})
         self.events.on_plan(plan, cfg)
         self.scalars = _Scalars(self.out, info.is_main, self.step if resume else None)
-        self.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, info.rank, info.world_size)
+        # SigLIP models train with their own sigmoid loss (training/sigmoid_loss.py), CLIPs with the weighted one.
+        self.loss_fn = make_loss(model, cfg.loss_weight, cfg.soft_targets, info.rank, info.world_size)
         step_module: nn.Module = ClipStep(module)
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -745,7 +747,8 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         with torch.no_grad():  # CLIP's clamp: the temperature never exceeds 100
-            self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+            if self.model.logit_bias is None:  # CLIP's cap; SigLIP's scale is learned with its bias, uncapped
+                self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
         if self.ema is not None:
             self.ema.update()
         self.step += 1
