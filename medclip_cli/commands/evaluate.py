@@ -165,6 +165,11 @@ def _comparison_table(result, task: str):
     first = models[0].tasks[task]
     names = [name for name, value in first.metrics.items() if _is_summary(value) and not name.startswith("n_")]
     rows = [("n_images", *[m.tasks[task].n_images for m in models])]
+    # Each model reads the same images its own way: say how.
+    inputs = [m.inputs for m in models]
+    if all(inputs):
+        rows.append(("input", *[f"{i['preprocess']['size']}px {i['preprocess']['resize_mode']}" for i in inputs]))
+        rows.append(("context / scoring", *[f"{i['context_length']} / {i['scoring']}" for i in inputs]))
     for name in names:
         values = [m.tasks[task].metrics.get(name) for m in models]
         defined = [v for v in values if v is not None]

@@ -88,6 +88,8 @@ class ModelResult:
     n_embedded: int
     skipped_images: list[tuple[str, str]]
     tasks: dict[str, TaskResult]
+    # How this model saw the data: its own preprocessing, context length and scoring.
+    inputs: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -95,6 +97,7 @@ class ModelResult:
             "manifest": self.manifest,
             "model_key": self.model_key,
             "logit_scale": self.logit_scale,
+            "inputs": self.inputs,
             "image_embeddings": {
                 "from_cache": self.embeddings_from_cache,
                 "seconds": round(self.embed_seconds, 3),
@@ -221,6 +224,13 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
         manifest=dict(model.manifest),
         model_key=key,
         logit_scale=model.logit_scale,
+        inputs={
+            "preprocess": model.preprocess.to_open_clip(),
+            "context_length": model.context_length,
+            "tokenizer": type(getattr(model.tokenizer, "tokenizer", model.tokenizer)).__name__,
+            "scoring": "sigmoid" if model.logit_bias is not None else "softmax",
+            "logit_bias": model.logit_bias,
+        },
         embeddings_from_cache=embeddings.from_cache,
         embed_seconds=embeddings.seconds,
         n_embedded=len(embeddings.indices),

@@ -77,7 +77,9 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> HubFolder | No
     return HubFolder(repo_id, snapshot, commit)
 
 
-def resolve_repo(name: str, *, what: str | None = None, configs_only: bool = False) -> HubFolder:
+def resolve_repo(
+    name: str, *, what: str | None = None, configs_only: bool = False, fetch_as: str | None = None
+) -> HubFolder:
     """A local snapshot of hub repository ``name`` (``org/name[@revision]``): cached, else downloaded.
 
     Offline (``HF_HUB_OFFLINE=1``) or without a reachable hub, a repository that is not cached
@@ -94,7 +96,7 @@ def resolve_repo(name: str, *, what: str | None = None, configs_only: bool = Fal
         reason = "HF_HUB_OFFLINE is set" if hub_offline() else f"{hub_endpoint()} cannot be reached"
         raise PretrainedUnavailableError(
             f"{label} ({repo_id}) is not in the hub cache {hub_cache_dir()} and {reason}",
-            hint=f"on a machine with network run `medclip weights fetch {name}` and copy {hub_cache_dir()} here",
+            hint=f"on a machine with network run `medclip weights fetch {fetch_as or name}` and copy {hub_cache_dir()} here",
         )
     return download_repo(repo_id, revision, what=label, configs_only=configs_only)
 
@@ -107,6 +109,11 @@ def download_repo(
     from huggingface_hub import HfApi, snapshot_download
 
     label = what or repo_id
+    if hub_offline():
+        raise PretrainedUnavailableError(
+            f"cannot download {label} ({repo_id}): HF_HUB_OFFLINE is set",
+            hint="unset it on a machine with network to fetch",
+        )
     try:
         info = HfApi(endpoint=hub_endpoint()).model_info(repo_id, revision=revision)
         files = [s.rfilename for s in info.siblings or ()]

@@ -51,7 +51,7 @@ def open_model(reference: str | Path):
         return load_local(path)
     spec = registered_model(text)
     if spec is not None:
-        return load_hub(spec.hub_id, label=spec.name)
+        return load_hub(spec.hub_id, label=spec.name, fetch_as=spec.name)
     repo = hub_name(text)
     if repo is not None:
         return load_hub(repo)
@@ -84,11 +84,11 @@ def load_local(path: Path, provenance: dict | None = None):
     )
 
 
-def load_hub(name: str, label: str | None = None):
+def load_hub(name: str, label: str | None = None, fetch_as: str | None = None):
     """A model from a hub repository, recording the exact revision it was loaded at."""
     from medclip_cli.models.hub import HUB_PREFIX, resolve_repo
 
-    folder = resolve_repo(name, what=label)
+    folder = resolve_repo(name, what=label, fetch_as=fetch_as)
     provenance = {"source": label or f"{HUB_PREFIX}{folder.repo_id}", **folder.provenance()}
     return load_local(folder.path, provenance)
 
