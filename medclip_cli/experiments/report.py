@@ -20,10 +20,16 @@ def _diff(value) -> str:
 
 
 def comparison_markdown(run: ExperimentRun) -> str:
-    lines = [f"| task | metric | {BASELINE} | {FINETUNED} | difference |", "| --- | --- | ---: | ---: | ---: |"]
+    others = [m.label for m in run.evaluation.models if m.label not in (BASELINE, FINETUNED)]
+    head = "".join(f" {label} |" for label in others)
+    lines = [
+        f"| task | metric | {BASELINE} | {FINETUNED} | difference |{head}",
+        "| --- | --- | ---: | ---: | ---: |" + " ---: |" * len(others),
+    ]
     for row in run.comparison():
+        cells = "".join(f" {_fmt(row.get(label))} |" for label in others)
         lines.append(
-            f"| {row['task']} | {row['metric']} | {_fmt(row[BASELINE])} | {_fmt(row[FINETUNED])} | {_diff(row['difference'])} |"
+            f"| {row['task']} | {row['metric']} | {_fmt(row[BASELINE])} | {_fmt(row[FINETUNED])} | {_diff(row['difference'])} |{cells}"
         )
     return "\n".join(lines)
 

@@ -38,7 +38,8 @@ class ExperimentRun:
                 b = base.get(metric)
                 t = tuned.get(metric) if tuned is not None else None
                 diff = t - b if isinstance(t, (int, float)) and isinstance(b, (int, float)) else None
-                rows.append({"task": task, "metric": metric, BASELINE: b, FINETUNED: t, "difference": diff})
+                others = {m.label: m.tasks[task].metrics.get(metric) for m in self.evaluation.models if m.label not in (BASELINE, FINETUNED)}
+                rows.append({"task": task, "metric": metric, BASELINE: b, FINETUNED: t, "difference": diff, **others})
         return rows
 
 
@@ -76,6 +77,7 @@ def run_experiment(
     seed = int(settings["experiment"]["seed"])
     torch.manual_seed(seed)
     baseline = _build_start_model(experiment)
+    compare = _compared_models(experiment)
     output.mkdir(parents=True, exist_ok=True)
     start_dir = output / "start-model"
     sources = [ModelSource(BASELINE, lambda: baseline)]
@@ -86,6 +88,7 @@ def run_experiment(
         train_result = _finetune(experiment, data_root, start_dir, output / "finetune", device, progress, train_events)
         tuned = train_result.best or train_result.last
         sources = [ModelSource(BASELINE, lambda: load_bundle(start_dir)), ModelSource(FINETUNED, lambda: load_bundle(tuned))]
+    sources += compare
     evaluation = evaluate(
         sources,
         eval_set,
@@ -142,10 +145,28 @@ def _build_start_model(experiment: Experiment):
             model.get("image_size"),
         )
     except PretrainedUnavailableError as exc:
+        offline = f"run the offline experiment: medclip reproduce --experiment {OFFLINE_EXPERIMENT}"
+        fetch = exc.hint if "medclip weights fetch" in (exc.hint or "") else "connect once to cache them"
         raise PretrainedUnavailableError(
-            f"experiment {experiment.name!r} needs {exc.message}",
-            hint=f"connect once to cache them, or run the offline experiment: medclip reproduce --experiment {OFFLINE_EXPERIMENT}",
+            f"experiment {experiment.name!r} needs {exc.message}", hint=f"{fetch}, or {offline}"
         ) from exc
+
+
+def _compared_models(experiment: Experiment) -> list:
+    """Sources for ``model.compare``; hub models are fetched (or found offline) now, before any
+    work, so a missing one stops the run at once with the command that fetches it."""
+    from medclip_cli.evaluation.evaluate import ModelSource
+    from medclip_cli.models.sources import ensure_local, open_model
+
+    refs = experiment.settings["model"].get("compare") or []
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise ExperimentConfigError(f"{experiment.path}: model.compare must be a list of model names")
+    try:
+        for ref in refs:
+            ensure_local(ref)
+    except PretrainedUnavailableError as exc:
+        raise PretrainedUnavailableError(f"experiment {experiment.name!r}: {exc.message}", hint=exc.hint) from exc
+    return [ModelSource(ref, lambda ref=ref: open_model(ref)) for ref in refs]
 
 
 def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events):
@@ -229,7 +250,12 @@ def needs_network(experiment: Experiment) -> bool:
     """Whether the experiment's weights must come from a hub (not shipped, not a local path)."""
     from medclip_cli.models.factory import normalize_pretrained
 
+    from medclip_cli.models.sources import hub_name, registered_model
+
     model = experiment.settings["model"]
+    for ref in [model.get("encoder") or "", *(model.get("compare") or [])]:
+        if hub_name(ref) is not None or registered_model(ref) is not None:
+            return True
     pretrained = normalize_pretrained(model.get("pretrained"))
     if pretrained is not None and not Path(pretrained).exists():
         return True

@@ -170,3 +170,21 @@ def _fetch_encoder_weights(text: str) -> dict:
     if tower.weights is None:
         raise UsageError(f"{spec.name}:{tag} has no weights file to fetch")
     return {"what": f"{spec.name}:{tag}", "hub_id": "", "hub_revision": "", "path": tower.weights()}
+
+
+def ensure_local(reference: str) -> None:
+    """Make sure a hub model ``reference`` is in the local cache (downloading it when online);
+    raises :class:`PretrainedUnavailableError` at once when it cannot be. Other references are
+    checked when they are opened."""
+    from medclip_cli.models.hub import resolve_repo, split_reference
+
+    if Path(reference).expanduser().exists():
+        return
+    spec = registered_model(reference)
+    repo = spec.hub_id if spec is not None else hub_name(reference)
+    if repo is None:
+        return
+    folder = resolve_repo(repo, what=spec.name if spec else None, fetch_as=spec.name if spec else reference)
+    tower = _text_tower_repo(folder.path)
+    if tower is not None:
+        resolve_repo(tower, what=f"the text tower of {split_reference(repo)[0]}", configs_only=True, fetch_as=reference)
