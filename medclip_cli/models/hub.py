@@ -130,7 +130,19 @@ def download_repo(
             hint="check the name; gated models (e.g. MedSigLIP) need their terms accepted and HF_TOKEN set",
         ) from exc
     path = Path(path)
-    return HubFolder(repo_id, path, info.sha or path.name)
+    commit = info.sha or path.name
+    if revision != commit:
+        # Downloaded by commit (so that every file is of one revision): point the branch or tag
+        # at it, as huggingface_hub does, so an offline run finds it by that name.
+        _write_ref(path.parent.parent / "refs" / (revision or "main"), commit)
+    return HubFolder(repo_id, path, commit)
+
+
+def _write_ref(ref: Path, commit: str) -> None:
+    from medclip_cli.atomic import write_text_atomic
+
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(ref, commit)
 
 
 def wanted_files(files: list[str], *, configs_only: bool = False) -> list[str]:
