@@ -141,7 +141,7 @@ def load_hf_dual_encoder(folder: str | Path, provenance: dict | None = None):
     model_type = config.get("model_type")
     _quiet_transformers()
     try:
-        hf_model = _model_class(model_type).from_pretrained(folder, dtype=torch.float32).eval()
+        hf_model = _model_class(model_type).from_pretrained(folder).float().eval()  # fp16 checkpoints too
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"{folder}: cannot load the transformers {model_type} model ({_first_line(exc)})") from exc

@@ -60,7 +60,7 @@ def open_model(reference: str | Path):
 
 def load_local(path: Path, provenance: dict | None = None):
     """A model from a folder or file on this machine, whatever its format."""
-    from medclip_cli.models.bundle import is_bundle, load_bundle
+    from medclip_cli.models.bundle import CONFIG_NAME, is_bundle, load_bundle
     from medclip_cli.models.hf_clip import is_hf_dual_encoder, load_hf_dual_encoder
     from medclip_cli.models.open_clip_hub import is_open_clip_folder, load_open_clip_folder
     from medclip_cli.models.torchscript import is_torchscript_archive, load_openai_torchscript
@@ -72,14 +72,14 @@ def load_local(path: Path, provenance: dict | None = None):
             f"{path}: not a model archive medclip can load on its own",
             hint="a weights file needs its architecture: pass --encoder NAME --pretrained FILE",
         )
-    if is_bundle(path) and provenance is None:
-        return load_bundle(path)
-    if is_open_clip_folder(path):
-        return load_open_clip_folder(path, provenance)
+    if (path / CONFIG_NAME).is_file():
+        if is_open_clip_folder(path) and not (is_bundle(path) and provenance is None):
+            return load_open_clip_folder(path, provenance)
+        return load_bundle(path)  # a bundle, or its own errors (no weights, bad JSON)
     if is_hf_dual_encoder(path):
         return load_hf_dual_encoder(path, provenance)
     raise ModelError(
-        f"{path}: not a model folder (no open_clip_config.json with weights, no transformers CLIP/SigLIP config.json)",
+        f"{path}: not a model bundle (no {CONFIG_NAME}, nor a transformers CLIP/SigLIP config.json)",
         hint="pass a folder written by medclip finetune, an open_clip or transformers model folder, or a hub id",
     )
 
