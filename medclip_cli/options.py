@@ -58,15 +58,6 @@ LabelColumns = Annotated[
 SplitColumn = Annotated[
     Optional[str], typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False)
 ]
-#: CLI parameter of each column option -> the ``load_dataset`` option it sets.
-COLUMN_OPTIONS = {
-    "image_column": "image_column",
-    "caption_column": "caption_column",
-    "label_column": "label_columns",
-    "split_column": "split_column",
-}
-
-
 def column_options(
     image_column: str | None, caption_column: str | None, label_column: list[str] | None, split_column: str | None
 ) -> dict:

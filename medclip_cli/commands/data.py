@@ -54,7 +54,9 @@ def check(
         medclip data check scans/ --dataset folder --split train --json
     """
     from medclip_cli.data import list_splits, load_dataset
-    from medclip_cli.data.check import DEFAULT_TEXT_ENCODER, caption_token_counter, check_dataset
+    from medclip_cli.data.check import check_dataset
+    from medclip_cli.encoders import DEFAULT_TEXT_ENCODER
+    from medclip_cli.models.tokens import caption_token_counter
     from medclip_cli.data.home import default_data_root
 
     root = path if path is not None else default_data_root()

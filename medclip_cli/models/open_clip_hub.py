@@ -36,7 +36,8 @@ def load_open_clip_folder(folder: str | Path, provenance: dict | None = None):
     from medclip_cli.data.preprocess import PreprocessConfig
     from medclip_cli.models.bundle import read_bundle_config
     from medclip_cli.models.clip_model import ClipModel
-    from medclip_cli.models.factory import _load, instantiate, load_state_dict_file
+    from medclip_cli.models.factory import instantiate
+    from medclip_cli.models.weights import load_into, load_state_dict_file
 
     folder = Path(folder)
     config = read_bundle_config(folder)
@@ -56,7 +57,7 @@ def load_open_clip_folder(folder: str | Path, provenance: dict | None = None):
         build_cfg["vision_cfg"]["timm_model_pretrained"] = False
     weights = weights_file(folder)
     module = instantiate(build_cfg, init_weights=False)
-    _load(module, load_state_dict_file(weights), strict=True, what=str(weights), assign=True)
+    load_into(module, load_state_dict_file(weights), strict=True, what=str(weights), assign=True)
     module.eval()
     size = build_cfg["vision_cfg"].get("image_size", 224)
     preprocess = PreprocessConfig.from_open_clip(config.get("preprocess_cfg", {}), size if isinstance(size, int) else size[0])

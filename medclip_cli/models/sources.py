@@ -60,10 +60,11 @@ def open_model(reference: str | Path):
 
 def load_local(path: Path, provenance: dict | None = None):
     """A model from a folder or file on this machine, whatever its format."""
-    from medclip_cli.models.bundle import CONFIG_NAME, is_bundle, load_bundle
+    from medclip_cli.models.bundle import CONFIG_NAME, load_bundle
     from medclip_cli.models.hf_clip import is_hf_dual_encoder, load_hf_dual_encoder
     from medclip_cli.models.open_clip_hub import is_open_clip_folder, load_open_clip_folder
     from medclip_cli.models.torchscript import is_torchscript_archive, load_openai_torchscript
+    from medclip_cli.models.weights import WEIGHTS_NAME
 
     if path.is_file():
         if is_torchscript_archive(path):
@@ -73,7 +74,8 @@ def load_local(path: Path, provenance: dict | None = None):
             hint="a weights file needs its architecture: pass --encoder NAME --pretrained FILE",
         )
     if (path / CONFIG_NAME).is_file():
-        if is_open_clip_folder(path) and not (is_bundle(path) and provenance is None):
+        local_bundle = (path / WEIGHTS_NAME).is_file() and provenance is None
+        if is_open_clip_folder(path) and not local_bundle:
             return load_open_clip_folder(path, provenance)
         return load_bundle(path)  # a bundle, or its own errors (no weights, bad JSON)
     if is_hf_dual_encoder(path):

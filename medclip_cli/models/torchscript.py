@@ -9,39 +9,12 @@ equals ``open_clip.load_openai_model(path)`` and its bundles load in open_clip.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from medclip_cli.errors import ModelError
+from medclip_cli.models.weights import is_torchscript_archive, torchscript_state_dict
 
-# Scalars the OpenAI archives carry beside the weights, and a causal mask a re-traced open_clip
-# model may carry: none is a parameter of the model.
-_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
-
-
-def is_torchscript_archive(path: str | Path) -> bool:
-    """A zip archive written by ``torch.jit.save`` (it holds TorchScript code and constants)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
-
-
-def torchscript_state_dict(path: str | Path) -> dict:
-    """The weights of a TorchScript archive, without OpenAI's scalar entries, as float32."""
-    import torch
-
-    try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # TorchScript raises RuntimeError and its own types
-        raise ModelError(f"{path}: a TorchScript archive that torch cannot read ({type(exc).__name__})") from exc
-    state = {k: v for k, v in scripted.state_dict().items() if k not in _OPENAI_EXTRA_KEYS}
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+__all__ = ["is_torchscript_archive", "load_openai_torchscript", "openai_model_config", "torchscript_state_dict"]
 
 
 def openai_model_config(state: dict) -> dict:
@@ -83,7 +56,8 @@ def load_openai_torchscript(path: str | Path, provenance: dict | None = None):
     from medclip_cli import __version__
     from medclip_cli.data.preprocess import PreprocessConfig
     from medclip_cli.models.clip_model import ClipModel
-    from medclip_cli.models.factory import _load, instantiate, make_tokenizer
+    from medclip_cli.models.factory import instantiate, make_tokenizer
+    from medclip_cli.models.weights import load_into
 
     path = Path(path)
     state = torchscript_state_dict(path)
@@ -92,7 +66,7 @@ def load_openai_torchscript(path: str | Path, provenance: dict | None = None):
     except KeyError as exc:
         raise ModelError(f"{path}: not an OpenAI CLIP archive (no tensor {exc})") from exc
     module = instantiate(model_cfg, init_weights=False)
-    _load(module, state, strict=True, what=str(path))
+    load_into(module, state, strict=True, what=str(path))
     module.eval()
     preprocess = PreprocessConfig(image_size=model_cfg["vision_cfg"]["image_size"])  # OpenAI mean/std, bicubic
     manifest = {

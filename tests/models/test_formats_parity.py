@@ -151,7 +151,7 @@ def test_siglip_whose_tokenizer_gives_an_attention_mask_gets_it(tiny_models, tmp
 def test_openai_torchscript_archive_equals_open_clip_load_openai_model(offline_hub):
     import open_clip
 
-    from medclip_cli.models.factory import load_state_dict_file
+    from medclip_cli.models.weights import load_state_dict_file
     from medclip_cli.models.sources import open_model
 
     ref = open_clip.load_openai_model(str(offline_hub.torchscript), precision="fp32", device="cpu").eval()
