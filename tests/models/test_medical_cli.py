@@ -145,3 +145,19 @@ def test_finetune_from_each_format_runs_and_reloads(cli, offline_hub, tmp_path, 
             ref_texts = torch.nn.functional.normalize(own.encode_text(tokenizer(texts)), dim=-1)
         assert float((ref_images - images).abs().max()) <= 1e-5
         assert float((ref_texts - text_f).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["vit-b-32", "vit-b-32:openai"])
+def test_weights_fetch_takes_open_clip_tags_and_the_default_model(cli, empty_offline_cache, monkeypatch, name):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(empty_offline_cache))  # read by open_clip's lookup
+    result = cli("weights", "fetch", name)
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert "\n" not in line and "'openai' for ViT-B-32" in line
+
+
+def test_weights_fetch_of_an_unknown_name_suggests_close_ones(cli):
+    result = cli("weights", "fetch", "biomedclp")
+    assert result.exit_code == 2 and "biomedclip" in result.output
