@@ -131,7 +131,7 @@ class HFTextTokenizer:
 
 def load_hf_dual_encoder(folder: str | Path, provenance: dict | None = None):
     """A :class:`~medclip_cli.models.clip_model.ClipModel` from a transformers dual-encoder folder."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from medclip_cli.models.clip_model import ClipModel
     from medclip_cli.models.factory import _quiet_transformers
@@ -145,7 +145,7 @@ def load_hf_dual_encoder(folder: str | Path, provenance: dict | None = None):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"{folder}: cannot load the transformers {model_type} model ({_first_line(exc)})") from exc
-    preprocess = _preprocess(folder, hf_model.config, AutoImageProcessor)
+    preprocess = _preprocess(folder, hf_model.config)
     text_config = hf_model.config.text_config
     context_length = int(text_config.max_position_embeddings)
     model_cfg = {
@@ -188,7 +188,7 @@ def _embed_dim(config) -> int:
     return int(getattr(text, "projection_size", None) or text.hidden_size)
 
 
-def _preprocess(folder: Path, config, auto_processor) -> PreprocessConfig:
+def _preprocess(folder: Path, config) -> PreprocessConfig:
     """open_clip-style preprocessing equal to the model's image processor (PIL resize, then crop)."""
     path = folder / "preprocessor_config.json"
     cfg = _read_json(path) if path.is_file() else {}
