@@ -143,6 +143,11 @@ def load_hf_dual_encoder(folder: str | Path, provenance: dict | None = None):
     try:
         hf_model = _model_class(model_type).from_pretrained(folder).float().eval()  # fp16 checkpoints too
         tokenizer = AutoTokenizer.from_pretrained(folder)
+    except ImportError as exc:  # e.g. SigLIP's SentencePiece tokenizer without its package
+        raise ModelError(
+            f"{folder}: the {model_type} model's tokenizer needs a package that is not installed ({_first_line(exc)})",
+            hint="pip install sentencepiece protobuf",
+        ) from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"{folder}: cannot load the transformers {model_type} model ({_first_line(exc)})") from exc
     preprocess = _preprocess(folder, hf_model.config)
