@@ -40,7 +40,11 @@ class ExperimentRun:
                 b = base.get(metric)
                 t = tuned.get(metric) if tuned is not None else None
                 diff = t - b if isinstance(t, (int, float)) and isinstance(b, (int, float)) else None
-                others = {m.label: m.tasks[task].metrics.get(metric) for m in self.evaluation.models if m.label not in (BASELINE, FINETUNED)}
+                others = {  # model.compare: the other models on the same images
+                    m.label: m.tasks[task].metrics.get(metric)
+                    for m in self.evaluation.models
+                    if m.label not in (BASELINE, FINETUNED)
+                }
                 rows.append({"task": task, "metric": metric, BASELINE: b, FINETUNED: t, "difference": diff, **others})
         return rows
 
