@@ -7,6 +7,8 @@ import os
 import sys
 import traceback
 import warnings
+from pathlib import Path
+from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -96,8 +98,19 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    config_dir: Optional[Path] = typer.Option(
+        None,
+        "--config-dir",
+        envvar="MEDCLIP_CONFIG_DIR",
+        help="Your own experiments/, labels/ and prompts/ (listed with the built-in ones; yours win on a name). "
+        "Default: the user config folder, e.g. ~/.config/medclip.",
+        show_default=False,
+    ),
 ) -> None:
     """Assess and improve CLIP-style image-text models on medical images."""
+    if config_dir is not None:
+        # An environment variable, so DDP workers and other subprocesses see the same folder.
+        os.environ["MEDCLIP_CONFIG_DIR"] = str(config_dir.expanduser().resolve())
 
 
 def _register() -> None:

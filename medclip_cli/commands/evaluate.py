@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -44,17 +45,25 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch before each model is built.")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding cache.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
     """Evaluate models zero-shot: classification metrics per label field, and image-caption retrieval.
+
+    Without --model or --encoder: ViT-B/32 with the OpenAI weights (downloaded once and cached;
+    `medclip weights fetch vit-b-32:openai` fetches them ahead of an offline run). An --encoder
+    without --pretrained uses its canonical weights (openai for the CLIP models); --pretrained none
+    is random weights, said with a warning.
 
     Images are embedded once per model (and cached under MEDCLIP_HOME); every task reuses them.
     Writes results.json, predictions_<task>.csv and confusion_<task>.png under --output.
 
     Examples:
 
-        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder vit-b-32 --pretrained openai
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task retrieval
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder rn50 --pretrained openai
 
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
 
@@ -81,6 +90,7 @@ def evaluate(
         device=device,
         seed=seed,
         cache=not no_cache,
+        strict=strict,
     )
     with ui.progress(enabled=not as_json) as reporter:
         result = run_evaluation(sources, dataset, config, progress=reporter)
@@ -97,17 +107,21 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
     from medclip_cli.evaluation.evaluate import ModelSource
     from medclip_cli.models import resolve_model
 
-    if not model_dirs and not encoders:
-        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
-    if pretrained and not encoders:
+    from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
+
+    if pretrained and model_dirs and not encoders:
         raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if not model_dirs and not encoders:  # the study's model: ViT-B/32 with the OpenAI weights
+        encoders = [DEFAULT_ENCODER]
     if len(pretrained) > 1 and len(pretrained) != len(encoders):
         raise UsageError(
             f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
             hint="give one --pretrained for all encoders, or one per --encoder",
         )
-    tags = pretrained if len(pretrained) > 1 else (pretrained or ["none"]) * len(encoders)
-    sources = [ModelSource(path.name or str(path), lambda path=path: resolve_model(path)) for path in model_dirs]
+    given = pretrained if len(pretrained) > 1 else (pretrained or [None]) * len(encoders)
+    tags = [default_pretrained(name, tag) for name, tag in zip(encoders, given)]
+    names = run_names(model_dirs)
+    sources = [ModelSource(name, lambda path=path: resolve_model(path), bundle=path) for name, path in zip(names, model_dirs)]
     for name, tag in zip(encoders, tags):
         load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
         sources.append(ModelSource(f"{name}/{tag}", load))
@@ -116,6 +130,19 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
         if labels.count(source.label) > 1:
             source.label = f"{source.label}#{i + 1}"
     return sources
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Short names for model folders: the folder's name, with as many parent folders as it takes to
+    tell them apart (``runs/vit-b-32/last`` and ``runs/rn50/last`` -> ``vit-b-32/last``, ``rn50/last``)."""
+    parts = [Path(os.path.normpath(p.absolute())).parts for p in paths]
+    names = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and sum(other[-depth:] == mine[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append("/".join(mine[-depth:]))
+    return names
 
 
 def _show(result) -> None:
@@ -134,6 +161,8 @@ def _show(result) -> None:
             ui.show(ui.table(None, ["class", "prompted as", "precision", "recall", "F1", "support", "AUROC"], rows))
             matrix = [(f"true {c}", *counts) for c, counts in zip(t.classes, t.metrics["confusion_matrix"])]
             ui.show(ui.table(None, ["confusion", *[f"pred {c}" for c in t.classes]], matrix))
+    for model in result.models:
+        ui.info(f"weights of {model.label}: {model.weights}")
     for model in result.models:
         for image_id, reason in model.skipped_images[:5]:
             ui.warning(f"skipped image {image_id}: {reason}")

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.labels import LabelField, read_label_fields
+from medclip_cli.data.links import broken_link_reason
 from medclip_cli.errors import DataError, UsageError
 
 ALL_SPLIT = "all"  # the whole file, when it has no split column
@@ -146,6 +147,8 @@ def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list
             problems.append(f"{where}: image path {raw_image!r} points outside {base}; skipped")
         elif image in seen:
             problems.append(f"{where}: duplicate image {raw_image!r}; skipped")
+        elif (broken := broken_link_reason(image)) is not None:
+            problems.append(f"{where}: {broken}")
         else:
             seen.add(image)
             samples.append(_sample(row, image, base, cols, fields))

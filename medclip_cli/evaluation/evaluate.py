@@ -26,6 +26,7 @@ from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, mod
 from medclip_cli.evaluation.metrics import classification_metrics, save_confusion_png
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
+from medclip_cli.models.origin import warn_if_random, weights_origin
 from medclip_cli.errors import DataError, OutputError, UsageError
 
 RETRIEVAL = "retrieval"
@@ -42,6 +43,7 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 0  # seeds torch before each model is built (random-init towers are reproducible)
     cache: bool = True  # read and write image embeddings under MEDCLIP_HOME
+    strict: bool = False  # an unreadable image stops the evaluation instead of being skipped
     ks: tuple[int, ...] = RETRIEVAL_KS
     # The load_dataset options the split was read with (which CSV/JSONL columns hold what):
     # recorded in results.json, since the same file read through other columns is other data.
@@ -54,6 +56,9 @@ class ModelSource:
 
     label: str
     load: Callable[[], object]
+    # The --model folder or name it was loaded from; None: built from encoders (whose weights origin
+    # is the manifest's tags, and whose random towers are warned about).
+    bundle: str | Path | None = None
 
 
 @dataclass
@@ -88,12 +93,14 @@ class ModelResult:
     n_embedded: int
     skipped_images: list[tuple[str, str]]
     tasks: dict[str, TaskResult]
+    weights: str = ""  # where the weights came from: a tag, a file and its sha256, or random init
     # How this model saw the data: its own preprocessing, context length and scoring.
     inputs: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
             "label": self.label,
+            "weights": self.weights,
             "manifest": self.manifest,
             "model_key": self.model_key,
             "logit_scale": self.logit_scale,
@@ -179,7 +186,11 @@ def evaluate(
         torch.manual_seed(config.seed)
         model = source.load().to(device)
         model.module.eval()  # also when the images come from the cache: text towers may have dropout
-        results.append(_evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress))
+        if source.bundle is None:
+            warn_if_random(model.manifest, source.label)
+        result = _evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress)
+        result.weights = weights_origin(model.manifest, source.bundle)
+        results.append(result)
         del model
     return EvalResult(
         models=results,
@@ -199,6 +210,7 @@ def evaluate(
             "device": str(device),
             "seed": config.seed,
             "cache": config.cache,
+            "strict": config.strict,
             "ks": list(config.ks),
         },
         versions=package_versions(),
@@ -211,6 +223,13 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
     embeddings = embed_images(
         model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=key, progress=progress
     )
+    if config.strict and embeddings.skipped:
+        _, reason = embeddings.skipped[0]
+        more = len(embeddings.skipped) - 1
+        raise DataError(
+            reason + (f" (and {more} more unreadable images)" if more else ""),
+            hint="fix or remove the file, or run without --strict to skip it",
+        )
     if not embeddings.indices:
         raise DataError(f"{dataset.root}: none of the {len(dataset)} images of split {dataset.split!r} could be read")
     task_results = {}

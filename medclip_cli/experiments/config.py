@@ -1,4 +1,5 @@
-"""Experiments as TOML files in ``configs/experiments/``: parsed, overridden with ``--set``, validated."""
+"""Experiments as TOML files in ``configs/experiments/`` (and the user's config folder): parsed,
+overridden with ``--set``, validated. A user's file wins over a built-in one of the same name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medclip_cli.data.labels import config_dir
+from medclip_cli.config_folders import builtin_config_dir, config_dirs, config_files, find_config
 from medclip_cli.errors import UsageError
 
 ALIASES_FILE = "aliases.toml"
@@ -93,38 +94,52 @@ class Experiment:
 
 
 def experiments_dir() -> Path:
-    return config_dir() / "experiments"
+    """The built-in experiments (the user's own are found through :mod:`medclip_cli.config_folders`)."""
+    return builtin_config_dir() / "experiments"
+
+
+def _experiment_files() -> dict[str, Path]:
+    return {name: path for name, path in config_files("experiments").items() if f"{name}.toml" != ALIASES_FILE}
 
 
 def list_experiments() -> list[Experiment]:
-    """Every experiment file, sorted by name."""
-    return [load_experiment(p.stem) for p in sorted(experiments_dir().glob("*.toml")) if p.name != ALIASES_FILE]
+    """Every experiment, built-in and the user's, sorted by name."""
+    return [load_experiment(name) for name in _experiment_files()]
 
 
-def aliases() -> dict[str, str]:
-    path = experiments_dir() / ALIASES_FILE
-    if not path.is_file():
-        return {}
-    return {k: str(v) for k, v in _read_toml(path).items()}
+def aliases() -> dict[str, str | list[str]]:
+    """Alias -> experiment name, or a list of names run together (one summary over them), from the
+    built-in aliases file and the user's (theirs win)."""
+    merged: dict[str, str | list[str]] = {}
+    for folder in reversed(config_dirs()):
+        path = folder / "experiments" / ALIASES_FILE
+        if path.is_file():
+            merged.update(
+                {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in _read_toml(path).items()}
+            )
+    return merged
 
 
 def resolve_names(name: str) -> list[str]:
-    """``all``, an alias such as ``best``, or one experiment name."""
+    """``all``, an alias such as ``best`` (one or several experiments), or one experiment name."""
     if name == "all":
         return [e.name for e in list_experiments()]
     target = aliases().get(name, name)
-    known = [p.stem for p in experiments_dir().glob("*.toml") if p.name != ALIASES_FILE]
-    if target not in known:
-        close = difflib.get_close_matches(name, known + list(aliases()), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ExperimentConfigError(
-            f"unknown experiment {name!r}{hint}", hint="run `medclip reproduce --list` to see them"
-        )
-    return [target]
+    targets = target if isinstance(target, list) else [target]
+    known = list(_experiment_files())
+    for wanted in targets:
+        if wanted not in known:
+            shown = name if wanted == target else f"{wanted} (in alias {name!r})"
+            close = difflib.get_close_matches(wanted, known + list(aliases()), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ExperimentConfigError(
+                f"unknown experiment {shown!r}{hint}", hint="run `medclip reproduce --list` to see them"
+            )
+    return targets
 
 
 def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:
-    path = experiments_dir() / f"{name}.toml"
+    path = find_config("experiments", name) or experiments_dir() / f"{name}.toml"
     raw = _read_toml(path)
     settings = _validate(raw, path)
     overrides = list(overrides or [])

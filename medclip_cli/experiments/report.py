@@ -74,6 +74,7 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
         f"{dataset['n_samples']} images, fingerprint `{dataset['fingerprint']}`",
         f"- prompts: {evaluation.prompts.get('name', '')}",
     ]
+    parts += [f"- weights, {m.label}: {m.weights}" for m in evaluation.models]
     if run.train is not None:
         kept = (
             f"kept epoch {run.train.best_epoch} by {run.train.best_metric} = {_fmt(run.train.best_value)}"
@@ -101,16 +102,19 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
     return "\n".join(parts)
 
 
-def summary_report(runs: list[ExperimentRun], command: str) -> str:
-    """One table across experiments: accuracy@1 per task and retrieval R@1, start vs fine-tuned."""
+def summary_report(runs: list[ExperimentRun], command: str, not_run: list[tuple[str, str, str]] = ()) -> str:
+    """One table across experiments: accuracy@1 per task and retrieval R@1, start vs fine-tuned,
+    with the data set each was measured on (experiments may read different ones); then the
+    experiments that were skipped or failed, with the reason."""
     tasks: list[str] = []
     for run in runs:
         tasks += [t for t in run.evaluation.tasks if t not in tasks]
-    header = ["experiment"] + [f"{t} ({'R@1 i→t' if t == 'retrieval' else 'acc@1'})" for t in tasks] + ["seconds"]
-    lines = [f"# Summary of {len(runs)} experiments", "", f"command: `{command}`", "", "| " + " | ".join(header) + " |"]
+    header = ["experiment", "data"] + [f"{t} ({'R@1 i→t' if t == 'retrieval' else 'acc@1'})" for t in tasks] + ["seconds"]
+    lines = [f"# Summary of {len(runs)} experiments" + (f" ({len(not_run)} not run)" if not_run else ""), "", f"command: `{command}`", "", "| " + " | ".join(header) + " |"]
     lines.append("| --- " * len(header) + "|")
     for run in runs:
-        cells = [run.experiment.name]
+        dataset = run.evaluation.dataset
+        cells = [run.experiment.name, f"{dataset['format']} {dataset['split']} ({dataset['n_samples']} images)"]
         by_task = {}
         for row in run.comparison():
             if row["metric"] in ("accuracy@1", "image_to_text_R@1"):
@@ -125,4 +129,7 @@ def summary_report(runs: list[ExperimentRun], command: str) -> str:
                 cells.append(f"{_fmt(row[BASELINE])} → {_fmt(row[FINETUNED])}")
         cells.append(f"{run.seconds:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if not_run:
+        lines += ["", "## Not run", "", "| experiment | status | reason |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {status} | {reason.replace('|', '/')} |" for name, status, reason in not_run]
     return "\n".join(lines) + "\n"

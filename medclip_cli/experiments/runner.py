@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medclip_cli.atomic import write_text_atomic
-from medclip_cli.errors import DataError, PretrainedUnavailableError
+from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
@@ -64,12 +64,20 @@ def run_experiment(
     device: str = "auto",
     progress=None,
     train_events=None,
+    resume: bool = False,
 ) -> ExperimentRun:
-    """Run ``experiment`` into ``output``: checks first (data, splits, weights), then the work."""
+    """Run ``experiment`` into ``output``: checks first (data, splits, weights), then the work.
+
+    With ``resume``, an interrupted fine-tune in ``output/finetune`` continues from its last
+    checkpoint (the starting model is read back from ``output/start-model``, so no download is
+    needed again), and the experiment is finished as an uninterrupted run would have finished it.
+    """
     import torch
 
     from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
-    from medclip_cli.models.bundle import load_bundle, save_bundle
+    from medclip_cli.models.bundle import CONFIG_NAME, load_bundle, save_bundle
+    from medclip_cli.models.weights import WEIGHTS_NAME
+    from medclip_cli.training.checkpoint import find_checkpoint
 
     start = time.perf_counter()
     settings = experiment.settings
@@ -83,19 +91,38 @@ def run_experiment(
             _load_split(experiment, data_root, "val_split")
 
     seed = int(settings["experiment"]["seed"])
+    start_dir, tune_dir = output / "start-model", output / "finetune"
+    resuming = resume and experiment.finetune is not None and find_checkpoint(tune_dir) is not None
+    if experiment.finetune is not None and not resuming and tune_dir.is_dir() and any(tune_dir.iterdir()):
+        if resume:
+            raise OutputError(
+                f"{tune_dir}: nothing to resume (the fine-tune stopped before its first checkpoint)",
+                hint=f"remove {tune_dir} to start it again, or choose another --output",
+            )
+        raise OutputError(
+            f"{tune_dir}: holds an earlier or interrupted fine-tune of {experiment.name}",
+            hint="pass --resume to continue it, or choose another --output",
+        )
     torch.manual_seed(seed)
-    baseline = _build_start_model(experiment)
+    saved_start = (start_dir / CONFIG_NAME).is_file() and (start_dir / WEIGHTS_NAME).is_file()
+    if resuming and saved_start:
+        baseline = load_bundle(start_dir)  # the very model the interrupted run started from
+    else:
+        baseline = _build_start_model(experiment)
     compare = _compared_models(experiment)
     output.mkdir(parents=True, exist_ok=True)
-    start_dir = output / "start-model"
     sources = [ModelSource(BASELINE, lambda: baseline)]
     train_result = None
     if experiment.finetune is not None:
-        save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
+        if not (resuming and saved_start):
+            save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
         del baseline
-        train_result = _finetune(experiment, data_root, start_dir, output / "finetune", device, progress, train_events)
+        train_result = _finetune(experiment, data_root, start_dir, tune_dir, device, progress, train_events, resuming)
         tuned = train_result.best or train_result.last
-        sources = [ModelSource(BASELINE, lambda: load_bundle(start_dir)), ModelSource(FINETUNED, lambda: load_bundle(tuned))]
+        sources = [
+            ModelSource(BASELINE, lambda: load_bundle(start_dir)),  # named by its tags, as built
+            ModelSource(FINETUNED, lambda: load_bundle(tuned), bundle=tuned),
+        ]
     sources += compare
     evaluation = evaluate(
         sources,
@@ -127,7 +154,7 @@ def _data_root(experiment: Experiment, data: Path | None) -> Path:
         return Path(data)
     if configured:
         return Path(configured)
-    return default_data_root()
+    return default_data_root(experiment.settings["data"].get("dataset"))
 
 
 def _load_split(experiment: Experiment, root: Path, key: str):
@@ -197,7 +224,7 @@ def _compared_models(experiment: Experiment) -> list:
     return [ModelSource(ref, lambda ref=ref: open_model(ref)) for ref in refs]
 
 
-def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events):
+def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):
     from medclip_cli.training.train import TrainConfig, train
 
     settings = experiment.settings
@@ -217,6 +244,7 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
         val_split=None if str(val_split).lower() == "none" else val_split,
         device=device,
         seed=int(settings["experiment"]["seed"]),
+        resume=resume,
         **finetune,
     )
     return train(config, progress, events)
@@ -250,6 +278,7 @@ def results_json(run: ExperimentRun, command: str) -> dict:
         "settings": run.experiment.settings,
         "seconds": round(run.seconds, 1),
         "data_root": str(run.data_root),
+        "weights": {m.label: m.weights for m in run.evaluation.models},
         "comparison": run.comparison(),
         "training": None
         if run.train is None

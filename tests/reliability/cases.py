@@ -95,6 +95,29 @@ def check(path: Path, *extra: str) -> list[str]:
     return ["data", "check", str(path), *extra]
 
 
+def _openi(env: Env) -> Path:
+    """An OpenI copy as `data download openi` leaves it: with its split manifest, which the first
+    read of a copy writes (deliberately: it is the data set's split, not a command's output)."""
+    from medclip_cli.data.openi import manifest_for
+    from tests.data.openi_copy import write_openi
+
+    root = write_openi(env.p("openi"))
+    manifest_for(root)
+    return root
+
+
+def _openi_with_report(env: Env, name: str, text: str) -> Path:
+    root = _openi(env)
+    (root / "ecgen-radiology" / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def _openi_without_image(env: Env, image_id: str) -> Path:
+    root = _openi(env)
+    (root / "NLMCXR_png" / f"{image_id}.png").unlink()
+    return root
+
+
 def embed(env: Env, data: Path, *extra: str) -> list[str]:
     return ["embed", "--data", str(data), "--encoder", "test-vit", "--device", "cpu", "-o", str(env.p("emb.parquet")), *extra]
 
@@ -244,6 +267,15 @@ CASES: list[Case] = [
          lambda env: evaluate(env, "--split", "nope"), 1, "has no split 'nope'"),
     Case("data-empty-split", "data sets", "a MedPix split file with no records", "data check DIR",
          lambda env: check(make.medpix_set(env.p("data"), raw_lines=[])), 1, "split 'test' is empty"),
+    Case("data-openi-malformed-xml", "data sets", "OpenI report that is malformed XML (skipped, listed)",
+         "data check DIR", lambda env: check(_openi_with_report(env, "12.xml", "<eCitation><uId id=")), 1,
+         "ecgen-radiology/12.xml: malformed XML", report=True),
+    Case("data-openi-entity-bomb", "data sets", "OpenI report with an XML entity bomb (billion laughs)",
+         "data check DIR", lambda env: check(_openi_with_report(env, "12.xml", make.XML_ENTITY_BOMB)), 1,
+         "ecgen-radiology/12.xml: XML with an entity declaration ('lol'), refused", report=True),
+    Case("data-openi-missing-image", "data sets", "OpenI report naming an image that is not there",
+         "data check DIR", lambda env: check(_openi_without_image(env, "CXR12_IM-0144-1001")), 1,
+         "names image CXR12_IM-0144-1001, but NLMCXR_png/CXR12_IM-0144-1001.png does not exist", report=True),
     Case("data-csv-missing-column", "data sets", "CSV without an image column", "data check pairs.csv",
          lambda env: check(make.csv_set(env.p("data"), ["x,y"], header="caption,modality")), 1, "pairs.csv"),
     Case("data-csv-unknown-column-option", "data sets", "--caption-column naming a column the CSV lacks",

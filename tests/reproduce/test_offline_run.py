@@ -40,6 +40,11 @@ def test_offline_experiment_runs_end_to_end_on_medpix(cli, medpix_root, tmp_path
     assert "| modality | accuracy@1 |" in report and "| location_category | accuracy@1 |" in report
     assert "--set finetune.max_steps=4" in report
     assert "kept the last epoch (no validation split)" in report
+    # Each model's weights are named: the baseline's random image tower is said, the tuned one is a file.
+    assert results["weights"]["baseline"] == "image random init; text tag pretrained"
+    assert results["weights"]["fine-tuned"].startswith(f"bundle {run_dir / 'finetune'}")
+    assert "- weights, baseline: image random init; text tag pretrained" in report
+    assert "predictions mean nothing" in result.stderr  # the zero-shot baseline of a random tower
     pictures = sorted(p.name for p in (run_dir / "evaluation").glob("confusion_*.png"))
     for task in ("modality", "location_category", "plane"):
         assert any(name.startswith(f"confusion_{task}") for name in pictures), pictures
