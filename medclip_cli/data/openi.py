@@ -20,7 +20,8 @@ import tomllib
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, Sample
-from medclip_cli.data.labels import LabelField, config_dir, read_label_fields
+from medclip_cli.config_folders import builtin_config_dir, find_config
+from medclip_cli.data.labels import LabelField, read_label_fields
 from medclip_cli.data.openi_reports import Report, read_report
 from medclip_cli.data.openi_split import (
     MANIFEST_NAME,
@@ -102,7 +103,7 @@ def load(path: Path, split: str = "train") -> Dataset:
         available = ", ".join([*SPLITS, ALL_SPLIT])
         raise DataError(f"{root}: has no split {split!r} (available: {available})", hint="choose another split")
     manifest, read = manifest_for(root)
-    labels_toml = config_dir() / "labels" / LABELS_FILE
+    labels_toml = find_config("labels", Path(LABELS_FILE).stem) or builtin_config_dir() / "labels" / LABELS_FILE
     fields = read_label_fields(labels_toml)
     findings = manifest.most_frequent(_most_frequent(labels_toml))
     fields["finding"] = _finding_field(fields.get("finding") or LabelField("finding", (), {}), findings)
