@@ -115,7 +115,9 @@ def _root(
 
 def _register() -> None:
     # Command modules import only typer and medclip's light modules; torch loads inside the commands.
-    from medclip_cli.commands import classify, data, embed, encoders, evaluate, finetune, plugins, probe, reproduce, search
+    from medclip_cli.commands import (
+        classify, data, embed, encoders, evaluate, finetune, plugins, probe, reproduce, search, weights,
+    )  # fmt: skip
 
     app.command("finetune")(finetune.finetune)
     app.command("evaluate")(evaluate.evaluate)
@@ -127,6 +129,7 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
     app.command("encoders")(encoders.encoders)
     app.command("plugins")(plugins.plugins)
+    app.add_typer(weights.app, name="weights")
 
 
 _register()

@@ -9,7 +9,12 @@ import typer
 
 ModelDir = Annotated[
     Optional[Path],
-    typer.Option("--model", help="A model bundle folder (written by `medclip finetune`).", show_default=False),
+    typer.Option(
+        "--model",
+        help="A model: bundle or model folder, OpenAI .pt file, name (biomedclip, pubmedclip, vit-b-32; "
+        "`medclip encoders`) or hub id (hf-hub:org/name).",
+        show_default=False,
+    ),
 ]
 Encoder = Annotated[
     Optional[str],

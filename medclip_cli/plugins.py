@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "medclip_cli.default_plugins.open_clip_encoders",
     "medclip_cli.default_plugins.timm_encoders",
     "medclip_cli.default_plugins.hf_text_encoders",
+    "medclip_cli.default_plugins.medical_clips",
     "medclip_cli.default_plugins.test_encoders",
     "medclip_cli.default_plugins.datasets",
 )

@@ -49,6 +49,8 @@ def classify(
         medclip classify scan.png --labels "brain MRI,chest X-ray" --encoder rn50 --pretrained openai
 
         medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
+
+        medclip classify scan.png --labels "CT,MRI,X-ray" --model pubmedclip
     """
     from medclip_cli.evaluation.classify import classify_images
     from medclip_cli.runtime.devices import resolve_device

@@ -57,6 +57,15 @@ def encoders(
                 ],
             )
         )
+    published = [s for s in specs if s.hub_id]
+    if published:
+        ui.show(
+            ui.table(
+                "Published models (use as --model NAME; `medclip weights fetch NAME` for offline use)",
+                ["name", "hub id", "format", "licence", "citation"],
+                [(s.name, s.hub_id, s.model_format, s.licence, s.citation) for s in published],
+            )
+        )
     if names:
         ui.show(ui.table(f"{len(names)} encoders match {pattern!r}", ["name"], [(n,) for n in names]))
     if pattern is None:
@@ -88,4 +97,5 @@ def _spec_dict(s) -> dict:
         "pretrained_tags": list(s.tags()),
         "description": s.description,
         "plugin": s.plugin,
+        **({"hub_id": s.hub_id, "format": s.model_format, "licence": s.licence, "citation": s.citation} if s.hub_id else {}),
     }

@@ -26,7 +26,7 @@ def evaluate(
     ] = None,
     model_dir: Annotated[
         Optional[List[Path]],
-        typer.Option("--model", help="A model bundle folder; repeat to compare models.", show_default=False),
+        typer.Option("--model", help="A model (folder, .pt file, name such as biomedclip, or hf-hub:org/name); repeat to compare models.", show_default=False),
     ] = None,
     encoder: Annotated[
         Optional[List[str]],
@@ -79,6 +79,8 @@ def evaluate(
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
 
         medclip evaluate --data MedPix-2-0 --split dev --task modality --model runs/a/best --calibrate-on train --bootstrap 2000
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --model vit-b-32 --model biomedclip --model pubmedclip
 
         medclip evaluate --data pairs.csv --split test --image-column path --caption-column report --label-column modality --encoder vit-b-32 --pretrained openai
     """
@@ -215,6 +217,11 @@ def _comparison_table(result, task: str):
     first = models[0].tasks[task]
     names = [name for name, value in first.metrics.items() if _is_summary(value) and not name.startswith("n_")]
     rows = [("n_images", *[m.tasks[task].n_images for m in models])]
+    # Each model reads the same images its own way: say how.
+    inputs = [m.inputs for m in models]
+    if all(inputs):
+        rows.append(("input", *[f"{i['preprocess']['size']}px {i['preprocess']['resize_mode']}" for i in inputs]))
+        rows.append(("context / scoring", *[f"{i['context_length']} / {i['scoring']}" for i in inputs]))
     for name in names:
         values = [m.tasks[task].metrics.get(name) for m in models]
         defined = [v for v in values if v is not None]

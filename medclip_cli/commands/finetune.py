@@ -153,6 +153,8 @@ def finetune(
 
         medclip finetune --output runs/medpix --resume
 
+        medclip finetune --model biomedclip --data ../shared/medpix2 --output runs/biomedclip --val-task modality
+
         medclip finetune --encoder vit-b-32 --pretrained openai --data pairs.csv --image-column path --caption-column report --output runs/pairs
 
         torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50

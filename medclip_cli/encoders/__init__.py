@@ -46,6 +46,12 @@ class EncoderSpec:
     plugin: str = ""  # filled in by the registry
     # Tags looked up only when asked for (a plugin can avoid importing torch at registration).
     list_tags: Callable[[], tuple[str, ...]] | None = None
+    # A complete published model (both towers, its own tokenizer and preprocessing), loaded as a
+    # whole from this hub id or folder: ``--model NAME`` / ``--encoder NAME``.
+    hub_id: str = ""
+    model_format: str = ""  # open_clip, transformers, torchscript
+    licence: str = ""
+    citation: str = ""
 
     def tags(self) -> tuple[str, ...]:
         """The pretrained tags this encoder accepts."""

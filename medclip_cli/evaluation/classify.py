@@ -44,8 +44,9 @@ def classify_images(
     progress: ProgressReporter | None = None,
     temperature: float = 1.0,
 ) -> list[ImagePrediction]:
-    """Probabilities of each label for each image (the model's own logit scale divided by
-    ``temperature``; rows sum to 1)."""
+    """Probabilities of each label for each image, as the model scores them (its logit scale divided
+    by ``temperature``): CLIP's softmax (rows sum to 1) or SigLIP's per-class sigmoid with its
+    learned bias."""
     progress = progress or NullProgress()
     model.module.eval()
     classifier = build_zero_shot_classifier(model, labels, templates)
@@ -69,8 +70,9 @@ def classify_images(
 
 def _predict(model, classifier, labels, batch, targets, top_k, temperature) -> None:
     features = model.encode_images(normalize_batch(batch, model.preprocess, device=model.device))
-    probs = zero_shot_probabilities(features, classifier, model.logit_scale / temperature).cpu().double()
-    probs = probs / probs.sum(dim=1, keepdim=True)
+    probs = zero_shot_probabilities(features, classifier, model.logit_scale / temperature, model.logit_bias).cpu().double()
+    if model.logit_bias is None:  # a softmax; SigLIP's per-class sigmoids stay as the model scores them
+        probs = probs / probs.sum(dim=1, keepdim=True)
     k = len(labels) if top_k is None else min(top_k, len(labels))
     for target, row in zip(targets, probs):
         order = row.argsort(descending=True)[:k].tolist()

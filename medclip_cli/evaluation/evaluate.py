@@ -105,6 +105,8 @@ class ModelResult:
     skipped_images: list[tuple[str, str]]
     tasks: dict[str, TaskResult]
     weights: str = ""  # where the weights came from: a tag, a file and its sha256, or random init
+    # How this model saw the data: its own preprocessing, context length and scoring.
+    inputs: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -113,6 +115,7 @@ class ModelResult:
             "manifest": self.manifest,
             "model_key": self.model_key,
             "logit_scale": self.logit_scale,
+            "inputs": self.inputs,
             "image_embeddings": {
                 "from_cache": self.embeddings_from_cache,
                 "seconds": round(self.embed_seconds, 3),
@@ -270,6 +273,13 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
         manifest=dict(model.manifest),
         model_key=key,
         logit_scale=model.logit_scale,
+        inputs={
+            "preprocess": model.preprocess.to_open_clip(),
+            "context_length": model.context_length,
+            "tokenizer": type(getattr(model.tokenizer, "tokenizer", model.tokenizer)).__name__,
+            "scoring": "sigmoid" if model.logit_bias is not None else "softmax",
+            "logit_bias": model.logit_bias,
+        },
         embeddings_from_cache=embeddings.from_cache,
         embed_seconds=embeddings.seconds,
         n_embedded=len(embeddings.indices),
@@ -296,7 +306,9 @@ def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: 
     per_class = prompt_set.for_task(task, label_field)
     classifier = build_zero_shot_classifier(model, names, per_class)
     features = embeddings.features[positions]
-    probs = zero_shot_probabilities(features, classifier, model.logit_scale).double().cpu().numpy()
+    probs = zero_shot_probabilities(features, classifier, model.logit_scale, model.logit_bias).double().cpu().numpy()
+    # SigLIP's per-class sigmoids are divided by their sum: the metrics (log loss, calibration) need
+    # a distribution; the argmax (accuracy, F1) is unchanged by it.
     probs /= probs.sum(axis=1, keepdims=True)
     logits = zero_shot_logits(features, classifier, model.logit_scale).double().cpu().numpy()
     samples = [dataset.samples[embeddings.indices[p]] for p in positions]

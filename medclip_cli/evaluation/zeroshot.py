@@ -70,6 +70,14 @@ def zero_shot_logits(image_features: torch.Tensor, classifier: torch.Tensor, log
     return logit_scale * image_features.float() @ classifier.to(image_features.device).float()
 
 
-def zero_shot_probabilities(image_features: torch.Tensor, classifier: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """Softmax over classes of the model's own scaled cosine similarities (rows sum to 1)."""
-    return zero_shot_logits(image_features, classifier, logit_scale).softmax(dim=-1)
+def zero_shot_probabilities(
+    image_features: torch.Tensor, classifier: torch.Tensor, logit_scale: float, logit_bias: float | None = None
+) -> torch.Tensor:
+    """The model's own class scores: CLIP's softmax over classes of its scaled cosine similarities
+    (rows sum to 1); for a sigmoid model (SigLIP, ``logit_bias`` given) each class's
+    ``sigmoid(scale * cos + bias)``, as transformers' zero-shot pipeline reports them (rows need not
+    sum to 1; the argmax is the softmax's)."""
+    logits = zero_shot_logits(image_features, classifier, logit_scale)
+    if logit_bias is not None:
+        return torch.sigmoid(logits + logit_bias)
+    return logits.softmax(dim=-1)

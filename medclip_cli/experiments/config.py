@@ -28,6 +28,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "pretrained": "none",
         "text_pretrained": "auto",
         "image_size": None,
+        # Other models evaluated on the same images beside it (names, hub ids or folders, as
+        # ``--model`` takes them): e.g. the medical CLIPs in compare-medical-clips.
+        "compare": [],
     },
     "data": {
         "path": None,  # None: the downloaded MedPix 2.0 copy

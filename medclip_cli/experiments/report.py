@@ -40,13 +40,16 @@ def cell(row: dict, key: str, signed: bool = False) -> str:
 
 
 def comparison_markdown(run: ExperimentRun) -> str:
+    others = [m.label for m in run.evaluation.models if m.label not in (BASELINE, FINETUNED)]
+    head = "".join(f" {label} |" for label in others)
     lines = [
-        f"| task | metric | the fine-tuned model saw | {BASELINE} | {FINETUNED} | difference |",
-        "| --- | --- | --- | ---: | ---: | ---: |",
+        f"| task | metric | the fine-tuned model saw | {BASELINE} | {FINETUNED} | difference |{head}",
+        "| --- | --- | --- | ---: | ---: | ---: |" + " ---: |" * len(others),
     ]
     for row in run.comparison():
+        cells = "".join(f" {cell(row, label)} |" for label in others)
         lines.append(
-            f"| {row['task']} | {row['metric']} | {row.get('supervision') or '—'} | {cell(row, BASELINE)} | {cell(row, FINETUNED)} | {cell(row, 'difference', True)} |"
+            f"| {row['task']} | {row['metric']} | {row.get('supervision') or '—'} | {cell(row, BASELINE)} | {cell(row, FINETUNED)} | {cell(row, 'difference', True)} |{cells}"
         )
     return "\n".join(lines)
 

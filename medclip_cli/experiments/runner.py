@@ -125,6 +125,7 @@ def run_experiment(
     calibration = None
     if settings["evaluate"].get("calibrate_on"):
         calibration = _load_split_named(experiment, data_root, settings["evaluate"]["calibrate_on"], "evaluate.calibrate_on")
+    _compared_models(experiment)  # model.compare: fetched (or found offline) before any work
     seeds = seeds_of(experiment)
     # One seed keeps the flat layout; several get a folder each.
     folders = {seed: output if len(seeds) == 1 else output / f"seed-{seed}" for seed in seeds}
@@ -185,6 +186,7 @@ def _run_seed(
         baseline = load_bundle(start_dir)  # the very model the interrupted run started from
     else:
         baseline = _build_start_model(experiment)
+    compare = _compared_models(experiment)
     output.mkdir(parents=True, exist_ok=True)
     sources = [ModelSource(BASELINE, lambda: baseline)]
     train_result = None
@@ -198,6 +200,7 @@ def _run_seed(
             ModelSource(BASELINE, lambda: load_bundle(start_dir)),  # named by its tags, as built
             ModelSource(FINETUNED, lambda: load_bundle(tuned), bundle=tuned),
         ]
+    sources += compare
     evaluation = evaluate(
         sources,
         eval_set,
@@ -277,10 +280,29 @@ def _build_start_model(experiment: Experiment):
             model.get("image_size"),
         )
     except PretrainedUnavailableError as exc:
+        offline = f"run the offline experiment: medclip reproduce --experiment {OFFLINE_EXPERIMENT}"
+        fetch = exc.hint if "medclip weights fetch" in (exc.hint or "") else "connect once to cache them"
         raise PretrainedUnavailableError(
-            f"experiment {experiment.name!r} needs {exc.message}",
-            hint=f"connect once to cache them, or run the offline experiment: medclip reproduce --experiment {OFFLINE_EXPERIMENT}",
+            f"experiment {experiment.name!r} needs {exc.message}", hint=f"{fetch}, or {offline}"
         ) from exc
+
+
+def _compared_models(experiment: Experiment) -> list:
+    """Sources for ``model.compare``; hub models are fetched (or found offline) now, before any
+    work, so a missing one stops the run at once with the command that fetches it."""
+    from medclip_cli.evaluation.evaluate import ModelSource
+    from medclip_cli.models.sources import ensure_local, open_model
+
+    refs = experiment.settings["model"].get("compare") or []
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise ExperimentConfigError(f"{experiment.path}: model.compare must be a list of model names")
+    try:
+        for ref in refs:
+            ensure_local(ref)
+    except PretrainedUnavailableError as exc:
+        raise PretrainedUnavailableError(f"experiment {experiment.name!r}: {exc.message}", hint=exc.hint) from exc
+    return [ModelSource(ref, lambda ref=ref: open_model(ref)) for ref in refs]
+
 
 
 def _finetune(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):
@@ -378,7 +400,12 @@ def needs_network(experiment: Experiment) -> bool:
     """Whether the experiment's weights must come from a hub (not shipped, not a local path)."""
     from medclip_cli.models.factory import normalize_pretrained
 
+    from medclip_cli.models.sources import hub_name, registered_model
+
     model = experiment.settings["model"]
+    for ref in [model.get("encoder") or "", *(model.get("compare") or [])]:
+        if hub_name(ref) is not None or registered_model(ref) is not None:
+            return True
     pretrained = normalize_pretrained(model.get("pretrained"))
     if pretrained is not None and not Path(pretrained).exists():
         return True

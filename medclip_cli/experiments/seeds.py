@@ -28,12 +28,20 @@ def seed_rows(seed_runs: Sequence, supervision: dict[str, str], headline: Callab
             for key in (base_label, tuned_label, "difference"):
                 values = [s[key] for s in per_seed if isinstance(s[key], (int, float))]
                 row[key] = statistics.fmean(values) if values and len(values) == len(per_seed) else None
+            # model.compare: the other models on the same images (means over the seeds)
+            for label in _other_labels(seed_runs[0], labels):
+                values = [s.get(label) for s in per_seed]
+                row[label] = statistics.fmean(values) if all(isinstance(v, (int, float)) for v in values) else None
             row["sd"] = (
                 {key: _sd([s[key] for s in per_seed]) for key in (base_label, tuned_label, "difference")} if len(per_seed) > 1 else None
             )
             row["per_seed"] = per_seed
             rows.append(row)
     return rows
+
+
+def _other_labels(run, labels: tuple[str, str]) -> list[str]:
+    return [m.label for m in run.evaluation.models if m.label not in labels]
 
 
 def _seed_values(run, task: str, metric: str, labels: tuple[str, str]) -> dict:
@@ -50,6 +58,12 @@ def _seed_values(run, task: str, metric: str, labels: tuple[str, str]) -> dict:
         "difference": t - b if isinstance(t, (int, float)) and isinstance(b, (int, float)) else None,
         "intervals": {},
     }
+    for model in run.evaluation.models:
+        if model.label not in labels and task in model.tasks:
+            other = model.tasks[task]
+            out[model.label] = other.metrics.get(metric)
+            if metric in other.intervals:
+                out["intervals"][model.label] = other.intervals[metric].to_json()
     if metric in base.intervals:
         out["intervals"][base_label] = base.intervals[metric].to_json()
     if tuned is not None and metric in tuned.intervals:

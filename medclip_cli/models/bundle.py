@@ -26,6 +26,11 @@ def save_bundle(model, directory: str | Path, provenance: dict | None = None) ->
     """Write ``model`` to ``directory`` atomically: a complete new bundle or the old one untouched."""
     from safetensors.torch import save_model
 
+    if model.model_cfg.get("format") == "transformers":  # saved back in its own library's format
+        from medclip_cli.models.hf_clip import save_hf_dual_encoder
+
+        return save_hf_dual_encoder(model, directory, provenance)
+
     directory = Path(directory)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +97,11 @@ def load_bundle(directory: str | Path):
     from medclip_cli.models.factory import instantiate, make_tokenizer
 
     directory = Path(directory)
+    if not (directory / CONFIG_NAME).is_file():
+        from medclip_cli.models.hf_clip import is_hf_dual_encoder, load_hf_dual_encoder
+
+        if is_hf_dual_encoder(directory):
+            return load_hf_dual_encoder(directory)
     config = read_bundle_config(directory)
     model_cfg = copy.deepcopy(config["model_cfg"])
     text_cfg = model_cfg.get("text_cfg", {})

@@ -31,8 +31,16 @@ class ClipModel:
 
     @property
     def logit_scale(self) -> float:
-        """exp(learned logit scale): the temperature the model was trained with."""
-        return float(self.module.logit_scale.detach().exp().clamp(max=100).item())
+        """exp(learned logit scale): the temperature the model was trained with (CLIP's capped at
+        100 as in training; a sigmoid model's as it is, since its bias was learned with it)."""
+        scale = self.module.logit_scale.detach().exp()
+        return float((scale if self.logit_bias is not None else scale.clamp(max=100)).item())
+
+    @property
+    def logit_bias(self) -> float | None:
+        """SigLIP's learned bias: pairs are scored ``sigmoid(scale * cos + bias)``; None for CLIP."""
+        bias = getattr(self.module, "logit_bias", None)
+        return None if bias is None else float(bias.detach().float().reshape(-1)[0].item())
 
     def to(self, device: str | torch.device) -> "ClipModel":
         self.module.to(device)

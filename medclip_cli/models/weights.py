@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 
 from medclip_cli.errors import ModelError
@@ -21,6 +22,8 @@ def load_state_dict_file(path: Path) -> dict:
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
+    if is_torchscript_archive(path):  # OpenAI's ViT-B-32.pt and friends
+        return torchscript_state_dict(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -79,3 +82,33 @@ def load_into(module, state: dict, *, strict: bool, what: str, assign: bool = Fa
         )
     if not strict and not any(k in own for k in state):
         raise ModelError(f"{what}: none of the tensors fit this architecture")
+
+
+# Scalars the OpenAI archives carry beside the weights, and a causal mask a re-traced open_clip
+# model may carry: none is a parameter of the model.
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """A zip archive written by ``torch.jit.save`` (it holds TorchScript code and constants)."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def torchscript_state_dict(path: str | Path) -> dict:
+    """The weights of a TorchScript archive, without OpenAI's scalar entries, as float32."""
+    import torch
+
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # TorchScript raises RuntimeError and its own types
+        raise ModelError(f"{path}: a TorchScript archive that torch cannot read ({type(exc).__name__})") from exc
+    state = {k: v for k, v in scripted.state_dict().items() if k not in _OPENAI_EXTRA_KEYS}
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

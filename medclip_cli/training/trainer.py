@@ -26,7 +26,8 @@ from medclip_cli.training.config import PRETRAINED_LR, SCRATCH_LR, TrainConfig, 
 from medclip_cli.training.distributed import DistInfo
 from medclip_cli.training.ema import WeightAverage
 from medclip_cli.training.guard import FiniteGuard, NonFiniteLoss
-from medclip_cli.training.loss import MAX_LOGIT_SCALE, WeightedClipLoss
+from medclip_cli.training.loss import MAX_LOGIT_SCALE
+from medclip_cli.training.sigmoid_loss import make_loss
 from medclip_cli.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 from medclip_cli.training.towers import build_model, train_mode
 
@@ -78,7 +79,8 @@ class Trainer:
         self.step, self.epoch, self.position = 0, 0, 0  # optimizer steps done; epoch; steps into it
         self.last_checkpoint: Path | None = None
         self.data_wait = 0.0  # seconds the last step waited for its batches
-        self.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, info.rank, info.world_size)
+        # SigLIP models train with their own sigmoid loss (training/sigmoid_loss.py), CLIPs with the weighted one.
+        self.loss_fn = make_loss(model, cfg.loss_weight, cfg.soft_targets, info.rank, info.world_size)
         step_module: nn.Module = ClipStep(module)
         if info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -139,7 +141,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         with torch.no_grad():  # CLIP's clamp: the temperature never exceeds 100
-            self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+            if self.model.logit_bias is None:  # CLIP's cap; SigLIP's scale is learned with its bias, uncapped
+                self.model.module.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
         if self.ema is not None:
             self.ema.update()
         self.step += 1

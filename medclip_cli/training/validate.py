@@ -30,6 +30,7 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
     import torch.nn.functional as F
 
     from medclip_cli.training.loss import weighted_clip_loss
+    from medclip_cli.training.sigmoid_loss import sigmoid_pair_loss
     from medclip_cli.evaluation.retrieval import caption_groups, retrieval_metrics
     from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, build_zero_shot_classifier, zero_shot_logits
 
@@ -43,11 +44,12 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
         for start in range(0, len(data), batch):
             n = min(batch, len(data) - start)
             groups = data.groups[start : start + n].to(device) if data.groups is not None else None
-            total += n * float(
-                weighted_clip_loss(
-                    image_f[start : start + n], text_f[start : start + n], scale, cfg.loss_weight, groups
-                )
-            )
+            images, texts = image_f[start : start + n], text_f[start : start + n]
+            if getattr(module, "logit_bias", None) is not None:  # SigLIP: the loss it trains with
+                loss = sigmoid_pair_loss(images, texts, scale, module.logit_bias.detach(), groups)
+            else:
+                loss = weighted_clip_loss(images, texts, scale, cfg.loss_weight, groups)
+            total += n * float(loss)
         record = {"val_loss": total / max(1, len(data))}
         image_n, text_n = F.normalize(image_f, dim=-1), F.normalize(text_f, dim=-1)
         unique, owner = caption_groups(data.captions)
