@@ -81,6 +81,7 @@ _OPTION_FLAGS = {
     "label_columns": "--label-column",
     "split_column": "--split-column",
     "labels_file": "--labels-file",
+    "finding_columns": "--finding-columns",
 }
 
 
