@@ -12,7 +12,9 @@ from medclip_cli.errors import UsageError
 
 
 def classify(
-    images: Annotated[List[Path], typer.Argument(help="PNG, JPEG, TIFF (8/16-bit) or DICOM files.", show_default=False)],
+    images: Annotated[
+        List[Path], typer.Argument(help="PNG, JPEG, TIFF (8/16-bit) or DICOM files, or folders (with --output).", show_default=False)
+    ],
     labels: Annotated[
         Optional[str], typer.Option("--labels", "-l", help="Comma-separated labels.", show_default=False)
     ] = None,
@@ -31,6 +33,12 @@ def classify(
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
     pretrained: options.Pretrained = "none",
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Folders: include their subfolders.")] = False,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Write one row per image to this .csv or .jsonl, batch by batch; a rerun skips rows already there.", show_default=False),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (with --output).")] = 64,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -43,6 +51,8 @@ def classify(
         medclip classify scan.png --labels "brain MRI,chest X-ray,abdominal CT" --encoder vit-b-32 --pretrained openai
 
         medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
+
+        medclip classify scans/ --recursive --labels "CT,MRI,X-ray" --output predictions.csv --encoder vit-b-32 --pretrained openai
     """
     from medclip_cli.evaluation.classify import classify_images
     from medclip_cli.runtime.devices import resolve_device
@@ -52,7 +62,17 @@ def classify(
     names = _labels(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
     dicom_window = _window(window)
+    folders = [p for p in images if p.is_dir()]
+    if folders and output is None:
+        raise UsageError(f"{folders[0]}: is a folder", hint="pass --output predictions.csv (or .jsonl) to classify a folder")
+    if output is not None:
+        from medclip_cli.evaluation.folder_classify import PredictionWriter
+
+        PredictionWriter.check(output)
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
+    if output is not None:
+        _classify_to_file(model, images, names, templates, output, recursive, dicom_window, batch_size, as_json)
+        return
     with ui.progress(enabled=not as_json and len(images) > 1) as reporter:
         results = classify_images(
             model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter
@@ -73,6 +93,25 @@ def classify(
             ui.show(ui.table(r.image, ["#", "label", "probability"], rows))
     if failed:
         raise typer.Exit(1)
+
+
+def _classify_to_file(model, images, names, templates, output, recursive, window, batch_size, as_json) -> None:
+    from medclip_cli.evaluation.folder_classify import classify_folder
+
+    with ui.progress(enabled=not as_json) as reporter:
+        summary = classify_folder(
+            model, images, names, templates, output, recursive=recursive, window=window, batch_size=batch_size, progress=reporter
+        )
+    if as_json:
+        ui.print_json(summary.as_dict())
+        return
+    rate = summary.as_dict()["images_per_second"]
+    ui.info(
+        f"{summary.n_classified} images classified into {output}"
+        + (f" ({rate} images/s)" if rate else "")
+        + (f"; {summary.n_already_done} already there, skipped" if summary.n_already_done else "")
+        + (f"; {summary.n_errors} unreadable (see the error column)" if summary.n_errors else "")
+    )
 
 
 def _labels(labels: str | None, label: list[str] | None) -> list[str]:
