@@ -99,11 +99,12 @@ def _root(
 
 def _register() -> None:
     # Command modules import only typer and medclip's light modules; torch loads inside the commands.
-    from medclip_cli.commands import classify, data, encoders, evaluate, finetune, plugins, reproduce
+    from medclip_cli.commands import classify, data, encoders, evaluate, explain, finetune, plugins, reproduce
 
     app.command("finetune")(finetune.finetune)
     app.command("evaluate")(evaluate.evaluate)
     app.command("classify")(classify.classify)
+    app.command("explain")(explain.explain)
     app.command("reproduce")(reproduce.reproduce)
     app.add_typer(data.app, name="data")
     app.command("encoders")(encoders.encoders)

@@ -39,6 +39,8 @@ def classify(
         typer.Option("--output", "-o", help="Write one row per image to this .csv or .jsonl, batch by batch; a rerun skips rows already there.", show_default=False),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (with --output).")] = 64,
+    explain: Annotated[bool, typer.Option("--explain", help="Also write Grad-CAM heat maps per label (see `medclip explain`).")] = False,
+    explain_dir: Annotated[Path, typer.Option("--explain-dir", help="Folder for the --explain maps.")] = Path("explanations"),
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -62,6 +64,8 @@ def classify(
     names = _labels(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
     dicom_window = _window(window)
+    if explain and output is not None:
+        raise UsageError("--explain works on image files, not with --output", hint="run `medclip explain` on the images you want maps of")
     folders = [p for p in images if p.is_dir()]
     if folders and output is None:
         raise UsageError(f"{folders[0]}: is a folder", hint="pass --output predictions.csv (or .jsonl) to classify a folder")
@@ -72,6 +76,11 @@ def classify(
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
     if output is not None:
         _classify_to_file(model, images, names, templates, output, recursive, dicom_window, batch_size, as_json)
+        return
+    if explain:
+        from medclip_cli.commands.explain import write_explanations
+
+        write_explanations(model, images, names, templates, explain_dir, dicom_window, as_json)
         return
     with ui.progress(enabled=not as_json and len(images) > 1) as reporter:
         results = classify_images(
