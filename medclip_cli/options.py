@@ -7,6 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from medclip_cli.errors import UsageError
+
 ModelDir = Annotated[
     Optional[Path],
     typer.Option("--model", help="A model bundle folder (written by `medclip finetune`).", show_default=False),
@@ -54,13 +56,13 @@ SplitColumn = Annotated[
     Optional[str], typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False)
 ]
 def column_options(
-    image_column: str | None, caption_column: str | None, label_column: list[str] | None, split_column: str | None
+    image_column: str | None, caption_column: str | None, label_columns: list[str] | None, split_column: str | None
 ) -> dict:
     """The column options that were given, as ``load_dataset`` takes them (and JSON can store them)."""
     given = {
         "image_column": image_column,
         "caption_column": caption_column,
-        "label_columns": list(label_column) if label_column else None,
+        "label_columns": list(label_columns) if label_columns else None,
         "split_column": split_column,
     }
     return {k: v for k, v in given.items() if v is not None}
@@ -69,3 +71,41 @@ def column_options(
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps, or auto.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder.", show_default=False)]
+
+
+def spell_flags(ctx: typer.Context) -> None:
+    """Let lower layers' messages name this command's flags (``--wd`` for ``weight_decay``):
+    each parameter's long option, by parameter name (``medclip_cli/flags.py``)."""
+    from medclip_cli.flags import spell
+
+    spell({p.name: max(p.opts, key=len) for p in ctx.command.params if p.name and p.opts})
+
+
+def given(ctx: typer.Context) -> set[str]:
+    """The parameters given on the command line (not left at their defaults)."""
+    # Compared by name: Typer may bundle its own copy of click's ParameterSource enum.
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {name for name, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def label_list(labels: str | None, label: list[str] | None) -> list[str]:
+    names = [s.strip() for s in (labels or "").split(",") if s.strip()] + [s.strip() for s in (label or []) if s.strip()]
+    if not names:
+        raise UsageError("no labels given", hint='pass --labels "a,b,c" or --label A --label B')
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"label given twice: {', '.join(duplicates)}")
+    return names
+
+
+def dicom_window(window: str | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    parts = window.split(",")
+    try:
+        center, width = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--window {window!r}: expected CENTER,WIDTH such as 40,400") from None
+    if width <= 0:
+        raise UsageError(f"--window {window!r}: the width must be positive")
+    return center, width

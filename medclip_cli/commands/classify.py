@@ -123,24 +123,6 @@ def _classify_to_file(model, images, names, templates, output, recursive, window
     )
 
 
-def _labels(labels: str | None, label: list[str] | None) -> list[str]:
-    names = [s.strip() for s in (labels or "").split(",") if s.strip()] + [s.strip() for s in (label or []) if s.strip()]
-    if not names:
-        raise UsageError("no labels given", hint='pass --labels "a,b,c" or --label A --label B')
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise UsageError(f"label given twice: {', '.join(duplicates)}")
-    return names
-
-
-def _window(window: str | None) -> tuple[float, float] | None:
-    if window is None:
-        return None
-    parts = window.split(",")
-    try:
-        center, width = (float(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"--window {window!r}: expected CENTER,WIDTH such as 40,400") from None
-    if width <= 0:
-        raise UsageError(f"--window {window!r}: the width must be positive")
-    return center, width
+# Shared with `medclip explain` (options.py, so the two commands need not import each other).
+_labels = options.label_list
+_window = options.dicom_window

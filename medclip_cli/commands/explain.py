@@ -39,15 +39,14 @@ def explain(
 
         medclip explain scan.png --labels "brain MRI,chest X-ray" --encoder vit-b-32 --pretrained openai --output maps/
     """
-    from medclip_cli.commands.classify import _labels, _window
     from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
     from medclip_cli.models import resolve_model
     from medclip_cli.runtime.devices import resolve_device
 
-    names = _labels(labels, label)
+    names = options.label_list(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
-    write_explanations(model, images, names, templates, output, _window(window), as_json)
+    write_explanations(model, images, names, templates, output, options.dicom_window(window), as_json)
 
 
 def write_explanations(model, images, names, templates, output: Path, window, as_json: bool) -> None:

@@ -8,7 +8,9 @@ from medclip_cli.data.dataset import Dataset, DatasetFormat, Sample
 from medclip_cli.data.home import default_data_root, medclip_home
 from medclip_cli.data.labels import LabelField
 from medclip_cli.errors import DataError, UsageError
+from medclip_cli.flags import flag
 from medclip_cli.plugins import collect, did_you_mean
+
 
 def dataset_formats() -> dict[str, DatasetFormat]:
     """Every registered data-set format, by name (collected from the plugins once)."""
@@ -66,23 +68,12 @@ def _given(fmt: DatasetFormat, function, options: dict) -> dict:
     names = {p.name for p in params}
     refused = [k for k in given if k not in names]
     if refused:
-        option = _OPTION_FLAGS.get(refused[0], repr(refused[0]))
+        option = flag(refused[0])
         raise UsageError(
             f"{option}: the {fmt.name} data-set format takes no such option",
             hint="column options are for CSV/TSV/JSONL manifests; leave it out" if "column" in refused[0] else None,
         )
     return given
-
-
-#: Data-set options as the command line spells them (for errors).
-_OPTION_FLAGS = {
-    "image_column": "--image-column",
-    "caption_column": "--caption-column",
-    "label_columns": "--label-column",
-    "split_column": "--split-column",
-    "labels_file": "--labels-file",
-    "finding_columns": "--finding-columns",
-}
 
 
 __all__ = [

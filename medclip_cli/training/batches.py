@@ -9,16 +9,14 @@ run, so a checkpoint needs only (epoch, position) to continue exactly where it s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from medclip_cli.runtime.forward import frozen_text_pooled
-
-if TYPE_CHECKING:
-    from medclip_cli.training.train import TrainConfig
+from medclip_cli.training.config import TrainConfig
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 
 from medclip_cli.progress import NullProgress
 from medclip_cli.training.batches import Batches, label_prompts_by_field, load_pairs
-from medclip_cli.training.train import TrainConfig, check_config
+from medclip_cli.training.config import TrainConfig, check_config
 from medclip_cli.errors import UsageError
 
 FIELDS = ["modality", "location_category"]
