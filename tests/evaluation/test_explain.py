@@ -132,9 +132,9 @@ def test_explain_command_writes_overlay_and_map_per_label(tmp_path, cli):
         with Image.open(out / f"scan_{label}.png") as png:
             assert png.size[0] > 300  # the figure (image, overlay, colour bar), not the bare map
     via_classify = cli("classify", image, "--labels", ",".join(LABELS), "--encoder", "test-vit", "--device", "cpu",
-                       "--explain", "--explain-dir", tmp_path / "vit")
+                       "--explain", "--explain-dir", tmp_path / "vit", "--json")
     assert via_classify.exit_code == 0, via_classify.output
-    assert "resblocks[-1].ln_1" in via_classify.output
+    assert json.loads(via_classify.output)[0]["method"] == "Grad-CAM on visual.transformer.resblocks[-1].ln_1"
     assert np.load(tmp_path / "vit" / "scan_left.npy").shape == (32, 32)
 
 
