@@ -68,7 +68,9 @@ def classify(
         raise UsageError("--explain works on image files, not with --output", hint="run `medclip explain` on the images you want maps of")
     folders = [p for p in images if p.is_dir()]
     if folders and output is None:
-        raise UsageError(f"{folders[0]}: is a folder", hint="pass --output predictions.csv (or .jsonl) to classify a folder")
+        from medclip_cli.errors import ImageError
+
+        raise ImageError(f"{folders[0]}: is a folder, not an image", hint="pass --output predictions.csv (or .jsonl) to classify a folder")
     if output is not None:
         from medclip_cli.evaluation.folder_classify import PredictionWriter
 
