@@ -116,12 +116,13 @@ def _root(
 def _register() -> None:
     # Command modules import only typer and medclip's light modules; torch loads inside the commands.
     from medclip_cli.commands import (
-        classify, data, embed, encoders, evaluate, finetune, plugins, probe, reproduce, search, weights,
+        classify, data, embed, encoders, evaluate, explain, finetune, plugins, probe, reproduce, search, weights,
     )  # fmt: skip
 
     app.command("finetune")(finetune.finetune)
     app.command("evaluate")(evaluate.evaluate)
     app.command("classify")(classify.classify)
+    app.command("explain")(explain.explain)
     app.command("reproduce")(reproduce.reproduce)
     app.command("embed")(embed.embed)
     app.command("probe")(probe.probe)

@@ -7,6 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from medclip_cli.errors import UsageError
+
 ModelDir = Annotated[
     Optional[Path],
     typer.Option(
@@ -95,3 +97,26 @@ def given(ctx: typer.Context) -> set[str]:
     # Compared by name: Typer may bundle its own copy of click's ParameterSource enum.
     sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
     return {name for name, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def label_list(labels: str | None, label: list[str] | None) -> list[str]:
+    names = [s.strip() for s in (labels or "").split(",") if s.strip()] + [s.strip() for s in (label or []) if s.strip()]
+    if not names:
+        raise UsageError("no labels given", hint='pass --labels "a,b,c" or --label A --label B')
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"label given twice: {', '.join(duplicates)}")
+    return names
+
+
+def dicom_window(window: str | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    parts = window.split(",")
+    try:
+        center, width = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--window {window!r}: expected CENTER,WIDTH such as 40,400") from None
+    if width <= 0:
+        raise UsageError(f"--window {window!r}: the width must be positive")
+    return center, width

@@ -12,7 +12,9 @@ from medclip_cli.errors import UsageError
 
 
 def classify(
-    images: Annotated[List[Path], typer.Argument(help="PNG, JPEG, TIFF (8/16-bit) or DICOM files.", show_default=False)],
+    images: Annotated[
+        List[Path], typer.Argument(help="PNG, JPEG, TIFF (8/16-bit) or DICOM files, or folders (with --output).", show_default=False)
+    ],
     labels: Annotated[
         Optional[str], typer.Option("--labels", "-l", help="Comma-separated labels.", show_default=False)
     ] = None,
@@ -31,6 +33,15 @@ def classify(
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
     pretrained: options.Pretrained = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Folders: include their subfolders.")] = False,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Write one row per image to this .csv or .jsonl, batch by batch; a rerun skips rows already there.", show_default=False),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass (with --output).")] = 64,
+    explain: Annotated[bool, typer.Option("--explain", help="Also write Grad-CAM heat maps per label (see `medclip explain`).")] = False,
+    explain_dir: Annotated[Path, typer.Option("--explain-dir", help="Folder for the --explain maps.")] = Path("explanations"),
+
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -51,6 +62,7 @@ def classify(
         medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
 
         medclip classify scan.png --labels "CT,MRI,X-ray" --model pubmedclip
+        medclip classify scans/ --recursive --labels "CT,MRI,X-ray" --output predictions.csv --encoder vit-b-32 --pretrained openai
     """
     from medclip_cli.evaluation.classify import classify_images
     from medclip_cli.runtime.devices import resolve_device
@@ -66,10 +78,31 @@ def classify(
 
     if model_dir is not None and pretrained is not None:
         raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if explain and output is not None:
+        raise UsageError("--explain works on image files, not with --output", hint="run `medclip explain` on the images you want maps of")
+    folders = [p for p in images if p.is_dir()]
+    if folders and output is None:
+        from medclip_cli.errors import ImageError
+
+        raise ImageError(f"{folders[0]}: is a folder, not an image", hint="pass --output predictions.csv (or .jsonl) to classify a folder")
+    if output is not None:
+        from medclip_cli.evaluation.folder_classify import PredictionWriter
+
+        PredictionWriter.check(output)
     if model_dir is None:  # the study's model when none is named: ViT-B/32 with the OpenAI weights
         encoder = encoder or DEFAULT_ENCODER
         pretrained = default_pretrained(encoder, pretrained)
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
+    if model_dir is None and (output is not None or explain):  # the table's path says it with its predictions
+        warn_if_random(model.manifest, f"{encoder}/{pretrained}")
+    if output is not None:
+        _classify_to_file(model, images, names, templates, output, recursive, dicom_window, batch_size, as_json)
+        return
+    if explain:
+        from medclip_cli.commands.explain import write_explanations
+
+        write_explanations(model, images, names, templates, explain_dir, dicom_window, as_json)
+        return
     origin = weights_origin(model.manifest, model_dir)
     temperature = bundle_temperature(model.manifest) or 1.0
     if temperature != 1.0:
@@ -102,24 +135,25 @@ def classify(
         raise typer.Exit(1)
 
 
-def _labels(labels: str | None, label: list[str] | None) -> list[str]:
-    names = [s.strip() for s in (labels or "").split(",") if s.strip()] + [s.strip() for s in (label or []) if s.strip()]
-    if not names:
-        raise UsageError("no labels given", hint='pass --labels "a,b,c" or --label A --label B')
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise UsageError(f"label given twice: {', '.join(duplicates)}")
-    return names
+def _classify_to_file(model, images, names, templates, output, recursive, window, batch_size, as_json) -> None:
+    from medclip_cli.evaluation.folder_classify import classify_folder
+
+    with ui.progress(enabled=not as_json) as reporter:
+        summary = classify_folder(
+            model, images, names, templates, output, recursive=recursive, window=window, batch_size=batch_size, progress=reporter
+        )
+    if as_json:
+        ui.print_json(summary.as_dict())
+        return
+    rate = summary.as_dict()["images_per_second"]
+    ui.info(
+        f"{summary.n_classified} images classified into {output}"
+        + (f" ({rate} images/s)" if rate else "")
+        + (f"; {summary.n_already_done} already there, skipped" if summary.n_already_done else "")
+        + (f"; {summary.n_errors} unreadable (see the error column)" if summary.n_errors else "")
+    )
 
 
-def _window(window: str | None) -> tuple[float, float] | None:
-    if window is None:
-        return None
-    parts = window.split(",")
-    try:
-        center, width = (float(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"--window {window!r}: expected CENTER,WIDTH such as 40,400") from None
-    if width <= 0:
-        raise UsageError(f"--window {window!r}: the width must be positive")
-    return center, width
+# Shared with `medclip explain` (options.py, so the two commands need not import each other).
+_labels = options.label_list
+_window = options.dicom_window

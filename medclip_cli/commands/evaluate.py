@@ -53,6 +53,21 @@ def evaluate(
         Optional[str],
         typer.Option("--calibrate-on", help="Fit one temperature per model and task on this split; report ECE, Brier, NLL before/after.", show_default=False),
     ] = None,
+    finding_columns: Annotated[
+        Optional[str],
+        typer.Option("--finding-columns", help="CSV/JSONL: comma-separated finding columns (1/0/-1/blank): a multi-label task scored with prompt pairs.", show_default=False),
+    ] = None,
+    findings_convention: Annotated[
+        str, typer.Option("--findings-convention", help="chexpert (1/0/-1/blank) or binary (1/0/blank).")
+    ] = "chexpert",
+    uncertain: Annotated[
+        str, typer.Option("--uncertain", help="Uncertain (-1) findings: ignore (U-Ignore), as-positive (U-Ones), as-negative (U-Zeros).")
+    ] = "ignore",
+    threshold_split: Annotated[
+        Optional[str],
+        typer.Option("--threshold-split", help="Findings: the split F1/sensitivity/specificity thresholds are chosen on (never --split). Default: 0.5.", show_default=False),
+    ] = None,
+    threshold_rule: Annotated[str, typer.Option("--threshold-rule", help="Findings thresholds: youden or f1.")] = "youden",
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -94,12 +109,18 @@ def evaluate(
         data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
     data_options = options.column_options(image_column, caption_column, label_columns, split_column)
+    if finding_columns:
+        data_options.update(finding_columns=finding_columns, findings_convention=findings_convention)
     dataset = load_dataset(data, split, dataset_kind, **data_options)
     calibration = None
     if calibrate_on is not None:
         if calibrate_on == split:
             raise UsageError(f"--calibrate-on {calibrate_on}: the evaluated split itself", hint="fit the temperature on another split, e.g. train or dev")
         calibration = load_dataset(data, calibrate_on, dataset_kind, **data_options)
+    if dataset.multilabel_fields and not task:
+        _evaluate_findings(sources, dataset, data, dataset_kind, data_options, prompts, uncertain, threshold_split,
+                           threshold_rule, batch_size, device, seed, not no_cache, output, as_json)
+        return
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),
         dataset_options=data_options,
@@ -118,6 +139,34 @@ def evaluate(
         ui.print_json(result.to_json())
         return
     _show(result)
+    if written:
+        ui.info(f"wrote {len(written)} files to {output}")
+
+
+def _evaluate_findings(sources, dataset, data, dataset_kind, data_options, prompts, uncertain, threshold_split,
+                       threshold_rule, batch_size, device, seed, cache, output, as_json) -> None:
+    from medclip_cli.data import load_dataset
+    from medclip_cli.evaluation.multilabel import run_findings, write_findings_outputs
+
+    if threshold_split is not None and threshold_split == dataset.split:
+        raise UsageError(f"--threshold-split {threshold_split!r} is the evaluated --split", hint="choose thresholds on another split, e.g. dev")
+    validation = load_dataset(data, threshold_split, dataset_kind, **data_options) if threshold_split else None
+    with ui.progress(enabled=not as_json) as reporter:
+        results = run_findings(
+            sources, dataset, validation=validation, prompts=prompts, uncertain=uncertain,
+            threshold_rule=threshold_rule, batch_size=batch_size, device=device, seed=seed, cache=cache, progress=reporter,
+        )
+    written = write_findings_outputs(results, dataset, output) if output is not None else []
+    if as_json:
+        ui.print_json({"models": [{"label": label, **r.to_json()} for label, r in results]})
+        return
+    columns = ["finding", "labelled", "positive", "AUROC", "AUPRC", "threshold", "F1", "sensitivity", "specificity"]
+    keys = ["finding", "n_labelled", "n_positive", "auroc", "auprc", "threshold", "f1", "sensitivity", "specificity"]
+    for label, r in results:
+        rows = [tuple(e[k] for k in keys) for e in r.metrics["per_finding"]]
+        m = r.metrics
+        rows.append(("macro", "", "", m["macro_auroc"], m["macro_auprc"], "", m["macro_f1"], m["macro_sensitivity"], m["macro_specificity"]))
+        ui.show(ui.table(f"{r.field} ({label}); uncertain: {r.uncertain}; thresholds: {r.thresholds_from}", columns, rows))
     if written:
         ui.info(f"wrote {len(written)} files to {output}")
 

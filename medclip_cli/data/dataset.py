@@ -30,6 +30,9 @@ class Dataset:
     samples: list[Sample]
     label_fields: dict[str, LabelField]
     problems: list[str] = field(default_factory=list)  # non-fatal issues found while reading
+    # Multi-label findings fields (data/findings.py): name -> FindingsField; their raw values
+    # are in each Sample.labels under the field's keys.
+    multilabel_fields: dict = field(default_factory=dict)
     # (samples list, its length, fingerprint) of the last fingerprint() call
     _fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -41,6 +41,8 @@ class TableOptions:
     labels_file: Path | None = None  # TOML with readable class names (configs/labels format)
     image_root: Path | None = None  # folder relative image paths resolve against (default: the file's)
     delimiter: str | None = None  # CSV only; None: sniffed
+    finding_columns: tuple[str, ...] | None = None  # one column per finding: a multi-label field
+    findings_convention: str = "chexpert"  # how finding values read (data/findings.py)
 
     @classmethod
     def from_options(cls, options: dict) -> "TableOptions":
@@ -49,10 +51,11 @@ class TableOptions:
         if unknown:
             raise UsageError(f"unknown data-set option {unknown[0]!r} (known: {', '.join(sorted(known))})")
         values = {k: v for k, v in options.items() if v is not None}
-        if isinstance(values.get("label_columns"), str):
-            values["label_columns"] = tuple(c.strip() for c in values["label_columns"].split(",") if c.strip())
-        elif "label_columns" in values:
-            values["label_columns"] = tuple(values["label_columns"])
+        for key in ("label_columns", "finding_columns"):
+            if isinstance(values.get(key), str):
+                values[key] = tuple(c.strip() for c in values[key].split(",") if c.strip())
+            elif key in values:
+                values[key] = tuple(values[key])
         for key in ("labels_file", "image_root"):
             if key in values:
                 values[key] = Path(values[key])
@@ -115,6 +118,7 @@ class _Columns:
     split: str | None
     id: str | None
     labels: tuple[str, ...]
+    findings: tuple[str, ...] = ()
 
     @classmethod
     def resolve(cls, path: Path, columns: list[str], opts: TableOptions) -> "_Columns":
@@ -128,8 +132,9 @@ class _Columns:
                 f"{path}: no column {opts.id_column!r} (columns: {', '.join(columns)})", hint="check --id-column"
             )
         id_col = opts.id_column or (ID_COLUMN if ID_COLUMN in columns else None)
-        labels = _label_columns(path, columns, opts, {image, caption, split, id_col} - {None})
-        return cls(image, caption, split, id_col, tuple(labels))
+        findings = _finding_columns(path, columns, opts)
+        labels = _label_columns(path, columns, opts, {image, caption, split, id_col, *findings} - {None})
+        return cls(image, caption, split, id_col, tuple(labels), findings)
 
 
 def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list[Row], opts: TableOptions) -> Dataset:
@@ -153,7 +158,14 @@ def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list
             seen.add(image)
             samples.append(_sample(row, image, base, cols, fields))
     label_fields = {col: _field(col, fields.get(col), samples) for col in cols.labels}
-    return Dataset(fmt, path, split, samples, label_fields, problems)
+    dataset = Dataset(fmt, path, split, samples, label_fields, problems)
+    if cols.findings:
+        from medclip_cli.data.findings import DEFAULT_FIELD, FindingsField
+
+        dataset.multilabel_fields[DEFAULT_FIELD] = FindingsField(
+            DEFAULT_FIELD, cols.findings, cols.findings, opts.findings_convention
+        )
+    return dataset
 
 
 def _rows_of_split(
@@ -178,6 +190,10 @@ def _sample(row: dict, image: Path, base: Path, cols: _Columns, fields: dict[str
     labels = {}
     for col in cols.labels:
         value = fields[col].canonical(row.get(col)) if col in fields else _plain(row.get(col))
+        if value is not None:
+            labels[col] = value
+    for col in cols.findings:  # raw 1/0/-1 values; blank stays absent
+        value = _plain(row.get(col))
         if value is not None:
             labels[col] = value
     given_id = _plain(row.get(cols.id)) if cols.id else None
@@ -252,6 +268,16 @@ def _split_column(path: Path, columns: list[str], opts: TableOptions) -> str | N
     return SPLIT_COLUMN if SPLIT_COLUMN in columns else None
 
 
+def _finding_columns(path: Path, columns: list[str], opts: TableOptions) -> tuple[str, ...]:
+    chosen = opts.finding_columns or ()
+    missing = [c for c in chosen if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: no finding column {missing[0]!r} (columns: {', '.join(columns)})", hint="check --finding-columns"
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
 def _label_columns(path: Path, columns: list[str], opts: TableOptions, used: set[str]) -> list[str]:
     if opts.label_columns is not None:
         missing = [c for c in opts.label_columns if c not in columns]
@@ -259,7 +285,7 @@ def _label_columns(path: Path, columns: list[str], opts: TableOptions, used: set
             raise DataError(
                 f"{path}: no column {missing[0]!r} (columns: {', '.join(columns)})", hint="check --label-column"
             )
-        return list(opts.label_columns)
+        return [c for c in opts.label_columns if c not in (opts.finding_columns or ())]
     return [c for c in columns if c not in used]
 
 

@@ -40,6 +40,9 @@ class PromptSet:
     tasks: Mapping[str, TaskPrompts] = field(default_factory=dict)
     source: str = ""  # the file it was read from
     description: str = ""
+    # Positive/negative prompt pairs of multi-label findings, as read (``[pairs]``; checked and
+    # used by evaluation/multilabel.py).
+    pairs: Mapping = field(default_factory=dict)
 
     def for_task(self, task: str, label_field: LabelField) -> dict[str, list[str]]:
         """Prompts of each class of ``label_field``, keyed by its readable name (template
@@ -62,6 +65,7 @@ class PromptSet:
                 t: {"templates": list(p.templates), "classes": {c: list(v) for c, v in p.classes.items()}}
                 for t, p in self.tasks.items()
             },
+            **({"pairs": dict(self.pairs)} if self.pairs else {}),
         }
 
 
@@ -110,9 +114,12 @@ def _read_file(path: Path, name: str | None = None) -> PromptSet:
 def _parse(raw: object, path: Path, name: str) -> PromptSet:
     if not isinstance(raw, dict):
         raise UsageError(f"--prompts {path}: expected a table with 'templates' (and optional 'tasks')")
-    unknown = sorted(set(raw) - {"templates", "tasks", "description"})
+    unknown = sorted(set(raw) - {"templates", "tasks", "description", "pairs"})
     if unknown:
-        raise UsageError(f"--prompts {path}: unknown key {unknown[0]!r} (expected templates, tasks, description)")
+        raise UsageError(f"--prompts {path}: unknown key {unknown[0]!r} (expected templates, tasks, pairs, description)")
+    pairs = raw.get("pairs", {})
+    if not isinstance(pairs, dict):
+        raise UsageError(f"--prompts {path}: 'pairs' must be a table (positive, negative, findings)")
     templates = _templates(raw.get("templates", [DEFAULT_TEMPLATE]), path, "templates")
     tasks_raw = raw.get("tasks", {})
     if not isinstance(tasks_raw, dict):
@@ -129,7 +136,7 @@ def _parse(raw: object, path: Path, name: str) -> PromptSet:
             templates=_templates(table["templates"], path, f"{where}.templates") if "templates" in table else (),
             classes={str(c): _prompts(v, path, f"{where}.classes.{c}") for c, v in classes.items()},
         )
-    return PromptSet(name, templates, tasks, str(path), str(raw.get("description", "")))
+    return PromptSet(name, templates, tasks, str(path), str(raw.get("description", "")), pairs)
 
 
 def _templates(value: object, path: Path, where: str) -> tuple[str, ...]:

@@ -44,6 +44,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "caption_column": None,
         "label_columns": None,
         "split_column": None,
+        # Multi-label findings: one column per finding (CheXpert 1/0/-1/blank), as --finding-columns.
+        "finding_columns": None,
     },
     "evaluate": {
         "tasks": ["modality", "location_category", "plane", "retrieval"],
@@ -55,7 +57,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
 }
 OPTIONAL_SECTIONS = {"finetune", "probe"}  # [probe]: see experiments/probe_step.py
 #: ``[data]`` keys that are ``load_dataset`` options, passed on to every split the experiment reads.
-DATASET_OPTIONS = ("image_column", "caption_column", "label_columns", "split_column")
+DATASET_OPTIONS = ("image_column", "caption_column", "label_columns", "split_column", "finding_columns")
 
 
 class ExperimentConfigError(UsageError):
@@ -190,9 +192,10 @@ def _check_required(settings: dict, path: Path) -> None:
         raise ExperimentConfigError(f"{path}: evaluate.tasks must be a non-empty list of task names")
     for key in DATASET_OPTIONS:
         value = settings["data"].get(key)
-        names = value if key == "label_columns" and isinstance(value, list) else [value]
+        lists = ("label_columns", "finding_columns")
+        names = value if key in lists and isinstance(value, list) else [value]
         if value is not None and not all(isinstance(v, str) and v for v in names):
-            kind = "a list of column names" if key == "label_columns" else "a column name"
+            kind = "a list of column names" if key in lists else "a column name"
             raise ExperimentConfigError(f"{path}: data.{key} must be {kind}, not {value!r}")
     seeds = settings["experiment"].get("seeds")
     if seeds is not None:

@@ -187,10 +187,11 @@ def test_data_column_keys_parse_and_reach_every_split(cli, own_configs, tmp_path
         (
             "data.image_colum=path",
             "unknown key data.image_colum (known: path, dataset, train_split, val_split, eval_split, "
-            "image_column, caption_column, label_columns, split_column)",
+            "image_column, caption_column, label_columns, split_column, finding_columns)",
         ),
         ("data.label_columns=3", "data.label_columns must be a list of column names, not 3"),
         ("data.caption_column=[1]", "data.caption_column must be a column name"),
+        ("data.finding_columns=3", "data.finding_columns must be a list of column names, not 3"),
     ],
 )
 def test_bad_data_column_keys_are_usage_errors(override, message):
