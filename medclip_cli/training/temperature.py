@@ -65,9 +65,16 @@ def store_temperature(bundle: Path, dataset, tasks: list[str], prompts: str | No
         "nll_before": before,
         "nll_after": after,
     }
-    saved = read_bundle_config(bundle)
+    manifest_file = Path(bundle) / CONFIG_NAME
+    if manifest_file.is_file():
+        saved = read_bundle_config(bundle)
+    else:  # a transformers model saved back in its own format keeps medclip's manifest beside it
+        from medclip_cli.models.hf_clip import MANIFEST_NAME
+
+        manifest_file = Path(bundle) / MANIFEST_NAME
+        saved = json.loads(manifest_file.read_text(encoding="utf-8"))
     saved.setdefault("medclip", {})[MANIFEST_KEY] = entry
-    write_text_atomic(Path(bundle) / CONFIG_NAME, json.dumps(saved, indent=2))
+    write_text_atomic(manifest_file, json.dumps(saved, indent=2))
     return entry
 
 
