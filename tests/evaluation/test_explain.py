@@ -123,7 +123,7 @@ def test_explain_command_writes_overlay_and_map_per_label(tmp_path, cli):
     out = tmp_path / "maps"
     result = cli("explain", image, "--labels", ",".join(LABELS), "--encoder", "test-resnet", "--device", "cpu", "--output", out, "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)[0]
+    report = json.loads(result.stdout)[0]
     assert report["method"] == "Grad-CAM on visual.layer4"
     assert sum(x["probability"] for x in report["labels"]) == pytest.approx(1.0, abs=1e-5)
     for label in LABELS:
@@ -134,7 +134,7 @@ def test_explain_command_writes_overlay_and_map_per_label(tmp_path, cli):
     via_classify = cli("classify", image, "--labels", ",".join(LABELS), "--encoder", "test-vit", "--device", "cpu",
                        "--explain", "--explain-dir", tmp_path / "vit", "--json")
     assert via_classify.exit_code == 0, via_classify.output
-    assert json.loads(via_classify.output)[0]["method"] == "Grad-CAM on visual.transformer.resblocks[-1].ln_1"
+    assert json.loads(via_classify.stdout)[0]["method"] == "Grad-CAM on visual.transformer.resblocks[-1].ln_1"
     assert np.load(tmp_path / "vit" / "scan_left.npy").shape == (32, 32)
 
 

@@ -57,7 +57,7 @@ def test_folder_to_csv_matches_single_image_classify_and_resumes(tmp_path, cli):
     args = ["classify", images, "--recursive", "--labels", ",".join(LABELS), *MODEL, "--batch-size", "2", "--output", out]
     result = cli(*args, "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["n_classified"] == 6 and summary["n_errors"] == 1 and summary["n_already_done"] == 0
     rows = _csv_rows(out)
     assert list(rows[0]) == ["path", "top_label", *[f"prob:{label}" for label in LABELS], "error"]
@@ -65,13 +65,13 @@ def test_folder_to_csv_matches_single_image_classify_and_resumes(tmp_path, cli):
     assert set(by_path) == set(expected)
     assert by_path["mr/broken.png"]["error"] and by_path["mr/broken.png"]["top_label"] == ""
     # A rerun writes nothing new.
-    again = json.loads(cli(*args, "--json").output)
+    again = json.loads(cli(*args, "--json").stdout)
     assert again["n_classified"] == 0 and again["n_already_done"] == 6
     assert len(_csv_rows(out)) == 6
     # A run killed mid-write: two whole rows lost and a torn one; the rerun completes exactly those.
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:-2]) + lines[-2][:10])
-    resumed = json.loads(cli(*args, "--json").output)
+    resumed = json.loads(cli(*args, "--json").stdout)
     assert resumed["n_classified"] == 2 and resumed["n_already_done"] == 4
     final = _csv_rows(out)
     assert sorted(r["path"] for r in final) == sorted(r["path"] for r in rows)
