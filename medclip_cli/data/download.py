@@ -24,11 +24,13 @@ from medclip_cli.data.archives import unpack
 from medclip_cli.data.home import medclip_home, medpix_download_dir
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
+from medclip_cli.redact import redact
 
 MEDPIX_URL = "https://codeload.github.com/CHILab1/MedPix-2.0/zip/refs/heads/main"
 URL_ENV = "MEDCLIP_MEDPIX_URL"
 OFFLINE_ENV = "MEDCLIP_OFFLINE"
 RECORD_NAME = ".medclip-download.json"  # in the unpacked folder: where it came from, its sha256
+WRITER = "medclip data download"  # the record's "written_by": the marker that --force may replace the folder
 _CHUNK = 1 << 20
 _TIMEOUT_S = 30
 _LOCAL_COPY_HINT = "download it on a connected machine, or pass --data PATH to a local MedPix 2.0 copy"
@@ -70,17 +72,23 @@ def download_medpix2(
         and medpix2.detect(dest)
         and _matches(record.get("sha256", ""), expected_sha256)
     ):
-        return DownloadResult(dest, record.get("url", url), record.get("sha256", ""), int(record.get("size", 0)), True)
-    if dest.exists() and not force and any(dest.iterdir()):
-        raise DataError(
-            f"{dest}: exists and is not a medclip download",
-            hint="choose another --to, remove the folder, or pass --force to replace it",
-        )
+        return DownloadResult(dest, redact(str(record.get("url", url))), str(record.get("sha256", "")), _size(record), True)
+    if dest.exists() and any(dest.iterdir()):
+        if record is None:  # never delete what medclip did not write, --force or not
+            raise DataError(
+                f"{dest}: exists and is not a medclip download (no {RECORD_NAME}); not replaced, even with --force",
+                hint="choose another --to, or move its content away yourself",
+            )
+        if not force:
+            raise DataError(
+                f"{dest}: holds an earlier medclip download that does not match",
+                hint="pass --force to replace it, or choose another --to",
+            )
     progress = progress or NullProgress()
     archive, digest, size = fetch(
         url, medclip_home() / "downloads", expected_sha256=expected_sha256, refetch=force, progress=progress
     )
-    record = {"url": url, "sha256": digest, "size": size, "downloaded": _now()}
+    record = {"written_by": WRITER, "url": redact(url), "sha256": digest, "size": size, "downloaded": _now()}
     try:
         unpack(
             archive,
@@ -93,7 +101,7 @@ def download_medpix2(
     except DataError:
         forget(archive)  # the next run fetches it afresh instead of failing on the same file
         raise
-    return DownloadResult(dest, url, digest, size, False)
+    return DownloadResult(dest, redact(url), digest, size, False)
 
 
 # --- fetching ---------------------------------------------------------------------------------
@@ -126,17 +134,17 @@ def fetch(
         final.unlink()  # changed on disk since it was verified: fetch it again
     if os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
         raise DataError(f"{OFFLINE_ENV} is set, so {_host(url)} is not contacted", hint=_LOCAL_COPY_HINT)
-    resumable = part.is_file() and state.get("url") == url
+    resumable = part.is_file() and state.get("url_sha256") == _url_digest(url)
     validator = state.get("validator") if resumable else None
     have = part.stat().st_size if resumable else 0
     response, have = _open(url, have, validator)
     with response:
         total = _total_size(response, have)
-        _write_json(state_path, {"url": url, "validator": _validator(response), "total": total})
+        _write_json(state_path, {**_url_fields(url), "validator": _validator(response), "total": total})
         received = _stream(response, part, have, total, url, progress)
     if total is not None and received != total:
         raise DataError(
-            f"download of {url} is truncated: {received:,} of {total:,} bytes",
+            f"download of {redact(url)} is truncated: {received:,} of {total:,} bytes",
             hint="run the same command again to resume",
         )
     digest = file_digest(part)
@@ -144,11 +152,11 @@ def fetch(
         part.unlink()
         state_path.unlink(missing_ok=True)
         raise DataError(
-            f"download of {url} has sha256 {digest}, expected {expected_sha256}",
+            f"download of {redact(url)} has sha256 {digest}, expected {expected_sha256}",
             hint="the file was deleted; check the expected checksum or the URL, then retry",
         )
     os.replace(part, final)
-    _write_json(state_path, {"url": url, "sha256": digest, "size": received, "complete": True})
+    _write_json(state_path, {**_url_fields(url), "sha256": digest, "size": received, "complete": True})
     return final, digest, received
 
 
@@ -165,7 +173,7 @@ def _stream(response, part: Path, have: int, total: int | None, url: str, progre
                 received += len(chunk)
         except (OSError, http.client.HTTPException) as exc:
             raise DataError(
-                f"download of {url} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
+                f"download of {redact(url)} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
                 hint="run the same command again to resume",
             ) from exc
     progress.done(task)
@@ -190,7 +198,7 @@ def _open(url: str, have: int, validator: str | None):
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # our partial file is no prefix of the current one: restart
             return _open(url, 0, None)
-        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}", hint=f"check the URL ({URL_ENV} overrides it)") from exc
+        raise DataError(f"{redact(url)}: HTTP {exc.code} {exc.reason}", hint=f"check the URL ({URL_ENV} overrides it)") from exc
     except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"cannot reach {_host(url)} to download ({reason})", hint=_LOCAL_COPY_HINT) from exc
@@ -238,13 +246,36 @@ def _matches(digest: str, expected: str | None) -> bool:
 
 
 def _host(url: str) -> str:
+    """The host (and port) of ``url``, never its ``user:password@``."""
     from urllib.parse import urlsplit
 
-    return urlsplit(url).netloc or url
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[2] or redact(url)
+
+
+def _url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _url_fields(url: str) -> dict:
+    """How a URL is recorded on disk: redacted for people, a digest to recognise it again."""
+    return {"url": redact(url), "url_sha256": _url_digest(url)}
+
+
+def _size(record: dict) -> int:
+    try:
+        return int(record.get("size", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _read_record(dest: Path) -> dict | None:
-    return _read_json(dest / RECORD_NAME)
+    """The record of an earlier ``medclip data download`` into ``dest`` (a regular file with a sha256)."""
+    path = dest / RECORD_NAME
+    if path.is_symlink() or not path.is_file():
+        return None
+    record = _read_json(path)
+    return record if record is not None and isinstance(record.get("sha256"), str) else None
 
 
 def _read_json(path: Path) -> dict | None:
