@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 from medclip_cli.data.labels import LabelField, config_dir
 from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
 from medclip_cli.errors import UsageError
+from medclip_cli.files import read_regular
 
 DEFAULT_PROMPT_SET = "seed"
 PROMPT_SUFFIXES = (".toml", ".json", ".txt")
@@ -93,7 +94,7 @@ def load_prompt_set(name_or_path: str | Path | None = None) -> PromptSet:
 
 def _read_file(path: Path, name: str | None = None) -> PromptSet:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, UsageError, "prompt file", limit=16 << 20).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--prompts {path}: cannot read the prompt file ({exc})") from exc
     suffix = path.suffix.lower()

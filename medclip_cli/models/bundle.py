@@ -16,6 +16,7 @@ from pathlib import Path
 from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
 from medclip_cli.errors import ModelError, OutputError
+from medclip_cli.files import read_regular
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "open_clip_config.json"
@@ -77,7 +78,7 @@ def read_bundle_config(directory: str | Path) -> dict:
             hint="pass a folder written by medclip finetune, or use --encoder NAME",
         )
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(read_regular(config_path, ModelError, "bundle config", limit=16 << 20).decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # not UTF-8, malformed, too deep, 5,000-digit numbers
         raise ModelError(f"{config_path}: not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
