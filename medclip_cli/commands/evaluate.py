@@ -45,7 +45,7 @@ def evaluate(
     output: options.Output = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch before each model is built.")] = 0,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding cache.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding and decoded-pixel caches.")] = False,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
