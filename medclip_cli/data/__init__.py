@@ -17,7 +17,7 @@ def dataset_formats() -> dict[str, DatasetFormat]:
     """Every registered data-set format, by name (collected from the plugins once)."""
     global _FORMATS
     if _FORMATS is None:
-        from medclip_cli.plugins import get_plugin_manager
+        from medclip_cli.plugins import describe, get_plugin_manager, plugin_code
 
         formats: dict[str, DatasetFormat] = {}
         for impl in get_plugin_manager().hook.register_datasets.get_hookimpls():
@@ -33,14 +33,11 @@ def dataset_formats() -> dict[str, DatasetFormat]:
                     )
                 formats[fmt.name] = DatasetFormat(**{**fmt.__dict__, "plugin": plugin})
 
-            try:
+            with plugin_code() as guard:
                 impl.function(register=add)
-            except PluginError:
-                raise
-            except Exception as exc:  # a plugin's own bug: skip that plugin, keep the other formats
+            if guard.error is not None:  # a plugin's own bug: skip that plugin, keep the other formats
                 warnings.warn(
-                    f"plugin {plugin!r} raised while registering data sets and was skipped: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"plugin {plugin!r} raised while registering data sets and was skipped: {describe(guard.error)}",
                     stacklevel=2,
                 )
         _FORMATS = formats

@@ -75,15 +75,14 @@ class EncoderRegistry:
             self._call(impl, self._add_namespace)
 
     def _call(self, impl, add: Callable) -> None:
+        from medclip_cli.plugins import describe, plugin_code
+
         plugin_name = impl.plugin_name
-        try:
+        with plugin_code() as guard:
             impl.function(register=lambda item: add(item, plugin_name))
-        except PluginError:
-            raise
-        except Exception as exc:  # a plugin's own bug: skip that plugin, keep the rest
+        if guard.error is not None:  # a plugin's own bug: skip that plugin, keep the rest
             warnings.warn(
-                f"plugin {plugin_name!r} raised while registering encoders and was skipped: "
-                f"{type(exc).__name__}: {exc}",
+                f"plugin {plugin_name!r} raised while registering encoders and was skipped: {describe(guard.error)}",
                 stacklevel=2,
             )
 

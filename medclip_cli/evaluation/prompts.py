@@ -80,7 +80,7 @@ def load_prompt_set(name_or_path: str | Path | None = None) -> PromptSet:
     value = str(name_or_path or DEFAULT_PROMPT_SET)
     path = Path(value).expanduser()
     if path.suffix.lower() in PROMPT_SUFFIXES or path.exists() or "/" in value:
-        if not path.is_file():
+        if not path.exists():  # a pipe or device is refused by name when read
             raise UsageError(f"--prompts {value}: no such prompt file", hint="pass a .toml, .json or .txt file, or a set name")
         return _read_file(path)
     named = prompt_sets_dir() / f"{value}.toml"

@@ -444,3 +444,7 @@ CASES: list[Case] = [
          "encoders 'test-*'", lambda env: (env.plugin("wrong_hook", _WRONG_HOOK), ["encoders", "test-*"])[1], 0,
          "wrong_hook"),
 ]
+
+from tests.reliability.cases_hostile import HOSTILE_CASES  # noqa: E402  (issue 17; they use the helpers above)
+
+CASES += HOSTILE_CASES
