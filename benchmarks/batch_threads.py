@@ -60,10 +60,10 @@ def main() -> None:
         cfg = dataclasses.replace(run.cfg, workers=workers)
         it = iter(Batches(data, cfg, run.device, DistInfo(), [(e, 0, 25) for e in range(100)]))
         for _ in range(5):
-            run._step(it)
+            run.train_step(it)
         start = time.perf_counter()
         for _ in range(args.steps):
-            run._step(it)
+            run.train_step(it)
         it.close()
         return args.batch_size * args.steps / (time.perf_counter() - start)
 

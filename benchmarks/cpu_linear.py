@@ -64,13 +64,13 @@ def steps(data: Path, count: int) -> tuple[list[float], list[float]]:
     torch.manual_seed(0)
     run = make_step_run("vit-b-32", batch_size=32, device="cpu", precision="fp32")
     batches = memory_batches(run, captions_for(data, "train", 128))
-    sides = {"default": (nullcontext, cycle(batches)), "onednn": (run._linear_kernels, cycle(batches))}
+    sides = {"default": (nullcontext, cycle(batches)), "onednn": (run.linear_kernels, cycle(batches))}
     times: dict[str, list[float]] = {"default": [], "onednn": []}
     for k in range(count + 1):
         for name, (kernels, it) in sides.items():
-            run._linear_kernels = kernels
+            run.linear_kernels = kernels
             start = time.perf_counter()
-            run._step(it)
+            run.train_step(it)
             if k:  # the first step of each side is warm-up
                 times[name].append(time.perf_counter() - start)
     return times["default"], times["onednn"]

@@ -52,7 +52,7 @@ def step_flops(run, batches) -> int:
 
     counter = FlopCounterMode(display=False)
     with counter:
-        run._step(iter(batches))
+        run.train_step(iter(batches))
     return counter.get_total_flops()
 
 
@@ -63,7 +63,7 @@ def audit(args, captions: list[str], profile: Path | None) -> dict:
     run = make_step_run(args.encoder, batch_size=args.batch_size, device=args.device, precision=args.precision)
     it = cycle(memory_batches(run, captions))
     for _ in range(3):
-        run._step(it)
+        run.train_step(it)
     out: dict = {}
     if args.device.startswith("cuda"):
         out["syncs"] = device_reads(run, it, 2)
@@ -78,7 +78,7 @@ def audit(args, captions: list[str], profile: Path | None) -> dict:
     started = time.perf_counter()
     with torch_profile(activities=activities) as prof:
         for _ in range(5):
-            run._step(it)
+            run.train_step(it)
         sync()
     wall = (time.perf_counter() - started) / 5
     events = prof.key_averages()

@@ -1,6 +1,6 @@
 """The ceiling of fine-tuning throughput: medclip's own training step on batches already in memory.
 
-The step is the engine's (``medclip_cli.training.train._Run._step``: normalisation, the pooled /
+The step is the engine's (``medclip_cli.training.trainer.Trainer.train_step``: normalisation, the pooled /
 length-trimmed forward, the weighted CLIP loss, backward, fused AdamW, scheduler, logit-scale
 clamp), fed from a few pre-made batches (random uint8 pixels, real MedPix captions tokenised) so
 no time goes to reading or decoding images. Next to it, in the same run, ``medclip finetune``
@@ -38,34 +38,17 @@ def captions_for(data: Path | None, split: str, n: int) -> list[str]:
 
 def make_step_run(encoder: str, *, batch_size: int, device: str, precision: str, image_size: int | None = None,
                   total_steps: int = 10_000, seed: int = 0, output: Path | None = None, **config):
-    """A ``_Run`` set up exactly as ``_Run.run`` sets it up (model, AdamW, schedule, loss, step module),
-    random init, without loading data: call ``run._step(batches)`` with in-memory batches."""
-    import torch
+    """The engine's trainer as ``train()`` builds it (``build_trainer``: model, AdamW, schedule,
+    loss, step module), random init, without loading data: call ``run.train_step(batches)``
+    with in-memory batches."""
+    from medclip_cli.training.config import TrainConfig
+    from medclip_cli.training.trainer import build_trainer
 
-    from medclip_cli.training import train as T
-    from medclip_cli.runtime.devices import resolve_device
-    from medclip_cli.training.distributed import DistInfo
-    from medclip_cli.runtime.forward import ClipStep
-    from medclip_cli.training.loss import WeightedClipLoss
-    from medclip_cli.training.optim import build_optimizer, build_scheduler, warmup_steps_for
-    from medclip_cli.progress import NullProgress
-
-    cfg = T.TrainConfig(output=output or Path(tempfile.gettempdir()) / "medclip-step-ceiling", data=Path("."),
-                        encoder=encoder, pretrained="none", image_size=image_size, batch_size=batch_size,
-                        precision=precision, device=device, grad_clip=config.pop("grad_clip", 0.0),
-                        val_split=None, seed=seed, workers=0, **config)
-    dev = resolve_device(cfg.device)
-    run = T._Run(cfg, NullProgress(), T.TrainEvents(), dev, DistInfo())
-    run.model = run._build_model(None)
-    lr = run._default_lr(run.model)
-    run.optimizer = build_optimizer(run.model.module, lr, cfg.weight_decay)
-    run.scheduler = build_scheduler(run.optimizer, total_steps, warmup_steps_for(total_steps, cfg.warmup))
-    run.scaler = torch.amp.GradScaler(dev.type, enabled=run.precision == "fp16")
-    run._prepare_finite_guard()
-    run.step, run.epoch, run.position, run.last_checkpoint = 0, 0, 0, None
-    run.loss_fn = WeightedClipLoss(cfg.loss_weight, cfg.soft_targets, 0, 1)
-    run.step_module = ClipStep(run.model.module)
-    return run
+    cfg = TrainConfig(output=output or Path(tempfile.gettempdir()) / "medclip-step-ceiling", data=Path("."),
+                      encoder=encoder, pretrained="none", image_size=image_size, batch_size=batch_size,
+                      precision=precision, device=device, grad_clip=config.pop("grad_clip", 0.0),
+                      val_split=None, seed=seed, workers=0, **config)
+    return build_trainer(cfg, total_steps)
 
 
 def memory_batches(run, captions: list[str], count: int = 4, seed: int = 0):
@@ -96,20 +79,20 @@ def time_steps(run, batches, steps: int, warmup: int, chunk: int | None = None) 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     chunk = chunk or (5 if cuda else 1)
     for _ in range(warmup):
-        run._step(it)
+        run.train_step(it)
     sync()
     times = []
     for _ in range(max(1, steps // chunk)):
         start = time.perf_counter()
         for _ in range(chunk):
-            run._step(it)
+            run.train_step(it)
         sync()
         times.append((time.perf_counter() - start) / chunk)
     return times
 
 
 def cycle(batches):
-    """The in-memory batches, over and over (what ``_Run._step`` pulls from)."""
+    """The in-memory batches, over and over (what ``Trainer.train_step`` pulls from)."""
     while True:
         yield from batches
 
@@ -127,7 +110,7 @@ def device_reads(run, batch_iter, steps: int) -> list[str]:
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for _ in range(steps):
-                run._step(batch_iter)
+                run.train_step(batch_iter)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     # Only the mode's reports ("called a synchronizing CUDA operation"), not its own notice that

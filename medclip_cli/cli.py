@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import traceback
@@ -39,7 +40,9 @@ class _ErrorBoundary(TyperGroup):
         if not debug_enabled():
             warnings.showwarning = _show_warning
         try:
-            return super().invoke(ctx)
+            # In a context of its own: what a command sets there (its flags' spelling,
+            # medclip_cli/flags.py) ends with it.
+            return contextvars.copy_context().run(super().invoke, ctx)
         except MedclipError as exc:
             if debug_enabled():
                 traceback.print_exc()

@@ -53,7 +53,3 @@ class TrainingError(MedclipError):
 
 class OutputError(MedclipError):
     """An output location that cannot be written."""
-
-
-class NotAvailableError(MedclipError):
-    """A command or feature that this version does not provide yet."""

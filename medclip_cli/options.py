@@ -53,23 +53,14 @@ LabelColumns = Annotated[
 SplitColumn = Annotated[
     Optional[str], typer.Option("--split-column", help="CSV/JSONL: split column (default: split).", show_default=False)
 ]
-#: CLI parameter of each column option -> the ``load_dataset`` option it sets.
-COLUMN_OPTIONS = {
-    "image_column": "image_column",
-    "caption_column": "caption_column",
-    "label_column": "label_columns",
-    "split_column": "split_column",
-}
-
-
 def column_options(
-    image_column: str | None, caption_column: str | None, label_column: list[str] | None, split_column: str | None
+    image_column: str | None, caption_column: str | None, label_columns: list[str] | None, split_column: str | None
 ) -> dict:
     """The column options that were given, as ``load_dataset`` takes them (and JSON can store them)."""
     given = {
         "image_column": image_column,
         "caption_column": caption_column,
-        "label_columns": list(label_column) if label_column else None,
+        "label_columns": list(label_columns) if label_columns else None,
         "split_column": split_column,
     }
     return {k: v for k, v in given.items() if v is not None}
@@ -78,3 +69,18 @@ def column_options(
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps, or auto.")]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder.", show_default=False)]
+
+
+def spell_flags(ctx: typer.Context) -> None:
+    """Let lower layers' messages name this command's flags (``--wd`` for ``weight_decay``):
+    each parameter's long option, by parameter name (``medclip_cli/flags.py``)."""
+    from medclip_cli.flags import spell
+
+    spell({p.name: max(p.opts, key=len) for p in ctx.command.params if p.name and p.opts})
+
+
+def given(ctx: typer.Context) -> set[str]:
+    """The parameters given on the command line (not left at their defaults)."""
+    # Compared by name: Typer may bundle its own copy of click's ParameterSource enum.
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {name for name, source in sources.items() if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import importlib
 import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
+from typing import Callable, Iterable, TypeVar
 
 import pluggy
 
 from medclip_cli import hookspecs
+from medclip_cli.errors import PluginError
+
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "medclip"
 
@@ -151,15 +157,65 @@ def list_plugins() -> list[PluginInfo]:
     return infos
 
 
-def plugin_name_of(plugin: object) -> str:
-    """The registration name of a plugin object (for error messages)."""
-    name = get_plugin_manager().get_name(plugin)
-    return name if name is not None else repr(plugin)
+def distribution_of(plugin_name: str) -> str:
+    """The distribution a registered plugin came from (for warnings and ``medclip plugins``)."""
+    return _manager().distributions.get(plugin_name, "registered in-process")
+
+
+# Items collected from the plugins' ``register_*`` hooks, by hook name, with the plugins they
+# were collected from: registering or unregistering a plugin in-process collects again.
+_COLLECTED: dict[str, tuple[tuple, dict]] = {}
+
+
+def collect(hook: str, item_type: type[T], *, what: str, key: Callable[[T], str] = lambda item: item.name) -> dict[str, T]:
+    """Every item the plugins register through ``hook``, by ``key``; collected once per process.
+
+    Each item is a dataclass with a ``plugin`` field, filled in with the plugin's name. The same
+    key from two plugins is a :class:`PluginError` naming both; a plugin whose hook raises is one
+    warning naming its distribution, and the other plugins' items are still collected.
+    """
+    pm = get_plugin_manager()
+    plugins = tuple(pm.list_name_plugin())  # holds the objects, so no id is reused while cached
+    cached = _COLLECTED.get(hook)
+    if cached is None or cached[0] != plugins:
+        cached = _COLLECTED[hook] = (plugins, _collect(pm, hook, item_type, what, key))
+    return cached[1]
+
+
+def _collect(pm: pluggy.PluginManager, hook: str, item_type: type, what: str, key: Callable) -> dict:
+    items: dict = {}
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        plugin = impl.plugin_name
+
+        def register(item, plugin: str = plugin) -> None:
+            if not isinstance(item, item_type):
+                raise PluginError(f"plugin {plugin!r} registered {item!r}, which is not a {item_type.__name__}")
+            k = key(item)
+            if k in items:
+                raise PluginError(
+                    f"{what} {k!r} is registered by both {items[k].plugin!r} and {plugin!r}",
+                    hint="uninstall one of the two plugins",
+                )
+            items[k] = dataclasses.replace(item, plugin=plugin)
+
+        with plugin_code() as guard:  # prints, SystemExit, KeyboardInterrupt: that plugin's failure
+            impl.function(register=register)
+        if guard.error is not None:  # a plugin's own bug: skip that plugin, keep the rest
+            warnings.warn(
+                f"plugin {plugin!r} from {distribution_of(plugin)} raised while registering {what}s "
+                f"and was skipped: {describe(guard.error)}",
+                stacklevel=3,
+            )
+    return items
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean a, b?"`` for the close matches of an unknown name, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def reset() -> None:
-    """Forget the loaded plugins (tests; a newly installed plugin in the same process)."""
+    """Forget the loaded plugins and everything collected from them (tests; a newly installed plugin)."""
     _manager.cache_clear()
-    from medclip_cli import encoders
-
-    encoders.reset_registry()
+    _COLLECTED.clear()

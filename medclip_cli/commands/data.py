@@ -16,6 +16,7 @@ _DATASETS = ("medpix2",)
 
 @app.command("check")
 def check(
+    ctx: typer.Context,
     path: Annotated[
         Optional[Path],
         typer.Argument(help="Data set folder or manifest (default: the downloaded MedPix 2.0).", show_default=False),
@@ -33,7 +34,7 @@ def check(
     ] = None,
     image_column: options.ImageColumn = None,
     caption_column: options.CaptionColumn = None,
-    label_column: options.LabelColumns = None,
+    label_columns: options.LabelColumns = None,
     split_column: options.SplitColumn = None,
     labels_file: Annotated[
         Optional[Path],
@@ -54,12 +55,15 @@ def check(
         medclip data check scans/ --dataset folder --split train --json
     """
     from medclip_cli.data import list_splits, load_dataset
-    from medclip_cli.data.check import DEFAULT_TEXT_ENCODER, caption_token_counter, check_dataset
+    from medclip_cli.data.check import check_dataset
+    from medclip_cli.encoders import DEFAULT_TEXT_ENCODER
+    from medclip_cli.models.tokens import caption_token_counter
     from medclip_cli.data.home import default_data_root
 
+    options.spell_flags(ctx)
     root = path if path is not None else default_data_root()
     data_options = {
-        **options.column_options(image_column, caption_column, label_column, split_column),
+        **options.column_options(image_column, caption_column, label_columns, split_column),
         "labels_file": labels_file,
     }
     splits = split or [

@@ -10,15 +10,13 @@ import typer
 from medclip_cli import options, ui
 from medclip_cli.errors import UsageError
 
-_LOWER_IS_BETTER = ("median_rank",)
-
-
 def evaluate(
+    ctx: typer.Context,
     data: options.Data = None,
     dataset_kind: options.DatasetKind = None,
     image_column: options.ImageColumn = None,
     caption_column: options.CaptionColumn = None,
-    label_column: options.LabelColumns = None,
+    label_columns: options.LabelColumns = None,
     split_column: options.SplitColumn = None,
     split: Annotated[str, typer.Option("--split", "-s", help="Split to evaluate on.")] = "test",
     task: Annotated[
@@ -65,12 +63,13 @@ def evaluate(
     from medclip_cli.data import default_data_root, load_dataset
     from medclip_cli.evaluation.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
 
+    options.spell_flags(ctx)
     if output is not None:
         check_output(output)
     if data is None:
         data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
-    data_options = options.column_options(image_column, caption_column, label_column, split_column)
+    data_options = options.column_options(image_column, caption_column, label_columns, split_column)
     dataset = load_dataset(data, split, dataset_kind, **data_options)
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),
@@ -159,6 +158,8 @@ def _is_summary(value: object) -> bool:
 
 
 def _comparison_table(result, task: str):
+    from medclip_cli.evaluation.metrics import lower_is_better
+
     models = result.models
     first = models[0].tasks[task]
     names = [name for name, value in first.metrics.items() if _is_summary(value) and not name.startswith("n_")]
@@ -166,7 +167,7 @@ def _comparison_table(result, task: str):
     for name in names:
         values = [m.tasks[task].metrics.get(name) for m in models]
         defined = [v for v in values if v is not None]
-        best = (min if name.endswith(_LOWER_IS_BETTER) else max)(defined) if len(defined) > 1 else None
+        best = (min if lower_is_better(name) else max)(defined) if len(defined) > 1 else None
         rows.append((name, *[ui.emphasis(v) if best is not None and v == best else v for v in values]))
     absent = first.metrics.get("absent_classes")
     if absent:

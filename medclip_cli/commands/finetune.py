@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -11,52 +11,6 @@ import typer
 
 from medclip_cli import options, ui
 from medclip_cli.errors import UsageError
-
-# CLI parameter name -> TrainConfig field, for the options that a resumed run takes from config.json.
-_FIELDS = {
-    "model_dir": "model_dir",
-    "encoder": "encoder",
-    "text_encoder": "text_encoder",
-    "pretrained": "pretrained",
-    "text_pretrained": "text_pretrained",
-    "image_size": "image_size",
-    "data": "data",
-    "dataset": "dataset_format",
-    "split": "split",
-    "val_split": "val_split",
-    "val_task": "val_tasks",
-    "select_metric": "select_metric",
-    "strict": "strict",
-    "loss_weight": "loss_weight",
-    "soft_targets": "soft_targets",
-    "soft_label": "soft_label",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "wd": "weight_decay",
-    "warmup": "warmup",
-    "grad_accum": "grad_accum",
-    "grad_clip": "grad_clip",
-    "ema_decay": "ema_decay",
-    "precision": "precision",
-    "max_steps": "max_steps",
-    "seed": "seed",
-    "augment": "augment",
-    "lock_image": "lock_image",
-    "lock_image_unlocked": "lock_image_unlocked",
-    "lock_text": "lock_text",
-    "lock_text_unlocked": "lock_text_unlocked",
-    "device": "device",
-    "compile_": "compile",
-    "workers": "workers",
-    "checkpoint_every": "checkpoint_every",
-    "log_every": "log_every",
-    "label_text_field": "label_text_fields",
-    "label_text_prob": "label_text_prob",
-    "label_text_prompts": "label_text_prompts",
-    "text_feature_cache": "text_feature_cache",
-}
-
 
 def finetune(
     ctx: typer.Context,
@@ -73,14 +27,14 @@ def finetune(
         Optional[Path],
         typer.Option("--data", "-d", help="Data set root or file (with --resume: the run's own).", show_default=False),
     ] = None,
-    dataset: options.DatasetKind = None,
+    dataset_format: options.DatasetKind = None,
     image_column: options.ImageColumn = None,
     caption_column: options.CaptionColumn = None,
-    label_column: options.LabelColumns = None,
+    label_columns: options.LabelColumns = None,
     split_column: options.SplitColumn = None,
     split: Annotated[str, typer.Option("--split", help="Split to train on.")] = "train",
     val_split: Annotated[str, typer.Option("--val-split", help="Split validated after every epoch, or none.")] = "dev",
-    val_task: Annotated[
+    val_tasks: Annotated[
         Optional[List[str]],
         typer.Option("--val-task", help="Label field scored zero-shot at validation (repeat).", show_default=False),
     ] = None,
@@ -102,7 +56,7 @@ def finetune(
         Optional[str],
         typer.Option("--soft-label", help="Label field that defines soft-target positives.", show_default=False),
     ] = None,
-    label_text_field: Annotated[
+    label_text_fields: Annotated[
         Optional[List[str]],
         typer.Option("--label-text-field", help="Label field whose prompts may stand in for a caption (repeat).", show_default=False),
     ] = None,
@@ -125,7 +79,7 @@ def finetune(
             show_default=False,
         ),
     ] = None,
-    wd: Annotated[
+    weight_decay: Annotated[
         float, typer.Option("--wd", help="AdamW weight decay (never on norms, biases, embeddings, logit scale).")
     ] = 0.1,
     warmup: Annotated[
@@ -172,7 +126,7 @@ def finetune(
         bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
     ] = False,
     workers: Annotated[int, typer.Option("--workers", help="Threads preparing batches ahead of each step.")] = 1,
-    compile_: Annotated[
+    compile: Annotated[
         bool,
         typer.Option(
             "--compile/--no-compile",
@@ -203,58 +157,27 @@ def finetune(
 
         torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50
     """
-    from medclip_cli.training.train import TrainConfig, TrainingInterrupted, train
+    from medclip_cli.training.config import TrainConfig, resume_settings
+    from medclip_cli.training.train import TrainingInterrupted, train
 
-    values = {
-        "model_dir": model_dir,
-        "encoder": encoder,
-        "text_encoder": text_encoder,
-        "pretrained": pretrained,
-        "text_pretrained": text_pretrained,
-        "image_size": image_size,
-        "data": data,
-        "dataset": dataset,
-        "split": split,
-        "val_split": None if val_split.strip().lower() == "none" else val_split,
-        "val_task": list(val_task or []),
-        "select_metric": select_metric,
-        "strict": strict,
-        "loss_weight": loss_weight,
-        "soft_targets": soft_targets,
-        "soft_label": soft_label,
-        "label_text_field": list(label_text_field or []),
-        "label_text_prob": label_text_prob,
-        "label_text_prompts": label_text_prompts,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "wd": wd,
-        "warmup": warmup,
-        "grad_accum": grad_accum,
-        "grad_clip": grad_clip or None,
-        "ema_decay": ema_decay,
-        "precision": precision.strip().lower(),
-        "max_steps": max_steps,
-        "seed": seed,
-        "augment": augment,
-        "lock_image": lock_image,
-        "lock_image_unlocked": lock_image_unlocked,
-        "lock_text": lock_text,
-        "lock_text_unlocked": lock_text_unlocked,
-        "text_feature_cache": text_feature_cache,
-        "device": device,
-        "compile_": compile_,
-        "workers": workers,
-        "checkpoint_every": checkpoint_every,
-        "log_every": log_every,
-    }
-    settings = {_FIELDS[k]: v for k, v in values.items()}
-    settings["dataset_options"] = options.column_options(image_column, caption_column, label_column, split_column)
+    # Each parameter is named after the TrainConfig field it sets; the engine's messages spell
+    # each setting as this command's flag.
+    options.spell_flags(ctx)
+    names = {f.name for f in fields(TrainConfig)}
+    settings = {name: value for name, value in ctx.params.items() if name in names}
+    settings.update(
+        val_split=None if val_split.strip().lower() == "none" else val_split,
+        val_tasks=list(val_tasks or []),
+        label_text_fields=list(label_text_fields or []),
+        grad_clip=grad_clip or None,
+        precision=precision.strip().lower(),
+        dataset_options=options.column_options(image_column, caption_column, label_columns, split_column),
+    )
     if resume:
-        settings.update(_saved_settings(ctx, output, settings["dataset_options"]))
+        settings = resume_settings(output, settings, given=options.given(ctx))
     if settings["data"] is None:
         raise UsageError("no --data given", hint="pass --data PATH (e.g. a MedPix 2.0 folder)")
-    config = TrainConfig(output=output, resume=resume, **settings)
+    config = TrainConfig(**settings)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
     events = _Events(as_json or not main_process)
     try:
@@ -282,33 +205,6 @@ def finetune(
     if result.best is not None:
         ui.info(f"best epoch {result.best_epoch} ({result.best_metric} {result.best_value:.4f}): {result.best}")
     ui.info(f"last: {result.last}  ({result.steps} steps)")
-
-
-def _saved_settings(ctx: typer.Context, output: Path, dataset_options: dict) -> dict:
-    """On --resume, options left at their defaults take the run's own values from config.json.
-
-    ``dataset_options`` holds the column options given now; the others keep the run's.
-    """
-    path = output / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: also not UTF-8
-        raise UsageError(f"{path}: cannot read the run's settings ({type(exc).__name__})") from exc
-    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
-        raise UsageError(f"{path}: cannot read the run's settings (no 'config' object)")
-    saved = saved.get("config", {})
-    taken = {}
-    for param, name in _FIELDS.items():
-        source = ctx.get_parameter_source(param)
-        # Compared by name: Typer may bundle its own copy of click's ParameterSource enum.
-        if (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")) and name in saved:
-            value = saved[name]
-            taken[name] = Path(value) if name in ("data", "model_dir") and value is not None else value
-    if isinstance(saved.get("dataset_options"), dict):
-        taken["dataset_options"] = {**saved["dataset_options"], **dataset_options}
-    return taken
 
 
 class _Events:

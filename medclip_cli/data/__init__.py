@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, DatasetFormat, Sample
 from medclip_cli.data.home import default_data_root, medclip_home
 from medclip_cli.data.labels import LabelField
-from medclip_cli.errors import DataError, PluginError, UsageError
-
-_FORMATS: dict[str, DatasetFormat] | None = None
+from medclip_cli.errors import DataError, UsageError
+from medclip_cli.flags import flag
+from medclip_cli.plugins import collect, did_you_mean
 
 
 def dataset_formats() -> dict[str, DatasetFormat]:
     """Every registered data-set format, by name (collected from the plugins once)."""
-    global _FORMATS
-    if _FORMATS is None:
-        from medclip_cli.plugins import describe, get_plugin_manager, plugin_code
-
-        formats: dict[str, DatasetFormat] = {}
-        for impl in get_plugin_manager().hook.register_datasets.get_hookimpls():
-            plugin = impl.plugin_name
-
-            def add(fmt: DatasetFormat, plugin: str = plugin) -> None:
-                if not isinstance(fmt, DatasetFormat):
-                    raise PluginError(f"plugin {plugin!r} registered {fmt!r}, which is not a DatasetFormat")
-                if fmt.name in formats:
-                    raise PluginError(
-                        f"data-set format {fmt.name!r} is registered by both {formats[fmt.name].plugin!r} and {plugin!r}",
-                        hint="uninstall one of the two plugins",
-                    )
-                formats[fmt.name] = DatasetFormat(**{**fmt.__dict__, "plugin": plugin})
-
-            with plugin_code() as guard:
-                impl.function(register=add)
-            if guard.error is not None:  # a plugin's own bug: skip that plugin, keep the other formats
-                warnings.warn(
-                    f"plugin {plugin!r} raised while registering data sets and was skipped: {describe(guard.error)}",
-                    stacklevel=2,
-                )
-        _FORMATS = formats
-    return _FORMATS
-
-
-def reset_formats() -> None:
-    """Forget the collected formats (after registering or unregistering a plugin in-process)."""
-    global _FORMATS
-    _FORMATS = None
+    return collect("register_datasets", DatasetFormat, what="data-set format")
 
 
 def resolve_format(path: Path, format: str | None = None) -> DatasetFormat:
@@ -55,7 +22,9 @@ def resolve_format(path: Path, format: str | None = None) -> DatasetFormat:
     formats = dataset_formats()
     if format is not None:
         if format not in formats:
-            raise UsageError(f"unknown --dataset {format!r} (known: {', '.join(formats)})")
+            raise UsageError(
+                f"unknown --dataset {format!r} (known: {', '.join(formats)}){did_you_mean(format, formats)}"
+            )
         return formats[format]
     if not path.exists():
         raise DataError(f"{path}: no such file or folder", hint="check --data")
@@ -99,22 +68,12 @@ def _given(fmt: DatasetFormat, function, options: dict) -> dict:
     names = {p.name for p in params}
     refused = [k for k in given if k not in names]
     if refused:
-        option = _OPTION_FLAGS.get(refused[0], repr(refused[0]))
+        option = flag(refused[0])
         raise UsageError(
             f"{option}: the {fmt.name} data-set format takes no such option",
             hint="column options are for CSV/TSV/JSONL manifests; leave it out" if "column" in refused[0] else None,
         )
     return given
-
-
-#: Data-set options as the command line spells them (for errors).
-_OPTION_FLAGS = {
-    "image_column": "--image-column",
-    "caption_column": "--caption-column",
-    "label_columns": "--label-column",
-    "split_column": "--split-column",
-    "labels_file": "--labels-file",
-}
 
 
 __all__ = [
@@ -127,6 +86,5 @@ __all__ = [
     "list_splits",
     "load_dataset",
     "medclip_home",
-    "reset_formats",
     "resolve_format",
 ]

@@ -10,9 +10,7 @@ from medclip_cli.data.cache import file_sha256
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.images import load_image
 from medclip_cli.progress import NullProgress, ProgressReporter
-from medclip_cli.errors import ImageError, ModelError
-
-DEFAULT_TEXT_ENCODER = "clip-text"
+from medclip_cli.errors import ImageError
 
 
 @dataclass
@@ -61,35 +59,8 @@ class CheckReport:
         return data
 
 
+#: Tokens in a caption for the text tower whose context length the check compares against.
 TokenCounter = Callable[[str], int]
-
-
-def caption_token_counter(encoder: str = DEFAULT_TEXT_ENCODER) -> tuple[TokenCounter, int, str]:
-    """(tokens in a caption, context length, text tower name) for ``encoder``'s text tower.
-
-    Builds only the tokenizer from the encoder's config, never the model.
-    """
-    from medclip_cli.encoders import get_encoder
-    from medclip_cli.models.factory import make_tokenizer
-
-    spec = get_encoder(encoder)
-    if spec.kind == "image":  # image-only encoders are paired with CLIP's text tower by default
-        spec = get_encoder(DEFAULT_TEXT_ENCODER)
-    text_cfg = spec.build(None).text_cfg
-    if not text_cfg:
-        raise ModelError(f"encoder {spec.name!r} has no text tower")
-    try:
-        tokenizer = make_tokenizer({"text_cfg": text_cfg})
-    except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"cannot load the tokenizer of {spec.name!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-            hint="check the name, or connect once so Hugging Face can cache it",
-        ) from exc
-    context = int(text_cfg.get("context_length", 77))
-    if hasattr(tokenizer, "encode"):  # open_clip's BPE tokenizer: start and end tokens come on top
-        return (lambda text: len(tokenizer.encode(text)) + 2), context, spec.name
-    hf = tokenizer.tokenizer
-    return (lambda text: len(hf(tokenizer.clean_fn(text))["input_ids"])), context, spec.name
 
 
 def check_dataset(

@@ -30,6 +30,8 @@ class Dataset:
     samples: list[Sample]
     label_fields: dict[str, LabelField]
     problems: list[str] = field(default_factory=list)  # non-fatal issues found while reading
+    # (samples list, its length, fingerprint) of the last fingerprint() call
+    _fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -43,7 +45,16 @@ class Dataset:
         return self.label_fields[name]
 
     def fingerprint(self) -> str:
-        """Identifies this split's content: ids, captions, labels, and each file's :func:`file_identity`."""
+        """Identifies this split's content: ids, captions, labels, and each file's :func:`file_identity`.
+
+        Computed once per Dataset (every model and evaluation of a run asks for it): a Dataset is
+        a snapshot of one read of the split, and the files are stat'ed when it is first asked
+        for, before any of them is read for features. Assigning other samples computes it again;
+        a changed file is seen by the next read of the data set (the next command).
+        """
+        memo = self._fingerprint
+        if memo is not None and memo[0] is self.samples and memo[1] == len(self.samples):
+            return memo[2]
         digest = hashlib.sha256(f"{self.format}|{self.split}".encode())
         for s in self.samples:
             try:
@@ -52,7 +63,8 @@ class Dataset:
                 file_key = "missing"
             labels = "|".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
             digest.update(f"{s.id}\0{s.image.name}\0{file_key}\0{s.caption}\0{labels}\n".encode())
-        return digest.hexdigest()[:16]
+        self._fingerprint = (self.samples, len(self.samples), digest.hexdigest()[:16])
+        return self._fingerprint[2]
 
 
 def file_identity(st) -> str:

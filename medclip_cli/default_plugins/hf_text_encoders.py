@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from medclip_cli import hookimpl
+from medclip_cli.default_plugins.open_clip_encoders import open_clip_tags, open_clip_tower
 from medclip_cli.encoders import EncoderNamespace, EncoderSpec, TowerConfig
 
 PRETRAINED_TAG = "pretrained"
@@ -62,17 +63,13 @@ def _hf_spec(name: str, model: str, description: str, context_length: int = 77) 
 
 
 def _clip_text_build(tag: str | None) -> TowerConfig:
-    from medclip_cli.default_plugins.open_clip_encoders import _build
-
-    tower = _build("ViT-B-32", tag)
+    tower = open_clip_tower("ViT-B-32", tag)
     tower.vision_cfg = None
     return tower
 
 
 @hookimpl
 def register_encoders(register):
-    from medclip_cli.default_plugins.open_clip_encoders import _tags
-
     register(
         EncoderSpec(
             name="clip-text",
@@ -81,7 +78,7 @@ def register_encoders(register):
             build=_clip_text_build,
             embed_dim=512,
             context_length=77,
-            list_tags=lambda: _tags("ViT-B-32"),
+            list_tags=lambda: open_clip_tags("ViT-B-32"),
             description="CLIP's 12-layer text transformer (ViT-B/32's; tags load its text weights)",
         )
     )

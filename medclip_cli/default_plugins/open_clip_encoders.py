@@ -43,7 +43,8 @@ def model_config(arch: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _tags(arch: str) -> tuple[str, ...]:
+def open_clip_tags(arch: str) -> tuple[str, ...]:
+    """The pretrained tags open_clip knows for architecture ``arch``."""
     import open_clip
 
     return tuple(open_clip.list_pretrained_tags_by_model(arch))
@@ -63,16 +64,17 @@ def open_clip_spec(name: str, arch: str) -> EncoderSpec | None:
         name=name,
         kind="clip",
         family=family,
-        build=lambda tag: _build(arch, tag),
+        build=lambda tag: open_clip_tower(arch, tag),
         embed_dim=cfg.get("embed_dim"),
         image_size=image_size if isinstance(image_size, int) else image_size[0],
         context_length=cfg.get("text_cfg", {}).get("context_length", 77),
         description=f"open_clip {arch}: image and text towers",
-        list_tags=lambda: _tags(arch),
+        list_tags=lambda: open_clip_tags(arch),
     )
 
 
-def _build(arch: str, tag: str | None) -> TowerConfig:
+def open_clip_tower(arch: str, tag: str | None) -> TowerConfig:
+    """Both towers of open_clip architecture ``arch``, with pretrained tag ``tag``'s weights and preprocessing."""
     import open_clip
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.pretrained import get_pretrained_cfg

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import fnmatch
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal
 
-from medclip_cli.errors import EncoderNotFoundError, PluginError
+from medclip_cli.errors import EncoderNotFoundError
+from medclip_cli.plugins import collect, did_you_mean
 
 EncoderKind = Literal["clip", "image", "text"]
+
+#: The text tower an image-only encoder is paired with when no --text-encoder is given.
+DEFAULT_TEXT_ENCODER = "clip-text"
 
 
 @dataclass
@@ -62,51 +65,11 @@ class EncoderNamespace:
 
 
 class EncoderRegistry:
-    """Encoders collected from every plugin's hooks; duplicates are an error naming both plugins."""
+    """Encoders and encoder namespaces, as collected from every plugin's hooks."""
 
-    def __init__(self) -> None:
-        self.encoders: dict[str, EncoderSpec] = {}
-        self.namespaces: dict[str, EncoderNamespace] = {}
-
-    def collect(self, pm) -> None:
-        for impl in pm.hook.register_encoders.get_hookimpls():
-            self._call(impl, self._add_encoder)
-        for impl in pm.hook.register_encoder_namespaces.get_hookimpls():
-            self._call(impl, self._add_namespace)
-
-    def _call(self, impl, add: Callable) -> None:
-        from medclip_cli.plugins import describe, plugin_code
-
-        plugin_name = impl.plugin_name
-        with plugin_code() as guard:
-            impl.function(register=lambda item: add(item, plugin_name))
-        if guard.error is not None:  # a plugin's own bug: skip that plugin, keep the rest
-            warnings.warn(
-                f"plugin {plugin_name!r} raised while registering encoders and was skipped: {describe(guard.error)}",
-                stacklevel=2,
-            )
-
-    def _add_encoder(self, spec: EncoderSpec, plugin_name: str) -> None:
-        if not isinstance(spec, EncoderSpec):
-            raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, which is not an EncoderSpec")
-        key = spec.name.lower()
-        if key in self.encoders:
-            raise PluginError(
-                f"encoder {spec.name!r} is registered by both {self.encoders[key].plugin!r} "
-                f"and {plugin_name!r}",
-                hint="uninstall one of the two plugins",
-            )
-        self.encoders[key] = _with_plugin(spec, plugin_name)
-
-    def _add_namespace(self, ns: EncoderNamespace, plugin_name: str) -> None:
-        key = ns.prefix.lower()
-        if key in self.namespaces:
-            raise PluginError(
-                f"encoder namespace '{ns.prefix}:' is registered by both "
-                f"{self.namespaces[key].plugin!r} and {plugin_name!r}",
-                hint="uninstall one of the two plugins",
-            )
-        self.namespaces[key] = EncoderNamespace(**{**ns.__dict__, "plugin": plugin_name})
+    def __init__(self, encoders: dict[str, EncoderSpec], namespaces: dict[str, EncoderNamespace]) -> None:
+        self.encoders = encoders  # by lower-case name
+        self.namespaces = namespaces  # by lower-case prefix
 
     def get(self, name: str) -> EncoderSpec:
         """The encoder called ``name`` (case-insensitive); unknown names get close matches."""
@@ -118,14 +81,12 @@ class EncoderRegistry:
             ns = self.namespaces[prefix.lower()]
             spec = ns.resolve(rest)
             if spec is not None:
-                return _with_plugin(spec, ns.plugin)
+                return dataclasses.replace(spec, plugin=ns.plugin)
             candidates = [f"{ns.prefix}:{n}" for n in ns.list_names(f"*{rest[:4]}*")][:2000]
         else:
             candidates = list(self.encoders)
-        close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
-        did_you_mean = f"; did you mean {', '.join(close)}?" if close else ""
         raise EncoderNotFoundError(
-            f"unknown encoder {name!r}{did_you_mean}",
+            f"unknown encoder {name!r}{did_you_mean(key, candidates)}",
             hint="run `medclip encoders` to list them",
         )
 
@@ -141,37 +102,31 @@ class EncoderRegistry:
         return [s for s in self.find() if fnmatch.fnmatchcase(s.name.lower(), pat)]
 
 
-def _with_plugin(spec: EncoderSpec, plugin_name: str) -> EncoderSpec:
-    return EncoderSpec(**{**spec.__dict__, "plugin": plugin_name})
-
-
 def _natural_key(name: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name.lower())]
 
 
-_REGISTRY: EncoderRegistry | None = None
-
-
 def get_registry() -> EncoderRegistry:
     """The process-wide registry, collected from the plugins on first use."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        from medclip_cli.plugins import get_plugin_manager
-
-        registry = EncoderRegistry()
-        registry.collect(get_plugin_manager())
-        _REGISTRY = registry
-    return _REGISTRY
-
-
-def reset_registry() -> None:
-    global _REGISTRY
-    _REGISTRY = None
+    return EncoderRegistry(
+        collect("register_encoders", EncoderSpec, what="encoder", key=lambda spec: spec.name.lower()),
+        collect(
+            "register_encoder_namespaces",
+            EncoderNamespace,
+            what="encoder namespace",
+            key=lambda ns: ns.prefix.lower(),
+        ),
+    )
 
 
 def get_encoder(name: str) -> EncoderSpec:
     """Look up one encoder by name."""
     return get_registry().get(name)
+
+
+def text_tower_of(spec: EncoderSpec) -> EncoderSpec:
+    """The encoder whose text tower ``spec`` uses by default: itself, or CLIP's for an image-only encoder."""
+    return get_encoder(DEFAULT_TEXT_ENCODER) if spec.kind == "image" else spec
 
 
 def find_encoders(pattern: str | None = None) -> list[EncoderSpec | str]:
@@ -184,6 +139,7 @@ def namespaces() -> Iterable[EncoderNamespace]:
 
 
 __all__ = [
+    "DEFAULT_TEXT_ENCODER",
     "EncoderKind",
     "EncoderNamespace",
     "EncoderRegistry",
@@ -193,4 +149,5 @@ __all__ = [
     "get_encoder",
     "get_registry",
     "namespaces",
+    "text_tower_of",
 ]

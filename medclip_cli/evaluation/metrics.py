@@ -18,6 +18,14 @@ import numpy as np
 from medclip_cli.atomic import atomic_open
 
 TOP_K = 5  # accuracy@5 is reported when a task has at least this many classes
+# Metrics where a smaller number is the better model: losses and ranks (every other metric here,
+# accuracy, recall, F1, AUROC, is better higher).
+_LOWER_IS_BETTER = ("loss", "median_rank")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` (e.g. ``val_loss``, ``image_to_text_median_rank``) is better."""
+    return metric.endswith(_LOWER_IS_BETTER)
 
 
 def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_names: Sequence[str]) -> dict:

@@ -182,7 +182,7 @@ def check_finetune_keys(experiment: Experiment) -> None:
     """The ``[finetune]`` keys must be fields of the training engine's ``TrainConfig``."""
     from dataclasses import fields
 
-    from medclip_cli.training.train import TrainConfig
+    from medclip_cli.training.config import TrainConfig
 
     allowed = {f.name for f in fields(TrainConfig)} - _RESERVED
     for key in experiment.finetune or {}:

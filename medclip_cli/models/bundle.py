@@ -17,14 +17,9 @@ from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
 from medclip_cli.errors import ModelError, OutputError
 from medclip_cli.files import read_regular
+from medclip_cli.models.weights import WEIGHTS_NAME, load_into, load_state_dict_file
 
-WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "open_clip_config.json"
-
-
-def is_bundle(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
 
 
 def save_bundle(model, directory: str | Path, provenance: dict | None = None) -> Path:
@@ -89,7 +84,7 @@ def read_bundle_config(directory: str | Path) -> dict:
 def load_bundle(directory: str | Path):
     """Load a bundle written by :func:`save_bundle` (or any open_clip ``local-dir`` folder)."""
     from medclip_cli.models.clip_model import ClipModel
-    from medclip_cli.models.factory import _load, instantiate, load_state_dict_file, make_tokenizer
+    from medclip_cli.models.factory import instantiate, make_tokenizer
 
     directory = Path(directory)
     config = read_bundle_config(directory)
@@ -111,7 +106,7 @@ def load_bundle(directory: str | Path):
         weights = found[0]
     # Every tensor comes from the file: skip random init and adopt the loaded tensors (no copy).
     module = instantiate(build_cfg, init_weights=False)
-    _load(module, load_state_dict_file(weights), strict=True, what=str(weights), assign=True)
+    load_into(module, load_state_dict_file(weights), strict=True, what=str(weights), assign=True)
     module.eval()
     image_size = build_cfg["vision_cfg"].get("image_size", 224)
     preprocess = PreprocessConfig.from_open_clip(

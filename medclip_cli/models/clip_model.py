@@ -50,7 +50,7 @@ class ClipModel:
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
         chunks = []
         for start in range(0, len(texts), batch_size):
-            from medclip_cli.runtime.forward import trim_hf_padding
+            from medclip_cli.models.text_padding import trim_hf_padding
 
             tokens = trim_hf_padding(self.module, self.tokenize(texts[start : start + batch_size])).to(self.device)
             features = self.module.encode_text(tokens)

@@ -6,14 +6,14 @@ import contextlib
 import copy
 import datetime as _dt
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from medclip_cli import __version__
 from medclip_cli.data.preprocess import PreprocessConfig
-from medclip_cli.encoders import EncoderSpec, TowerConfig, get_encoder
+from medclip_cli.encoders import EncoderSpec, TowerConfig, get_encoder, text_tower_of
 from medclip_cli.errors import ModelError, UsageError
+from medclip_cli.models.weights import load_into, load_state_dict_file
 
 AUTO = "auto"
 NONE_VALUES = {"", "none", "random", "scratch"}
@@ -44,9 +44,7 @@ def build_model(request: ModelRequest, provenance: dict | None = None):
             f"--encoder {request.encoder!r} is a text encoder",
             hint="pass an image or CLIP encoder as --encoder and this one as --text-encoder",
         )
-    text_spec = get_encoder(request.text_encoder) if request.text_encoder else None
-    if text_spec is None and image_spec.kind == "image":
-        text_spec = get_encoder("clip-text")
+    text_spec = get_encoder(request.text_encoder) if request.text_encoder else text_tower_of(image_spec)
     if text_spec is not None and text_spec.kind == "image":
         raise UsageError(f"--text-encoder {request.text_encoder!r} is an image encoder")
     if text_spec is not None and text_spec.name == image_spec.name:
@@ -202,54 +200,6 @@ def make_tokenizer(model_cfg: dict, tokenizer_dir: str | None = None):
     return SimpleTokenizer(context_length=context_length)
 
 
-def load_state_dict_file(path: Path) -> dict:
-    """A state dict from ``.safetensors`` or a ``.pt``/``.bin`` (never unpickling arbitrary objects)."""
-    import pickle
-
-    import torch
-
-    if path.is_dir():
-        from medclip_cli.models.bundle import WEIGHTS_NAME
-
-        path = path / WEIGHTS_NAME
-    if not path.is_file():
-        raise ModelError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            with warnings.catch_warnings():
-                # torch warns about the pickle protocol of files it is about to refuse anyway.
-                warnings.filterwarnings("ignore", message="Detected pickle protocol")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not _looks_like_torch_file(path):
-            raise ModelError(
-                f"{path}: not a weights file",
-                hint="pass a .safetensors file, a PyTorch .pt/.pth/.bin state dict, or a model bundle folder",
-            ) from exc
-        raise ModelError(
-            f"{path}: refused to load: the file holds Python objects, not only tensors",
-            hint="only load weights you trust; convert them to .safetensors",
-        ) from exc
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise ModelError(f"{path}: corrupt or unreadable weights file ({type(exc).__name__}: {exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: does not contain a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _looks_like_torch_file(path: Path) -> bool:
-    """A zip archive (torch.save's format) or a raw pickle stream."""
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
 _TEXT_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection", "text.")
 
 
@@ -257,7 +207,7 @@ def _load_tower_weights(module, state: dict, which: str) -> None:
     from open_clip.factory import resize_pos_embed, resize_text_pos_embed
 
     if which == "all":
-        _load(module, state, strict=True, what="pretrained weights")
+        load_into(module, state, strict=True, what="pretrained weights")
         return
     if which == "image":
         sub = {k: v for k, v in state.items() if k.startswith("visual.") or k == "logit_scale"}
@@ -265,7 +215,7 @@ def _load_tower_weights(module, state: dict, which: str) -> None:
         sub = {k: v for k, v in state.items() if k.startswith(_TEXT_PREFIXES) or k == "logit_scale"}
     resize_pos_embed(sub, module)
     resize_text_pos_embed(sub, module)
-    _load(module, sub, strict=False, what=f"pretrained {which} tower weights")
+    load_into(module, sub, strict=False, what=f"pretrained {which} tower weights")
 
 
 def _load_full_weights(module, path: Path) -> None:
@@ -274,27 +224,4 @@ def _load_full_weights(module, path: Path) -> None:
     state = load_state_dict_file(path)
     resize_pos_embed(state, module)
     resize_text_pos_embed(state, module)
-    _load(module, state, strict=True, what=str(path))
-
-
-def _load(module, state: dict, *, strict: bool, what: str, assign: bool = False) -> None:
-    own = module.state_dict()
-    mismatched = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    if mismatched:
-        k = mismatched[0]
-        raise ModelError(
-            f"{what}: do not match this architecture ({len(mismatched)} tensors differ, e.g. {k}: "
-            f"{tuple(state[k].shape)} vs {tuple(own[k].shape)})",
-            hint="check --encoder/--text-encoder against the weights",
-        )
-    missing, unexpected = module.load_state_dict(state, strict=False, assign=assign)
-    missing = [k for k in missing if not k.endswith("attn_mask")]
-    if strict and (missing or unexpected):
-        example = (missing or unexpected)[0]
-        raise ModelError(
-            f"{what}: do not match this architecture ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected tensors, e.g. {example})",
-            hint="check --encoder/--text-encoder against the weights",
-        )
-    if not strict and not any(k in own for k in state):
-        raise ModelError(f"{what}: none of the tensors fit this architecture")
+    load_into(module, state, strict=True, what=str(path))

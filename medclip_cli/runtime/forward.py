@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 
 from medclip_cli.errors import UsageError
+# token_lengths and trim_hf_padding live with the HF tower in models/; re-exported for the trainer.
+from medclip_cli.models.text_padding import hf_pad_id, token_lengths, trim_hf_padding  # noqa: F401
 
 
 def _bucket_bounds(lengths: list[int], max_buckets: int = 6, overhead: int = 12) -> list[int]:
@@ -58,9 +60,9 @@ def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> t
     """The pooled output (before the projection) of a Hugging Face text tower for every row of
     ``tokens``, in eval mode; texts of similar length are run together to skip padding."""
     text = getattr(module, "text", None)
-    if _hf_pad_id(module) is None or not hasattr(text, "proj"):
+    if hf_pad_id(module) is None or not hasattr(text, "proj"):
         raise UsageError("--text-feature-cache works with Hugging Face text towers only (e.g. minilm-l6)")
-    pad = _hf_pad_id(module)
+    pad = hf_pad_id(module)
     order = torch.argsort((tokens != pad).sum(dim=1), stable=True)
     device = next(text.parameters()).device
     out = torch.empty(len(tokens), text.config.hidden_size)
@@ -76,39 +78,6 @@ def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> t
     finally:
         text.train(was_training)
     return out
-
-
-def trim_hf_padding(module: nn.Module, tokens: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
-    """``tokens`` without the padding columns after the batch's longest text, for a Hugging Face
-    text tower (which masks padding out of attention and mean pooling, so those columns change
-    nothing); unchanged for any other tower. ``lengths``: :func:`token_lengths` of ``tokens``,
-    known on the host, so that tokens on a GPU need not be read back."""
-    pad_id = _hf_pad_id(module)
-    if pad_id is None or not tokens.numel():
-        return tokens
-    width = max(1, max(lengths) if lengths is not None else int((tokens != pad_id).sum(dim=1).max()))
-    return tokens[:, :width]
-
-
-def token_lengths(module: nn.Module, tokens: torch.Tensor) -> list[int] | None:
-    """The non-padding length of each row of ``tokens`` (on the host): what text trimming needs to
-    plan its buckets. Taken from the batch before it goes to the device, so the step never waits
-    for the device to answer; None for cached text features."""
-    if tokens.is_floating_point():
-        return None
-    pad = _hf_pad_id(module)
-    return (tokens != (0 if pad is None else pad)).sum(dim=1).tolist()
-
-
-def _hf_pad_id(module: nn.Module) -> int | None:
-    text = getattr(module, "text", None)
-    config = getattr(text, "config", None)
-    pooler = type(getattr(text, "pooler", None)).__name__
-    # Only poolers that ignore padding: a CLS or last-token pooler would read another position.
-    if config is None or pooler not in ("MeanPooler", "ClsPooler") or getattr(text, "output_tokens", False):
-        return None
-    pad = getattr(config, "pad_token_id", None)
-    return int(pad) if pad is not None else None
 
 
 def _pooled_shortcut_ok(transformer: nn.Module) -> bool:
@@ -176,7 +145,7 @@ def encode_text_trimmed(
     length (default: on the CPU). On a GPU another bucket costs another pass of the whole tower's
     kernel launches, which outweighs the padding it saves (a step there is bound by the host
     queueing kernels), so there the batch runs as one, cut at its longest caption."""
-    if _hf_pad_id(module) is not None:
+    if hf_pad_id(module) is not None:
         return module.encode_text(trim_hf_padding(module, tokens, lengths))
     if not _can_trim_text(module) or tokens.shape[0] < 2:
         return module.encode_text(tokens)

@@ -9,16 +9,14 @@ run, so a checkpoint needs only (epoch, position) to continue exactly where it s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from medclip_cli.runtime.forward import frozen_text_pooled
-
-if TYPE_CHECKING:
-    from medclip_cli.training.train import TrainConfig
+from medclip_cli.training.config import TrainConfig
 
 
 @dataclass
@@ -92,12 +90,7 @@ def load_pairs(
     return pairs
 
 
-def label_prompts(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[str]:
-    """Every prompt (each field, each template) naming the labels of one pair that the fields list."""
-    return [p for _, prompts in _label_prompts_by_field(dataset, labels, fields_, prompt_set) for p in prompts]
-
-
-def _label_prompts_by_field(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[tuple[tuple[str, str], list[str]]]:
+def label_prompts_by_field(dataset, labels: dict, fields_: Sequence[str], prompt_set) -> list[tuple[tuple[str, str], list[str]]]:
     """``((field, value), prompts)`` for each field of ``fields_`` whose value is a listed class."""
     from medclip_cli.evaluation.zeroshot import fill_template
 
@@ -128,7 +121,7 @@ def add_label_text(pairs: PairSet, dataset, model, fields_: list[str], prompts_n
     pair_keys = []
     for labels in pairs.labels:
         mine, own = [], [-1] * len(fields_)
-        for (name, value), prompts in _label_prompts_by_field(dataset, labels, fields_, prompt_set):
+        for (name, value), prompts in label_prompts_by_field(dataset, labels, fields_, prompt_set):
             key = keys.setdefault((name, value), len(keys))
             own[fields_.index(name)] = key
             for prompt in prompts:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 
 from medclip_cli.training.batches import PairSet
 from medclip_cli.runtime.forward import encode_image_pooled, encode_text_trimmed
 from medclip_cli.runtime.kernels import autocast
-
-if TYPE_CHECKING:
-    from medclip_cli.training.train import TrainConfig
+from medclip_cli.training.config import TrainConfig
 
 
 @torch.no_grad()

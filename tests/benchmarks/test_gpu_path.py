@@ -69,7 +69,7 @@ def test_one_training_step_matches_between_layouts(encoder):
             prefer_channels_last(run.model.module, CUDA)
         runs.append(run)
     batches = memory_batches(runs[0], ["a chest x-ray", "axial ct of the head"] * 8, count=2)
-    losses = [[float(r._step(iter(batches))) for _ in range(2)] for r in runs]
+    losses = [[float(r.train_step(iter(batches))) for _ in range(2)] for r in runs]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     for (name, a), b in zip(runs[0].model.module.state_dict().items(), runs[1].model.module.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)

@@ -86,3 +86,20 @@ def test_check_without_path_needs_a_download(cli):
     result = cli("data", "check")
     assert result.exit_code == 1
     assert "MedPix 2.0 is not downloaded" in result.output and "medclip data download medpix2" in result.output
+
+
+def test_fingerprint_is_computed_once_per_dataset(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from medclip_cli.data.dataset import Dataset, Sample
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"x")
+    dataset = Dataset("csv", tmp_path, "train", [Sample("a", image, "one")], {})
+    first = dataset.fingerprint()
+    stats = []
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda self, **kw: stats.append(self) or real_stat(self, **kw))
+    assert dataset.fingerprint() == first and not stats  # memoised: no file is stat'ed again
+    dataset.samples = [Sample("a", image, "another caption")]
+    assert dataset.fingerprint() != first and stats == [image]  # other samples: computed again

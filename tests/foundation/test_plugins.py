@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from medclip_cli import hookimpl
-from medclip_cli.encoders import EncoderSpec, TowerConfig, get_registry, reset_registry
+from medclip_cli.encoders import EncoderSpec, TowerConfig, get_registry
 from medclip_cli.errors import PluginError
 from medclip_cli.plugins import get_plugin_manager
 from tests.conftest import REPO, run_medclip
@@ -132,10 +132,8 @@ def inproc_plugin():
     plugin = _InProcessPlugin()
     pm = get_plugin_manager()
     pm.register(plugin, name="inproc")
-    reset_registry()
     yield plugin
     pm.unregister(plugin)
-    reset_registry()
 
 
 def test_in_process_plugin_encoder_is_usable(inproc_plugin):
@@ -156,10 +154,54 @@ def test_duplicate_in_process_registration_is_an_error(inproc_plugin):
     pm = get_plugin_manager()
     again = Again()
     pm.register(again, name="again")
-    reset_registry()
     try:
         with pytest.raises(PluginError, match="'inproc-vit' is registered by both 'inproc' and 'again'"):
             get_registry()
     finally:
         pm.unregister(again)
-        reset_registry()
+    
+
+def test_one_collector_for_every_registry(inproc_plugin):
+    """A plugin whose hook raises is one warning naming its distribution; its other items and
+    every other plugin's items are still collected, in both registries."""
+    from medclip_cli.data import dataset_formats
+
+    class Broken:
+        @hookimpl
+        def register_encoders(self, register):
+            raise RuntimeError("bug in the plugin")
+
+        @hookimpl
+        def register_datasets(self, register):
+            raise RuntimeError("bug in the plugin")
+
+    pm = get_plugin_manager()
+    broken = Broken()
+    pm.register(broken, name="broken")
+    try:
+        with pytest.warns(UserWarning) as caught:
+            assert "inproc-vit" in get_registry().encoders and "csv" in dataset_formats()
+        messages = [str(w.message) for w in caught]
+        assert len(messages) == 2
+        assert all("'broken' from registered in-process raised" in m and "bug in the plugin" in m for m in messages)
+    finally:
+        pm.unregister(broken)
+    assert "inproc-vit" in get_registry().encoders  # collected again without the broken plugin
+
+
+def test_reset_forgets_every_registry():
+    from medclip_cli import plugins
+    from medclip_cli.data import dataset_formats
+
+    encoders, formats = get_registry().encoders, dataset_formats()
+    plugins.reset()
+    assert get_registry().encoders is not encoders and dataset_formats() is not formats
+    assert get_registry().encoders.keys() == encoders.keys() and dataset_formats().keys() == formats.keys()
+
+
+def test_unknown_data_set_format_gets_close_matches(tmp_path):
+    from medclip_cli.data import resolve_format
+    from medclip_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"did you mean jsonl\?"):
+        resolve_format(tmp_path, "jsnl")

@@ -59,12 +59,11 @@ class Env:
         return target
 
     def plugin(self, name: str, source: str) -> None:
-        from medclip_cli import data, plugins
+        from medclip_cli import plugins
 
         site = make.fake_plugin(self.tmp / "site", name, source)
         self.monkeypatch.syspath_prepend(str(site))
         plugins.reset()
-        data.reset_formats()
 
 
 # -- command lines --------------------------------------------------------------------------------

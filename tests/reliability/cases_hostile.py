@@ -178,5 +178,5 @@ HOSTILE_CASES: list[Case] = [
          0, '"chatty_plugin"'),
     Case("plugin-hook-sys-exit", "checkpoints and plugins", "plugin whose hook calls SystemExit", "encoders 'test-*'",
          lambda env: _plugin(env, "exiting_hook", _HOOK_EXITS, "encoders", "test-*"), 0,
-         "plugin 'exiting_hook' raised while registering encoders"),
+         "plugin 'exiting_hook' from exiting_hook raised while registering encoders"),
 ]

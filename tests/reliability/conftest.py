@@ -32,8 +32,7 @@ def archive_server():
 @pytest.fixture
 def fresh_plugins():
     """Plugins and data-set formats are rebuilt after a case that installs a plugin."""
-    from medclip_cli import data, plugins
+    from medclip_cli import plugins
 
     yield
     plugins.reset()
-    data.reset_formats()

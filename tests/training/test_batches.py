@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from medclip_cli.training.batches import Batches, PairSet, _gather
-from medclip_cli.training.train import TrainConfig
+from medclip_cli.training.config import TrainConfig
 
 # Views, wrapping NumPy arrays, the seeded draws of the label text (a serial kernel) and
 # allocation: none of them is a TensorIterator kernel.

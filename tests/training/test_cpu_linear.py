@@ -57,7 +57,7 @@ def test_a_training_step_gives_the_same_loss_and_update_with_onednn():
         if not fast:
             run._linear_kernels = nullcontext
         batches = memory_batches(run, captions_for(None, "train", 16), count=2)
-        losses.append([float(run._step(iter(batches))) for _ in range(2)])
+        losses.append([float(run.train_step(iter(batches))) for _ in range(2)])
         runs.append(run)
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     for (name, a), b in zip(runs[0].model.module.state_dict().items(), runs[1].model.module.state_dict().values()):
@@ -71,6 +71,6 @@ def test_the_engine_step_routes_its_linear_layers_through_onednn(monkeypatch):
     original = kernels._OneDNNLinear.apply
     monkeypatch.setattr(kernels._OneDNNLinear, "apply", lambda *a: calls.append(1) or original(*a))
     run = make_step_run("test-vit", batch_size=4, device="cpu", precision="fp32")
-    run._step(iter(memory_batches(run, captions_for(None, "train", 4), count=1)))
+    run.train_step(iter(memory_batches(run, captions_for(None, "train", 4), count=1)))
     # Attention in/out projections and MLP layers of both towers' blocks.
     assert len(calls) >= 4 * (len(run.model.module.visual.transformer.resblocks) + len(run.model.module.transformer.resblocks)) - 4

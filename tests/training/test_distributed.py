@@ -83,7 +83,9 @@ def _loss_worker(rank: int, world: int, port: int, queue) -> None:
         # What DDP would do with the parameters' gradients: average over ranks.
         grads = [img.grad.clone(), txt.grad.clone(), scale.grad.clone().reshape(1)]
         dist.all_reduce(grads[2])
-        out[soft] = (float(loss.detach()), grads[0] / world, grads[1] / world, grads[2] / world)
+        # As numpy arrays: pickled by value. A tensor would travel as a shared-memory file
+        # descriptor that the parent can no longer fetch once this process has exited.
+        out[soft] = (float(loss.detach()), *((g / world).numpy() for g in grads))
     queue.put((rank, out))
     # Rank 0 hosts the rendezvous store: leaving before rank 1 is done resets its connection.
     dist.barrier()
@@ -132,8 +134,8 @@ def test_gathered_loss_and_gradients_equal_the_global_batch():
         mean_loss = sum(results[r][soft][0] for r in range(2)) / 2
         assert mean_loss == pytest.approx(float(loss.detach()), rel=1e-6)
         # A rank's feature gradient, divided by the world size as DDP's mean does, is the global one.
-        got_img = torch.cat([results[r][soft][1] for r in range(2)])
-        got_txt = torch.cat([results[r][soft][2] for r in range(2)])
+        got_img = torch.cat([torch.from_numpy(results[r][soft][1]) for r in range(2)])
+        got_txt = torch.cat([torch.from_numpy(results[r][soft][2]) for r in range(2)])
         torch.testing.assert_close(got_img, img.grad, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(got_txt, txt.grad, rtol=1e-5, atol=1e-7)
         assert float(results[0][soft][3]) == pytest.approx(float(scale.grad), rel=1e-5)

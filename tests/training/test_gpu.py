@@ -45,7 +45,7 @@ def test_a_training_step_never_reads_the_device_back(encoder):
 
     run, batches = _step_run(encoder)
     it = cycle(batches)
-    run._step(it)  # the first step creates what is cached (normalisation constants, optimizer state)
+    run.train_step(it)  # the first step creates what is cached (normalisation constants, optimizer state)
     syncs = device_reads(run, it, 3)
     assert not syncs, "\n".join(syncs)
     run._check_finite()
@@ -98,5 +98,5 @@ def test_compiled_blocks_train_like_eager_ones():
 
             assert compile_blocks(run.model.module) > 0
         it = cycle(batches)
-        losses.append([float(run._step(it)) for _ in range(4)])
+        losses.append([float(run.train_step(it)) for _ in range(4)])
     torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=2e-2)

@@ -6,11 +6,16 @@ import pytest
 import torch
 
 from medclip_cli.progress import NullProgress
-from medclip_cli.training.batches import Batches, label_prompts, load_pairs
-from medclip_cli.training.train import TrainConfig, check_config
+from medclip_cli.training.batches import Batches, label_prompts_by_field, load_pairs
+from medclip_cli.training.config import TrainConfig, check_config
 from medclip_cli.errors import UsageError
 
 FIELDS = ["modality", "location_category"]
+
+
+def label_prompts(dataset, labels: dict, fields: list[str], prompt_set) -> list[str]:
+    """Every prompt (each field, each template) naming the labels of one pair that the fields list."""
+    return [p for _, prompts in label_prompts_by_field(dataset, labels, fields, prompt_set) for p in prompts]
 
 
 class _OneProcess:
@@ -105,7 +110,7 @@ def test_bad_label_text_settings_are_usage_errors(tmp_path, changes, message):
 
 def test_minilm_text_features_do_not_depend_on_padding():
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-    from medclip_cli.runtime.forward import trim_hf_padding
+    from medclip_cli.models.text_padding import trim_hf_padding
     from medclip_cli.models import resolve_model
 
     if minilm_path() is None:

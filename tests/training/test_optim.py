@@ -103,21 +103,23 @@ def _trainable(module, prefix: str) -> set[str]:
 
 def test_lock_image_leaves_the_last_resnet_groups_trainable():
     # open_clip's ModifiedResNet cannot be partially locked; medclip unlocks whole stages.
-    from medclip_cli.training.train import TrainConfig, _lock
+    from medclip_cli.training.config import TrainConfig
+    from medclip_cli.training.towers import lock_towers
     from medclip_cli.models import resolve_model
 
     model = resolve_model(encoder="test-resnet", pretrained="none")
-    _lock(model.module, TrainConfig(output=None, data=None, lock_image=True, lock_image_unlocked=2))
+    lock_towers(model.module, TrainConfig(output=None, data=None, lock_image=True, lock_image_unlocked=2))
     assert _trainable(model.module, "visual.") == {"layer4", "attnpool"}
     assert any(p.requires_grad for n, p in model.module.named_parameters() if n.startswith("transformer."))
 
 
 def test_lock_image_and_text_freeze_the_towers(tiny_model):
-    from medclip_cli.training.train import TrainConfig, _lock
+    from medclip_cli.training.config import TrainConfig
+    from medclip_cli.training.towers import lock_towers
 
     module = tiny_model.module
     try:
-        _lock(module, TrainConfig(output=None, data=None, lock_image=True, lock_text=True, lock_text_unlocked=1))
+        lock_towers(module, TrainConfig(output=None, data=None, lock_image=True, lock_text=True, lock_text_unlocked=1))
         assert not _trainable(module, "visual.")
         text = {n for n, p in module.named_parameters() if p.requires_grad and not n.startswith("visual.")}
         assert text and all(

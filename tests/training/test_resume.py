@@ -167,15 +167,15 @@ def test_deferred_guard_skips_the_update_and_stops_before_writing(cli, small_med
     """The GPU's way (no read-back per step) run on the CPU's fused AdamW, which takes ``found_inf``
     too: the non-finite step's update is skipped on the device, the run goes on until the next
     read, and stops there without writing a bundle or a checkpoint."""
-    from medclip_cli.training import train as T
+    from medclip_cli.training.guard import FiniteGuard
 
-    original = T._Run._prepare_finite_guard
+    original = FiniteGuard.__init__
 
-    def deferred(self):
-        original(self)
-        self.defer_finite = True
+    def deferred(self, *args):
+        original(self, *args)
+        self.deferred = True
 
-    monkeypatch.setattr(T._Run, "_prepare_finite_guard", deferred)
+    monkeypatch.setattr(FiniteGuard, "__init__", deferred)
     out = tmp_path / "run"
     result = cli(
         "finetune", "--encoder", "test-vit", "--data", small_medpix, "--output", out, "--lr", "1e30",

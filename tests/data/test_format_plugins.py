@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from medclip_cli import hookimpl
-from medclip_cli.data import Dataset, DatasetFormat, Sample, dataset_formats, load_dataset, reset_formats
+from medclip_cli.data import Dataset, DatasetFormat, Sample, dataset_formats, load_dataset
 from medclip_cli.errors import PluginError
 from medclip_cli.plugins import get_plugin_manager
 
@@ -50,12 +50,10 @@ def registered():
     def register(obj, name):
         pm.register(obj, name=name)
         added.append(obj)
-        reset_formats()
 
     yield register
     for obj in added:
         pm.unregister(obj)
-    reset_formats()
 
 
 def test_plugin_format_is_detected_and_loaded(tmp_path, registered):

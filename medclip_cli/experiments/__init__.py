@@ -1,0 +1,1 @@
+"""Experiments: named, versioned runs (baseline, fine-tune, evaluate) and their reports (`medclip reproduce`)."""
