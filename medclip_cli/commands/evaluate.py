@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -80,9 +81,13 @@ def evaluate(
         seed=seed,
         cache=not no_cache,
     )
-    with ui.progress(enabled=not as_json) as reporter:
-        result = run_evaluation(sources, dataset, config, progress=reporter)
-    written = write_outputs(result, output) if output is not None else []
+    from medclip_cli import runlock
+
+    # The --output folder belongs to this evaluation (one process) until its results are written.
+    with runlock.hold(output) if output is not None else contextlib.nullcontext():
+        with ui.progress(enabled=not as_json) as reporter:
+            result = run_evaluation(sources, dataset, config, progress=reporter)
+        written = write_outputs(result, output) if output is not None else []
     if as_json:
         ui.print_json(result.to_json())
         return

@@ -89,14 +89,29 @@ def _run_one(exp, out: Path, data, device, command, as_json):
     from medclip_cli.experiments.report import experiment_report
     from medclip_cli.experiments.runner import results_json, run_experiment, write_json, write_text
 
+    import shutil
+
+    from medclip_cli import runlock
+    from medclip_cli.atomic import replace_dir
+
     if not as_json:
         ui.info(f"experiment {exp.name}: {exp.settings['experiment']['description']}")
-    with ui.progress(enabled=not as_json) as reporter:
-        run = run_experiment(exp, out, data=data, device=device, progress=reporter)
-    files = write_outputs(run.evaluation, out / "evaluation")
-    pictures = [f for f in files if f.suffix == ".png"]
-    write_json(out / "results.json", results_json(run, command))
-    write_text(out / "report.md", experiment_report(run, command, pictures))
+    # The new run is built beside the finished one and replaces it only when complete: a failed
+    # or refused re-run changes nothing of the earlier experiment. One process per --output.
+    with runlock.hold(out.parent):
+        staging = out.parent / f".{out.name}.new"
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run that died (the lock says none runs)
+        try:
+            with ui.progress(enabled=not as_json) as reporter:
+                run = run_experiment(exp, staging, data=data, device=device, progress=reporter)
+            files = write_outputs(run.evaluation, staging / "evaluation")
+            pictures = [f for f in files if f.suffix == ".png"]
+            write_json(staging / "results.json", _moved(results_json(run, command), staging, out))
+            write_text(staging / "report.md", experiment_report(run, command, pictures).replace(str(staging), str(out)))
+            replace_dir(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        run.output = out
     if not as_json:
         rows = [
             (r["task"], r["metric"], r["baseline"], r["fine-tuned"], None if r["difference"] is None else f"{r['difference']:+.4f}")
@@ -105,6 +120,13 @@ def _run_one(exp, out: Path, data, device, command, as_json):
         ui.show(ui.table(f"{exp.name} ({run.seconds:.0f} s)", ["task", "metric", "baseline", "fine-tuned", "difference"], rows))
         ui.info(f"report: {out / 'report.md'}")
     return run
+
+
+def _moved(data, old: Path, new: Path):
+    """``data`` with every path string under ``old`` pointing under ``new`` (the finished folder)."""
+    import json
+
+    return json.loads(json.dumps(data, default=str).replace(json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1]))
 
 
 def _show_list(experiments, as_json: bool) -> None:
