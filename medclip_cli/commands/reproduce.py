@@ -61,14 +61,17 @@ def reproduce(
 
         raise DataError(f"{data}: no such file or folder", hint="check --data")
     command = " ".join(["medclip", *map(shlex.quote, sys.argv[1:])]) if sys.argv[0].endswith("medclip") else _command(experiment, data, output, overrides)
-    runs = [_run_one(exp, output / exp.name, data, device, command, as_json) for exp in experiments]
-    if len(runs) > 1:
-        from medclip_cli.experiments.report import summary_report
-        from medclip_cli.experiments.runner import write_text
+    from medclip_cli import runlock
 
-        write_text(output / "summary.md", summary_report(runs, command))
-        if not as_json:
-            ui.info(f"summary: {output / 'summary.md'}")
+    with runlock.hold(output):  # one reproduce per --output at a time, held until its last report
+        runs = [_run_one(exp, output / exp.name, data, device, command, as_json) for exp in experiments]
+        if len(runs) > 1:
+            from medclip_cli.experiments.report import summary_report
+            from medclip_cli.experiments.runner import write_text
+
+            write_text(output / "summary.md", summary_report(runs, command))
+            if not as_json:
+                ui.info(f"summary: {output / 'summary.md'}")
     if as_json:
         from medclip_cli.experiments.runner import results_json
 
@@ -91,27 +94,25 @@ def _run_one(exp, out: Path, data, device, command, as_json):
 
     import shutil
 
-    from medclip_cli import runlock
     from medclip_cli.atomic import replace_dir
 
     if not as_json:
         ui.info(f"experiment {exp.name}: {exp.settings['experiment']['description']}")
     # The new run is built beside the finished one and replaces it only when complete: a failed
-    # or refused re-run changes nothing of the earlier experiment. One process per --output.
-    with runlock.hold(out.parent):
-        staging = out.parent / f".{out.name}.new"
-        shutil.rmtree(staging, ignore_errors=True)  # left by a run that died (the lock says none runs)
-        try:
-            with ui.progress(enabled=not as_json) as reporter:
-                run = run_experiment(exp, staging, data=data, device=device, progress=reporter)
-            files = write_outputs(run.evaluation, staging / "evaluation")
-            pictures = [f for f in files if f.suffix == ".png"]
-            write_json(staging / "results.json", _moved(results_json(run, command), staging, out))
-            write_text(staging / "report.md", experiment_report(run, command, pictures).replace(str(staging), str(out)))
-            replace_dir(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        run.output = out
+    # or refused re-run changes nothing of the earlier experiment (the caller holds --output's lock).
+    staging = out.parent / f".{out.name}.new"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run that died (the lock says none runs)
+    try:
+        with ui.progress(enabled=not as_json) as reporter:
+            run = run_experiment(exp, staging, data=data, device=device, progress=reporter)
+        files = write_outputs(run.evaluation, staging / "evaluation")
+        pictures = [f for f in files if f.suffix == ".png"]
+        write_json(staging / "results.json", _moved(results_json(run, command), staging, out))
+        write_text(staging / "report.md", experiment_report(run, command, pictures).replace(str(staging), str(out)))
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    run.output = out
     if not as_json:
         rows = [
             (r["task"], r["metric"], r["baseline"], r["fine-tuned"], None if r["difference"] is None else f"{r['difference']:+.4f}")

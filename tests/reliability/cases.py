@@ -13,7 +13,8 @@ from typing import Callable
 
 from tests.reliability import inputs as make
 
-AREAS = ("images", "data sets", "options", "prompt templates", "downloads and archives", "checkpoints and plugins")
+AREAS = ("images", "data sets", "options", "prompt templates", "downloads and archives", "checkpoints and plugins",
+         "run folders and results")
 
 
 @dataclass(frozen=True)

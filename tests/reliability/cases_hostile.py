@@ -180,3 +180,107 @@ HOSTILE_CASES: list[Case] = [
          lambda env: _plugin(env, "exiting_hook", _HOOK_EXITS, "encoders", "test-*"), 0,
          "plugin 'exiting_hook' from exiting_hook raised while registering encoders"),
 ]
+
+
+# -- run folders, bundles, outputs (after the training-run fixes) ---------------------------------
+
+_HELD: list = []  # locks held by a case's "other process" (flock conflicts within a process too)
+
+
+def _held_by_another_run(folder) -> str:
+    from medclip_cli import runlock
+
+    _HELD.append(runlock.acquire(folder))
+    return str(folder)
+
+
+def _bundle_with(env: Env, edit) -> str:
+    import json
+
+    bundle = env.bundle("vit-bundle")
+    config_path = bundle / "open_clip_config.json"
+    config = json.loads(config_path.read_text())
+    edit(bundle, config)
+    config_path.write_text(json.dumps(config))
+    return str(bundle)
+
+
+def _nan_weights(bundle, config) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from medclip_cli.models.bundle import _sha256
+
+    state = load_file(str(bundle / "model.safetensors"))
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(bundle / "model.safetensors"))
+    config["medclip"]["weights_sha256"] = _sha256(bundle / "model.safetensors")  # checksum fine: NaN caught
+
+
+def _flipped_byte(bundle, config) -> None:
+    path = bundle / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _preprocess(**values):
+    def edit(bundle, config) -> None:
+        config.setdefault("preprocess_cfg", {}).update(values)
+
+    return edit
+
+
+def _classify_model(env: Env, edit) -> list[str]:
+    return ["classify", str(make.png(env.p("scan.png"))), "--labels", "a,b", "--model", _bundle_with(env, edit)]
+
+
+def _dead_run(env: Env) -> list[str]:
+    make.write(env.p("run") / "config.json", '{"config": {}, "plan": {}}')  # killed before checkpoint 1
+    return [*finetune(env), "--resume"]
+
+
+def _earlier_evaluation_with_notes(env: Env) -> list[str]:
+    make.write(env.p("eval") / "results.json", "{}")
+    make.write(env.p("eval") / "notes.txt", "my notes")
+    return evaluate(env, "--output", str(env.p("eval")))
+
+
+HOSTILE_CASES += [
+    Case("run-folder-in-use-finetune", "run folders and results", "finetune --output that another run holds",
+         "finetune --output run/ (while another finetune runs there)",
+         lambda env: [*finetune(env), "--output", _held_by_another_run(env.p("run"))], 1, "in use by another medclip run (pid"),
+    Case("run-folder-in-use-evaluate", "run folders and results", "evaluate --output that another evaluation holds",
+         "evaluate --output eval/ (while another evaluation writes there)",
+         lambda env: evaluate(env, "--output", _held_by_another_run(env.p("eval"))), 1, "in use by another medclip run (pid"),
+    Case("run-folder-in-use-reproduce", "run folders and results", "reproduce --output that another reproduce holds",
+         "reproduce --experiment zeroshot-vit-b-32 --output out/",
+         lambda env: ["reproduce", "--experiment", "offline-minilm-lit", "--data", str(make.medpix_set(env.p("data"))),
+                      "--output", _held_by_another_run(env.p("out")), "--device", "cpu"], 1, "in use by another medclip run"),
+    Case("run-dead-before-checkpoint-resume", "run folders and results",
+         "--resume of a run killed before its first checkpoint (says how to go on)", "finetune --output run/ --resume",
+         _dead_run, 1, "stopped before its first checkpoint"),
+    Case("option-seed-too-large", "options", "--seed 100000000000000000000 (too large for NumPy)",
+         "finetune --seed 100000000000000000000",
+         lambda env: finetune(env, "--seed", str(10**20)), 2, "--seed must be a whole number from 0", output="run"),
+    Case("option-output-under-a-file", "options", "finetune --output below a file", "finetune --output taken/run",
+         lambda env: [*finetune(env), "--output", str(make.write(env.p("taken"), "a file") / "run")], 1, "taken/run"),
+    Case("option-output-in-proc", "options", "finetune --output in /proc", "finetune --output /proc/medclip-run",
+         lambda env: [*finetune(env), "--output", "/proc/medclip-run"], 1, "/proc/medclip-run"),
+    Case("evaluate-output-with-foreign-files", "run folders and results",
+         "evaluate --output of a folder holding someone's notes.txt (nothing deleted)", "evaluate --output eval/",
+         _earlier_evaluation_with_notes, 1, "holds files evaluate did not write (notes.txt)"),
+    Case("bundle-nan-weight", "checkpoints and plugins", "model bundle with one NaN weight (nan probabilities, exit 0, before)",
+         "classify scan.png --model bundle/", lambda env: _classify_model(env, _nan_weights), 1, "holds NaN or infinite values"),
+    Case("bundle-checksum-mismatch", "checkpoints and plugins", "model bundle whose weights changed after saving (one byte)",
+         "classify scan.png --model bundle/", lambda env: _classify_model(env, _flipped_byte), 1,
+         "does not match the checksum its bundle recorded"),
+    Case("bundle-zero-std", "checkpoints and plugins", "model bundle whose normalisation std is 0",
+         "classify scan.png --model bundle/", lambda env: _classify_model(env, _preprocess(std=[0.0, 0.0, 0.0])), 1,
+         "the std must be positive"),
+    Case("bundle-unknown-interpolation", "checkpoints and plugins", "model bundle with interpolation 'lanczos9'",
+         "classify scan.png --model bundle/", lambda env: _classify_model(env, _preprocess(interpolation="lanczos9")), 1,
+         "preprocess_cfg: unknown interpolation 'lanczos9'"),
+]

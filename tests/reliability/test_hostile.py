@@ -123,12 +123,108 @@ def test_no_cache_reads_and_writes_no_pixel_cache(cli, tmp_path):
 
 @pytest.mark.parametrize("source", ["print('hello from a plugin')\n", "import sys\nsys.stdout.write('{oops')\n"])
 def test_a_plugin_printing_at_import_leaves_json_valid(cli, tmp_path, monkeypatch, fresh_plugins, source):
-    from medclip_cli import data, plugins
+    from medclip_cli import plugins
 
     monkeypatch.syspath_prepend(str(make.fake_plugin(tmp_path / "site", "chatty_plugin", source)))
     plugins.reset()
-    data.reset_formats()
     for command in (["plugins", "--json"], ["encoders", "test-*", "--json"]):
         result = cli(*command)
         assert result.exit_code == 0, result.output
         json.loads(result.stdout)
+
+
+def test_a_run_lock_names_its_holder_and_dies_with_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from medclip_cli import runlock
+    from medclip_cli.errors import OutputError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from medclip_cli import runlock; "
+         f"runlock.acquire({str(tmp_path / 'run')!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=rf"in use by another medclip run \(pid {holder.pid} on "):
+            runlock.acquire(tmp_path / "run")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    deadline = time.monotonic() + 10
+    lock = None
+    while lock is None:  # the kernel freed it with the process: no stale lock to remove
+        try:
+            lock = runlock.acquire(tmp_path / "run")
+        except OutputError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    lock.release()
+    assert not (tmp_path / "run" / runlock.LOCK_NAME).exists()
+
+
+def test_evaluate_output_holds_one_run(cli, tmp_path):
+    data = make.medpix_set(tmp_path / "data")
+    base = ["evaluate", "--data", data, "--split", "test", "--encoder", "test-vit", "--device", "cpu", "--output",
+            tmp_path / "eval"]  # fmt: skip
+    assert cli(*base, "--task", "modality").exit_code == 0
+    first = sorted(p.name for p in (tmp_path / "eval").iterdir())
+    assert "predictions_modality.csv" in first
+    assert cli(*base, "--task", "retrieval").exit_code == 0
+    second = sorted(p.name for p in (tmp_path / "eval").iterdir())
+    assert second == ["predictions_retrieval.csv", "results.json"], second  # nothing of the first run is left
+
+
+def test_names_that_reduce_to_one_file_name_stay_apart():
+    from medclip_cli.evaluation.outputs import unique_names
+
+    names = unique_names(["Modalität", "Modalitåt", "plane"])
+    assert len(set(names.values())) == 3 and names["plane"] == "plane"
+
+
+def test_latest_pointing_outside_the_run_is_not_followed(tmp_path):
+    from medclip_cli.training import checkpoint as ckpt
+
+    root = tmp_path / "run" / ckpt.CHECKPOINT_DIR
+    (root / "step-00000002").mkdir(parents=True)
+    (root / "step-00000002" / ckpt.STATE_NAME).write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ckpt.STATE_NAME).write_bytes(b"x")
+    for pointer in ("../../elsewhere", str(elsewhere), "step-00000002/../../../elsewhere"):
+        (root / ckpt.LATEST).write_text(pointer + "\n")
+        assert ckpt.find_checkpoint(tmp_path / "run") == root / "step-00000002"
+    (root / "step-00000009").symlink_to(elsewhere)  # a step folder that is a link out of the run
+    assert ckpt.find_checkpoint(tmp_path / "run") == root / "step-00000002"
+
+
+def _finetune(data, out, *extra):
+    return ["finetune", "--encoder", "test-vit", "--data", str(data), "--output", str(out), "--val-split", "none",
+            "--batch-size", "2", "--device", "cpu", "--checkpoint-every", "1", *extra]  # fmt: skip
+
+
+def test_resume_without_config_json_checks_the_checkpoint_and_never_loops(tmp_path):
+    from tests.conftest import run_medclip
+
+    data = make.csv_set(tmp_path / "data")
+    run = tmp_path / "run"
+    assert run_medclip(*_finetune(data, run, "--epochs", "1")).returncode == 0
+    (run / "config.json").unlink()
+    resumed = run_medclip("finetune", "--output", run, "--resume", "--epochs", "3", timeout=120)
+    assert resumed.returncode != 0 and "--epochs is 3 but the run" in resumed.stderr, resumed.stderr
+    again = run_medclip("finetune", "--output", os.path.relpath(run), "--resume", "--epochs", "1", timeout=120)
+    assert again.returncode == 0, again.stderr  # the same folder, spelled relative, resumes
+
+
+def test_a_run_that_died_before_its_first_checkpoint_is_started_again(cli, tmp_path):
+    data = make.csv_set(tmp_path / "data")
+    run = tmp_path / "run"
+    make.write(run / "config.json", '{"config": {}, "plan": {}}')
+    make.write(run / "metrics.jsonl", '{"type": "train", "step": 1}\n')
+    result = cli(*_finetune(data, run, "--epochs", "1", "--max-steps", "1"))
+    assert result.exit_code == 0, result.output
+    assert '{"type": "train", "step": 1}' not in (run / "metrics.jsonl").read_text().splitlines()  # leftovers went
+    assert (run / "last").is_dir()
