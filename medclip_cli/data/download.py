@@ -15,6 +15,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,8 @@ def download_medpix2(
     if dest.exists() and not dest.is_dir():
         raise DataError(f"--to {dest}: exists and is not a folder", hint="choose another --to")
     url = medpix_url()
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):  # never file://, ftp://, data:
+        raise DataError(f"{URL_ENV}={redact(url)}: only http:// and https:// URLs are downloaded", hint=f"unset {URL_ENV}")
     record = _read_record(dest)
     if (
         record is not None

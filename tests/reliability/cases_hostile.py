@@ -284,3 +284,26 @@ HOSTILE_CASES += [
          "classify scan.png --model bundle/", lambda env: _classify_model(env, _preprocess(interpolation="lanczos9")), 1,
          "preprocess_cfg: unknown interpolation 'lanczos9'"),
 ]
+
+
+def _download(env: Env, payload: bytes) -> list[str]:
+    env.serve(payload)
+    return ["data", "download", "medpix2", "--to", str(env.p("mp"))]
+
+
+HOSTILE_CASES += [
+    # found by the fresh hunt after the fixes
+    Case("download-file-url", "downloads and archives", "MEDCLIP_MEDPIX_URL=file:///dev/zero (would fill the disk)",
+         "data download medpix2",
+         lambda env: (env.monkeypatch.setenv("MEDCLIP_MEDPIX_URL", "file:///dev/zero"),
+                      ["data", "download", "medpix2", "--to", str(env.p("mp"))])[1], 1,
+         "only http:// and https:// URLs are downloaded", output="mp"),
+    Case("download-duplicate-member", "downloads and archives", "zip holding the same member name twice",
+         "data download medpix2 --to mp",
+         lambda env: _download(env, bad.zip_entries([("MedPix-2.0-main/README.md", b"a"), ("MedPix-2.0-main/README.md", b"b")])),
+         1, "are the same path; archive refused", output="mp"),
+    Case("download-file-folder-clash", "downloads and archives", "zip member inside a path another member holds as a file",
+         "data download medpix2 --to mp",
+         lambda env: _download(env, bad.zip_entries([("MedPix-2.0-main/a", b"a"), ("MedPix-2.0-main/a/b", b"b")])),
+         1, "lies inside the file", output="mp"),
+]

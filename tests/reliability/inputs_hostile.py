@@ -155,3 +155,17 @@ def csv_with_image_line(root: Path, image: str) -> Path:
 
 def plugin_source(body: str) -> str:
     return "from medclip_cli import hookimpl\n" + body
+
+
+def zip_entries(entries: list[tuple[str, bytes]]) -> bytes:
+    """A zip with the entries in order, duplicates kept (zipfile warns, and writes them)."""
+    import io
+    import warnings
+    import zipfile
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as zf:
+        warnings.simplefilter("ignore")
+        for name, data in entries:
+            zf.writestr(name, data)
+    return buffer.getvalue()
