@@ -52,7 +52,7 @@ def reproduce(
     overrides = list(set_ or [])
     experiments = [load_experiment(name, overrides) for name in resolve_names(experiment)]
 
-    from medclip_cli.experiments.runner import check_finetune_keys
+    from medclip_cli.experiments.runner import check_experiment, check_finetune_keys
 
     for exp in experiments:
         check_finetune_keys(exp)
@@ -60,6 +60,8 @@ def reproduce(
         from medclip_cli.errors import DataError
 
         raise DataError(f"{data}: no such file or folder", hint="check --data")
+    for exp in experiments:  # every setting of every experiment, before the first one starts
+        check_experiment(exp, data)
     command = " ".join(["medclip", *map(shlex.quote, sys.argv[1:])]) if sys.argv[0].endswith("medclip") else _command(experiment, data, output, overrides)
     from medclip_cli import runlock
 

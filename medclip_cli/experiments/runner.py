@@ -66,13 +66,7 @@ def run_experiment(
 
     start = time.perf_counter()
     settings = experiment.settings
-    data_root = _data_root(experiment, data)
-    eval_set = _load_split(experiment, data_root, "eval_split")
-    if experiment.finetune is not None:
-        _load_split(experiment, data_root, "train_split")
-        if str(settings["data"]["val_split"]).lower() != "none":
-            _load_split(experiment, data_root, "val_split")
-
+    data_root, eval_set = check_experiment(experiment, data)
     seed = int(settings["experiment"]["seed"])
     torch.manual_seed(seed)
     baseline = _build_start_model(experiment)
@@ -100,6 +94,19 @@ def run_experiment(
         progress,
     )
     return ExperimentRun(experiment, output, evaluation, train_result, time.perf_counter() - start, data_root)
+
+
+def check_experiment(experiment: Experiment, data: Path | None = None):
+    """Everything that can be checked before any work: the data's splits, every setting's type,
+    the prompt sets, the tasks and the fine-tuning settings. Returns (data root, evaluation split)."""
+    data_root = _data_root(experiment, data)
+    eval_set = _load_split(experiment, data_root, "eval_split")
+    if experiment.finetune is not None:
+        _load_split(experiment, data_root, "train_split")
+        if str(experiment.settings["data"]["val_split"]).lower() != "none":
+            _load_split(experiment, data_root, "val_split")
+    _check_settings(experiment, eval_set, data_root)
+    return data_root, eval_set
 
 
 def _data_root(experiment: Experiment, data: Path | None) -> Path:
@@ -149,7 +156,13 @@ def _build_start_model(experiment: Experiment):
 
 
 def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events):
-    from medclip_cli.training.train import TrainConfig, train
+    from medclip_cli.training.train import train
+
+    return train(_train_config(experiment, data_root, start_dir, output, device), progress, events)
+
+
+def _train_config(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device):
+    from medclip_cli.training.config import TrainConfig
 
     settings = experiment.settings
     check_finetune_keys(experiment)
@@ -170,7 +183,48 @@ def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: 
         seed=int(settings["experiment"]["seed"]),
         **finetune,
     )
-    return train(config, progress, events)
+    return config
+
+
+def _check_settings(experiment: Experiment, eval_set, data_root: Path) -> None:
+    """Types, prompt sets, tasks and the fine-tuning settings, checked before any work."""
+    from dataclasses import fields
+
+    from medclip_cli.evaluation.evaluate import resolve_tasks
+    from medclip_cli.evaluation.prompts import load_prompt_set
+    from medclip_cli.training.config import TrainConfig, check_config
+
+    settings = experiment.settings
+    tasks = settings["evaluate"]["tasks"]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ExperimentConfigError(f"{experiment.path}: evaluate.tasks must be a list of names, not {tasks!r}")
+    try:
+        int(settings["experiment"]["seed"]), int(settings["evaluate"]["batch_size"])
+    except (TypeError, ValueError) as exc:
+        raise ExperimentConfigError(f"{experiment.path}: experiment.seed and evaluate.batch_size must be whole numbers") from exc
+    load_prompt_set(settings["evaluate"]["prompts"])
+    resolve_tasks(eval_set, list(tasks))
+    if experiment.finetune is None:
+        return
+    check_finetune_keys(experiment)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for key, value in experiment.finetune.items():
+        default = defaults.get(key)
+        if isinstance(default, (list, tuple)) or key in ("val_tasks", "label_text_fields"):
+            if not isinstance(value, (list, tuple)):
+                raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be a list, not {value!r}")
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be true or false, not {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be a number, not {value!r}")
+    try:
+        config = _train_config(experiment, data_root, Path("unused"), Path("unused"), "cpu")
+    except TypeError as exc:
+        raise ExperimentConfigError(f"{experiment.path}: [finetune]: {exc}") from exc
+    check_config(config)
+    if config.label_text_prompts:
+        load_prompt_set(config.label_text_prompts)
 
 
 #: TrainConfig fields the experiment sets itself (model, data, device): not ``[finetune]`` keys.

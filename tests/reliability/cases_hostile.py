@@ -307,3 +307,25 @@ HOSTILE_CASES += [
          lambda env: _download(env, bad.zip_entries([("MedPix-2.0-main/a", b"a"), ("MedPix-2.0-main/a/b", b"b")])),
          1, "lies inside the file", output="mp"),
 ]
+
+
+def _medpix_three_splits(env: Env) -> str:
+    for split in ("train", "dev", "test"):
+        make.medpix_set(env.p("data"), split)
+    return str(env.p("data"))
+
+
+def _reproduce_with(env: Env, setting: str) -> list[str]:
+    return ["reproduce", "--experiment", "offline-minilm-lit", "--data", _medpix_three_splits(env), "--set", setting,
+            "--output", str(env.p("out")), "--device", "cpu"]  # fmt: skip
+
+
+HOSTILE_CASES += [
+    Case("reproduce-val-tasks-a-string", "run folders and results", "reproduce --set finetune.val_tasks=modality (a string)",
+         "reproduce --experiment offline-minilm-lit --set finetune.val_tasks=modality",
+         lambda env: _reproduce_with(env, "finetune.val_tasks=modality"), 2, "finetune.val_tasks must be a list",
+         output="out"),
+    Case("reproduce-unknown-prompt-set", "run folders and results", "reproduce --set evaluate.prompts=nope (checked before training)",
+         "reproduce --experiment offline-minilm-lit --set evaluate.prompts=nope",
+         lambda env: _reproduce_with(env, "evaluate.prompts=nope"), 2, "no such prompt set", output="out"),
+]
