@@ -123,12 +123,15 @@ def _root(
 
 def _register() -> None:
     # Command modules import only typer and medclip's light modules; torch loads inside the commands.
-    from medclip_cli.commands import classify, data, encoders, evaluate, finetune, plugins, reproduce
+    from medclip_cli.commands import classify, data, embed, encoders, evaluate, finetune, plugins, probe, reproduce, search
 
     app.command("finetune")(finetune.finetune)
     app.command("evaluate")(evaluate.evaluate)
     app.command("classify")(classify.classify)
     app.command("reproduce")(reproduce.reproduce)
+    app.command("embed")(embed.embed)
+    app.command("probe")(probe.probe)
+    app.command("search")(search.search)
     app.add_typer(data.app, name="data")
     app.command("encoders")(encoders.encoders)
     app.command("plugins")(plugins.plugins)

@@ -121,6 +121,11 @@ def _run_one(exp, out: Path, data, device, command, as_json):
             for r in run.comparison()
         ]
         ui.show(ui.table(f"{exp.name} ({run.seconds:.0f} s)", ["task", "metric", "baseline", "fine-tuned", "difference"], rows))
+        if run.probe is not None:
+            from medclip_cli.commands.probe import probe_table
+
+            for name, task in run.probe["tasks"].items():
+                ui.show(probe_table(name, task))
         ui.info(f"report: {out / 'report.md'}")
     return run
 

@@ -46,7 +46,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "batch_size": 64,
     },
 }
-OPTIONAL_SECTIONS = {"finetune"}
+OPTIONAL_SECTIONS = {"finetune", "probe"}  # [probe]: see experiments/probe_step.py
 #: ``[data]`` keys that are ``load_dataset`` options, passed on to every split the experiment reads.
 DATASET_OPTIONS = ("image_column", "caption_column", "label_columns", "split_column")
 
@@ -199,6 +199,11 @@ def _apply_override(settings: dict, item: str) -> None:
                 f"--set {item!r}: this experiment has no fine-tuning (a zero-shot baseline)"
             )
         settings["finetune"][name] = parse_value(value)
+        return
+    if section == "probe":
+        if settings.get("probe") is None:
+            raise ExperimentConfigError(f"--set {item!r}: this experiment has no [probe] section")
+        settings["probe"][name] = parse_value(value)
         return
     if section not in SCHEMA:
         raise ExperimentConfigError(f"--set {item!r}: unknown section {section!r} (known: {', '.join([*SCHEMA, 'finetune'])})")

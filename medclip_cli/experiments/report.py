@@ -76,6 +76,10 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path]) ->
         )
         parts.append(f"- fine-tuning: {run.train.steps} steps, {run.train.epochs_done} epochs; {kept}")
     parts += ["", "## Results", "", comparison_markdown(run), ""]
+    if run.probe is not None:
+        from medclip_cli.experiments.probe_step import probe_markdown
+
+        parts += ["## Zero-shot, few-shot linear probe and fine-tuned", "", probe_markdown(run.probe)]
     skipped = {m.label: m.skipped_images for m in evaluation.models if m.skipped_images}
     if skipped:
         parts += ["## Skipped images", ""]

@@ -10,6 +10,7 @@ from pathlib import Path
 from medclip_cli.atomic import write_text_atomic
 from medclip_cli.errors import DataError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
+from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
 OFFLINE_EXPERIMENT = "offline-minilm-lit"
 BASELINE, FINETUNED = "baseline", "fine-tuned"
@@ -26,6 +27,7 @@ class ExperimentRun:
     seconds: float
     data_root: Path
     files: list[Path] = field(default_factory=list)
+    probe: dict | None = None  # ProbeResult.to_json() of the [probe] step, when the experiment has one
 
     def comparison(self) -> list[dict]:
         """Rows of task × metric with the baseline, the fine-tuned value and the difference."""
@@ -67,6 +69,8 @@ def run_experiment(
     start = time.perf_counter()
     settings = experiment.settings
     data_root, eval_set = check_experiment(experiment, data)
+    probe = probe_settings(experiment)
+    probe_train = _probe_train_split(experiment, data_root, probe["train_split"]) if probe is not None else None
     seed = int(settings["experiment"]["seed"])
     torch.manual_seed(seed)
     baseline = _build_start_model(experiment)
@@ -93,7 +97,13 @@ def run_experiment(
         ),
         progress,
     )
-    return ExperimentRun(experiment, output, evaluation, train_result, time.perf_counter() - start, data_root)
+    probe_result = None
+    if probe is not None:
+        models = [(source.label, source.load()) for source in sources]
+        probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
+    return ExperimentRun(
+        experiment, output, evaluation, train_result, time.perf_counter() - start, data_root, probe=probe_result
+    )
 
 
 def check_experiment(experiment: Experiment, data: Path | None = None):
@@ -131,6 +141,20 @@ def _load_split(experiment: Experiment, root: Path, key: str):
             raise ExperimentConfigError(
                 f"{exc.message}; experiment {experiment.name!r} reads it as data.{key}",
                 hint=f"pick another with --set data.{key}=NAME",
+            ) from exc
+        raise
+
+
+def _probe_train_split(experiment: Experiment, root: Path, split: str):
+    from medclip_cli.data import load_dataset
+
+    try:
+        return load_dataset(root, split, experiment.settings["data"].get("dataset"), **experiment.dataset_options)
+    except DataError as exc:
+        if "has no split" in exc.message:
+            raise ExperimentConfigError(
+                f"{exc.message}; experiment {experiment.name!r} draws its probe's images from it (probe.train_split)",
+                hint="pick another with --set probe.train_split=NAME",
             ) from exc
         raise
 
@@ -266,6 +290,7 @@ def results_json(run: ExperimentRun, command: str) -> dict:
             "best_epoch": run.train.best_epoch,
         },
         "evaluation": run.evaluation.to_json(),
+        "probe": run.probe,
     }
 
 

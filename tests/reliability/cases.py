@@ -96,6 +96,30 @@ def check(path: Path, *extra: str) -> list[str]:
     return ["data", "check", str(path), *extra]
 
 
+def embed(env: Env, data: Path, *extra: str) -> list[str]:
+    return ["embed", "--data", str(data), "--encoder", "test-vit", "--device", "cpu", "-o", str(env.p("emb.parquet")), *extra]
+
+
+def _embed_then_other_model(env: Env) -> list[str]:
+    args = embed(env, make.medpix_set(env.p("data")))
+    assert _run_quiet(args) == 0
+    return [*args, "--encoder", "test-resnet"]
+
+
+def _two_splits(env: Env, train_kinds: list[str] | None = None) -> Path:
+    kinds = train_kinds or ["CT", "MR", "CT", "MR"]
+    train = [{"image": f"MPX{i}_t", "modality": k, "caption": f"case {i}"} for i, k in enumerate(kinds)]
+    make.medpix_set(env.p("data"), "train", train)
+    return make.medpix_set(env.p("data"), "test")
+
+
+def probe(env: Env, data: Path, *extra: str) -> list[str]:
+    return [
+        "probe", "--data", str(data), "--train-split", "train", "--eval-split", "test", "--task", "modality",
+        "--shots", "1,2", "--repeats", "2", "--encoder", "test-vit", "--device", "cpu", *extra,
+    ]  # fmt: skip
+
+
 def _image_case(id: str, input: str, writer, exit_code: int, message: str, name: str = "scan.png") -> Case:
     return Case(id, "images", input, f"classify {name} --labels a,b", lambda env: classify(writer(env.p(name))),
                 exit_code, message)
@@ -364,6 +388,24 @@ CASES: list[Case] = [
          "label given twice: a"),
     Case("option-unknown-download", "options", "data download of an unknown data set", "data download mimic",
          lambda env: ["data", "download", "mimic", "--to", str(env.p("mimic"))], 2, "unknown data set 'mimic'"),
+    # -- embed, probe and search ----------------------------------------------------------------
+    Case("embed-empty-folder", "data sets", "embed a folder without images", "embed --data empty/ -o emb.parquet",
+         lambda env: embed(env, env.p("empty").mkdir() or env.p("empty")), 1, "no images in this folder"),
+    Case("embed-into-another-models-file", "data sets", "embed into a file written by another model (left untouched)",
+         "embed --encoder test-resnet -o emb.parquet (of test-vit)", _embed_then_other_model, 1,
+         "cannot mix embeddings of different models"),
+    Case("embed-file-corrupt", "data sets", "search an embedding file that is not Parquet", 'search emb.parquet "CT"',
+         lambda env: ["search", str(make.write(env.p("emb.parquet"), b"PAR1 but cut short")), "CT"], 1,
+         "not a readable medclip embedding file"),
+    Case("probe-task-one-class", "data sets", "probe a task whose training split has one class",
+         "probe --task modality (train: all CT)", lambda env: probe(env, _two_splits(env, train_kinds=["CT"] * 4)), 1,
+         "needs at least 2 classes"),
+    Case("probe-k-above-class", "options", "--shots larger than a class", "probe --shots 8 (2 per class)",
+         lambda env: probe(env, _two_splits(env), "--shots", "8"), 2, "--shots 8: class"),
+    Case("probe-shots-bad", "options", "--shots with a word", "probe --shots 1,few",
+         lambda env: probe(env, _two_splits(env), "--shots", "1,few"), 2, "'few' is neither a number nor 'all'"),
+    Case("search-no-query", "options", "search without a text or --image", "search emb.parquet",
+         lambda env: ["search", str(env.p("emb.parquet"))], 2, "give a query text or --image FILE"),
     # -- prompt templates -----------------------------------------------------------------------
     Case("template-no-placeholder", "prompt templates", "template without {}", 'classify scan.png -t "a photo"',
          lambda env: classify(make.png(env.p("scan.png")), "-t", "a photo"), 2, "has no {} placeholder"),

@@ -57,9 +57,10 @@ def test_best_is_an_alias_in_config_for_the_fine_tuned_vit():
     assert experiment.settings["model"]["encoder"] == "vit-b-32" and experiment.finetune is not None
 
 
-def test_only_the_offline_experiment_runs_without_network():
+def test_only_the_offline_experiments_run_without_network():
     offline = {e.name for e in list_experiments() if not needs_network(e)}
-    assert offline == {"offline-minilm-lit"}
+    # side-by-side-offline is offline-minilm-lit plus a [probe] step
+    assert offline == {"offline-minilm-lit", "side-by-side-offline"}
     experiment = load_experiment("offline-minilm-lit")
     assert experiment.settings["model"]["text_encoder"] == "minilm-l6"
     assert experiment.finetune["lock_text"] is True
