@@ -61,10 +61,11 @@ def _check_inflated_size(path: Path, fh: BinaryIO) -> None:
     """Inflate the rest of ``fh`` without keeping it; refused when it exceeds the bytes limit."""
     cap = int(limits.value(limits.BYTES)) + _HEADER_PREFIX
     inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
-    while chunk := fh.read(_CHUNK):
+    while not inflater.eof and (chunk := fh.read(_CHUNK)):
         data = inflater.decompress(chunk, _CHUNK * 64)
         total += len(data)
-        while inflater.unconsumed_tail and total <= cap:
+        # Bounded output per call; stop at the stream's end or when a call makes no progress.
+        while data and inflater.unconsumed_tail and not inflater.eof and total <= cap:
             data = inflater.decompress(inflater.unconsumed_tail, _CHUNK * 64)
             total += len(data)
         if total > cap:
