@@ -257,7 +257,7 @@ HOSTILE_CASES += [
          lambda env: evaluate(env, "--output", _held_by_another_run(env.p("eval"))), 1, "in use by another medclip run (pid"),
     Case("run-folder-in-use-reproduce", "run folders and results", "reproduce --output that another reproduce holds",
          "reproduce --experiment zeroshot-vit-b-32 --output out/",
-         lambda env: ["reproduce", "--experiment", "offline-minilm-lit", "--data", str(make.medpix_set(env.p("data"))),
+         lambda env: ["reproduce", "--experiment", "offline-minilm-lit", "--data", _medpix_three_splits(env),
                       "--output", _held_by_another_run(env.p("out")), "--device", "cpu"], 1, "in use by another medclip run"),
     Case("run-dead-before-checkpoint-resume", "run folders and results",
          "--resume of a run killed before its first checkpoint (says how to go on)", "finetune --output run/ --resume",
