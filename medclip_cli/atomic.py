@@ -5,9 +5,28 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; a lock keeps threads from racing)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def match_umask(path: str | Path, *, directory: bool = False) -> None:
+    """Give a file (or folder) made by mkstemp/mkdtemp the mode the umask gives a new one."""
+    # mkstemp/mkdtemp create 0600/0700 whatever the umask; a file written in place would have got
+    # 0666/0777 less the umask, and colleagues on a shared server must be able to read results.
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 @contextmanager
@@ -21,6 +40,7 @@ def atomic_open(path: str | Path, mode: str = "wb", *, fsync: bool = False, **kw
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+        match_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,6 +74,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        match_umask(tmp, directory=True)
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,6 +7,8 @@ import os
 import sys
 import traceback
 import warnings
+from pathlib import Path
+from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -111,6 +113,14 @@ def _root(
     max_image_aspect: str = _limit_option("--max-image-aspect"),
     max_image_frames: str = _limit_option("--max-image-frames"),
     max_image_bytes: str = _limit_option("--max-image-bytes"),
+    config_dir: Optional[Path] = typer.Option(
+        None,
+        "--config-dir",
+        envvar="MEDCLIP_CONFIG_DIR",
+        help="Your own experiments/, labels/ and prompts/ (listed with the built-in ones; yours win on a name). "
+        "Default: the user config folder, e.g. ~/.config/medclip.",
+        show_default=False,
+    ),
 ) -> None:
     """Assess and improve CLIP-style image-text models on medical images."""
     from medclip_cli.data import limits
@@ -119,6 +129,9 @@ def _root(
     for limit, text in given:
         if text is not None:  # checked here; set for this process and every worker it starts
             os.environ[limit.env] = str(limits.parse(limit, text))
+    if config_dir is not None:
+        # An environment variable, so DDP workers and other subprocesses see the same folder.
+        os.environ["MEDCLIP_CONFIG_DIR"] = str(config_dir.expanduser().resolve())
 
 
 def _register() -> None:

@@ -20,8 +20,14 @@ TextEncoder = Annotated[
     typer.Option("--text-encoder", help="Text encoder, when not the CLIP encoder's own.", show_default=False),
 ]
 Pretrained = Annotated[
-    str,
-    typer.Option("--pretrained", "-p", help="Pretrained tag (e.g. openai), a weights file or bundle, or none."),
+    Optional[str],
+    typer.Option(
+        "--pretrained",
+        "-p",
+        help="Pretrained tag (e.g. openai), a weights file or bundle, or none (random weights, from scratch). "
+        "Default: the encoder's canonical weights (openai for the CLIP models).",
+        show_default=False,
+    ),
 ]
 TextPretrained = Annotated[
     str,

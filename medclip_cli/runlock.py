@@ -43,8 +43,9 @@ def _command() -> str:
 class RunLock:
     """The lock on one folder; :meth:`release` (or process exit) frees it."""
 
-    def __init__(self, folder: Path, fd: int) -> None:
+    def __init__(self, folder: Path, fd: int, created: Path | None = None) -> None:
         self.folder, self.fd = folder, fd
+        self.created = created  # the top-most folder acquire created; removed again if left empty
 
     @property
     def path(self) -> Path:
@@ -63,6 +64,20 @@ class RunLock:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = -1
+        if remove and self.created is not None:  # a run refused before writing leaves no folder behind
+            _remove_empty(self.folder, self.created)
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """``folder`` and its parents up to ``top`` (inclusive), as long as each is empty."""
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top or folder.parent == folder:
+            return
+        folder = folder.parent
 
 
 def acquire(folder: str | Path, what: str = "--output") -> RunLock:
@@ -70,6 +85,10 @@ def acquire(folder: str | Path, what: str = "--output") -> RunLock:
     import fcntl
 
     folder = Path(folder)
+    created = None
+    missing = folder
+    while not missing.exists() and missing.parent != missing:
+        created, missing = missing, missing.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -100,7 +119,7 @@ def acquire(folder: str | Path, what: str = "--output") -> RunLock:
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(record).encode())
-        return RunLock(folder, fd)
+        return RunLock(folder, fd, created)
     raise OutputError(f"{what} {folder}: cannot lock the folder (it keeps changing)")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -79,6 +81,16 @@ def show(renderable: Any) -> None:
     console.print(renderable)
 
 
+def heading(text: str) -> None:
+    """A bold line on stdout, never folded by rich (a long image path stays whole above its table)."""
+    console.print(Text(redact(text), style="bold"), soft_wrap=True)
+
+
+def line(message: str) -> None:
+    """A sentence of the results on stdout (a verdict under a table), not a log line."""
+    console.print(escape(redact(message)), soft_wrap=True)
+
+
 class RichProgress:
     """The engine's :class:`ProgressReporter` drawn as rich progress bars on stderr."""
 
@@ -106,13 +118,98 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+#: Seconds between plain progress lines when stderr is not a terminal (CI logs, nohup, SLURM).
+LOG_INTERVAL_ENV = "MEDCLIP_LOG_INTERVAL"
+DEFAULT_LOG_INTERVAL = 30.0
+
+
+class _PlainTask:
+    def __init__(self, description: str, total: int | None, now: float) -> None:
+        self.description, self.total = description, total
+        self.done = 0
+        self.fields: dict[str, object] = {}
+        self.start = self.last_line = now
+        self.lines = 0
+
+
+class PlainProgress:
+    """The engine's :class:`ProgressReporter` as plain log lines, for output that is not a terminal.
+
+    A task says nothing while it is short; once ``interval`` seconds have passed since its last
+    line it logs one (time, stage, step/total, its fields such as loss and samples/s, elapsed, ETA),
+    and a last line when it ends. Rich bars would draw nothing in a log until the run ends.
+    """
+
+    def __init__(self, write, interval: float, clock=time.monotonic) -> None:
+        self._write, self._interval, self._clock = write, interval, clock
+
+    def task(self, description: str, total: int | None = None) -> object:
+        return _PlainTask(description, total, self._clock())
+
+    def advance(self, task: object, n: int = 1, **fields: object) -> None:
+        assert isinstance(task, _PlainTask)
+        task.done += n
+        task.fields.update(fields)
+        now = self._clock()
+        if now - task.last_line >= self._interval:
+            self._line(task, now)
+
+    def done(self, task: object) -> None:
+        assert isinstance(task, _PlainTask)
+        if task.lines:  # a short task stays silent, as it started
+            self._line(task, self._clock(), finished=True)
+
+    def log(self, message: str) -> None:
+        self._write(message)
+
+    def _line(self, task: _PlainTask, now: float, finished: bool = False) -> None:
+        task.last_line = now
+        task.lines += 1
+        elapsed = now - task.start
+        parts = [time.strftime("%Y-%m-%d %H:%M:%S"), f"{task.description}:"]
+        if task.total:
+            parts.append(f"{task.done}/{task.total} ({100 * task.done / task.total:.0f}%)")
+        else:
+            parts.append(str(task.done))
+        parts += [f"{k} {_fmt(v)}" for k, v in task.fields.items()]
+        parts.append(f"elapsed {_clock_time(elapsed)}")
+        if finished:
+            parts.append("done")
+        elif task.total and task.done:
+            parts.append(f"ETA {_clock_time(elapsed / task.done * max(task.total - task.done, 0))}")
+        self._write("  ".join(parts))
+
+
+def _clock_time(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _log_interval() -> float:
+    raw = os.environ.get(LOG_INTERVAL_ENV, "").strip()
+    try:
+        return max(float(raw), 0.0) if raw else DEFAULT_LOG_INTERVAL
+    except ValueError:
+        return DEFAULT_LOG_INTERVAL
+
+
+def _plain_line(message: str) -> None:
+    sys.stderr.write(redact(message) + "\n")
+    sys.stderr.flush()
+
+
 @contextmanager
 def progress(enabled: bool = True) -> Iterator[object]:
-    """A progress reporter for the engine: rich bars, or nothing when ``enabled`` is False."""
+    """A progress reporter for the engine: rich bars on a terminal, plain lines in a log, or
+    nothing when ``enabled`` is False."""
     if not enabled:
         from medclip_cli.progress import NullProgress
 
         yield NullProgress()
+        return
+    if not (err_console.is_terminal or err_console.is_jupyter):
+        yield PlainProgress(_plain_line, _log_interval())
         return
     from rich.progress import (
         BarColumn,

@@ -17,9 +17,10 @@ MEDPIX_ROOT = Path(os.environ.get("MEDCLIP_TEST_MEDPIX", REPO.parent / "shared" 
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """Caches and downloads of a test go to its own folder; never to the user's."""
+    """Caches, downloads and the user config folder of a test are its own; never the user's."""
     home = tmp_path_factory.mktemp("medclip_home")
     monkeypatch.setenv("MEDCLIP_HOME", str(home))
+    monkeypatch.setenv("MEDCLIP_CONFIG_DIR", str(home / "config"))  # no user's experiments or prompts
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MEDCLIP_DEBUG", raising=False)
     return home

@@ -31,17 +31,23 @@ def classify(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
     """Classify images against free-text labels, zero-shot.
 
-    Probabilities use the model's own logit scale and sum to 1 per image.
+    Probabilities use the model's own logit scale and sum to 1 per image; a bundle that
+    `medclip finetune` calibrated on its validation split has its logits divided by the stored
+    temperature (said on stderr). Without --model or --encoder: ViT-B/32 with the OpenAI weights
+    (downloaded once and cached; `medclip weights fetch vit-b-32:openai` fetches them ahead of an
+    offline run).
 
     Examples:
 
-        medclip classify scan.png --labels "brain MRI,chest X-ray,abdominal CT" --encoder vit-b-32 --pretrained openai
+        medclip classify scan.png --labels "brain MRI,chest X-ray,abdominal CT"
+
+        medclip classify scan.png --labels "brain MRI,chest X-ray" --encoder rn50 --pretrained openai
 
         medclip classify ct.dcm --label "CT, with contrast" --label "MRI" --model runs/medpix/best --json
     """
@@ -53,25 +59,44 @@ def classify(
     names = _labels(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
     dicom_window = _window(window)
+    from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
+    from medclip_cli.models.origin import warn_if_random, weights_origin
+    from medclip_cli.training.temperature import MANIFEST_KEY, bundle_temperature
+
+    if model_dir is not None and pretrained is not None:
+        raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if model_dir is None:  # the study's model when none is named: ViT-B/32 with the OpenAI weights
+        encoder = encoder or DEFAULT_ENCODER
+        pretrained = default_pretrained(encoder, pretrained)
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
+    origin = weights_origin(model.manifest, model_dir)
+    temperature = bundle_temperature(model.manifest) or 1.0
+    if temperature != 1.0:
+        fitted = model.manifest[MANIFEST_KEY]
+        ui.info(f"applying the bundle's temperature T = {temperature:.3g} (fitted on split {fitted.get('fitted_on', '?')} by NLL)")
     with ui.progress(enabled=not as_json and len(images) > 1) as reporter:
         results = classify_images(
-            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter
+            model, images, names, templates, top_k=top_k, window=dicom_window, progress=reporter, temperature=temperature
         )
     failed = [r for r in results if r.error is not None]
     if len(results) == 1 and failed:
         from medclip_cli.errors import ImageError
 
         raise ImageError(failed[0].error)
+    if model_dir is None:  # said with the predictions it is about
+        warn_if_random(model.manifest, f"{encoder}/{pretrained}")
     if as_json:
-        ui.print_json([r.as_dict() for r in results])
+        ui.print_json([r.as_dict() if r.error else {**r.as_dict(), "weights": origin} for r in results])
     else:
+        ui.info(f"weights: {origin}")
         for r in results:
             if r.error is not None:
                 ui.error(r.error)
                 continue
             rows = [(i + 1, lab, f"{p:.4f}") for i, (lab, p) in enumerate(r.predictions)]
-            ui.show(ui.table(r.image, ["#", "label", "probability"], rows))
+            # The path above the table, not as its title: a title folds to the narrow table's width.
+            ui.heading(r.image)
+            ui.show(ui.table(None, ["#", "label", "probability"], rows))
     if failed:
         raise typer.Exit(1)
 

@@ -11,7 +11,7 @@ from medclip_cli import options, ui
 
 app = typer.Typer(help="Check and download data sets.", no_args_is_help=True)
 
-_DATASETS = ("medpix2",)
+_DATASETS = ("medpix2", "openi")
 
 
 @app.command("check")
@@ -159,37 +159,62 @@ def _top_classes(counts: dict[str, int]) -> str:
 
 @app.command("download")
 def download(
-    name: Annotated[str, typer.Argument(help="Data set to download: medpix2.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Data set to download: medpix2 or openi.", show_default=False)],
     to: Annotated[
         Optional[Path],
         typer.Option("--to", help="Folder to unpack into (default: under MEDCLIP_HOME).", show_default=False),
     ] = None,
     sha256: Annotated[
         Optional[str],
-        typer.Option("--sha256", help="Expected sha256 of the archive (refused when it differs).", show_default=False),
+        typer.Option(
+            "--sha256",
+            help="Expected sha256 of the archive (refused when it differs); openi: reports=HEX,png=HEX.",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again and replace an existing copy.")] = False,
+    revision: Annotated[
+        Optional[str],
+        typer.Option(
+            "--revision",
+            help="Take this branch, tag or commit instead of the pinned release (e.g. main); its content is not verified.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: options.Json = False,
 ) -> None:
     """Download a public data set, resumably, verified, and unpack it safely.
 
-    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0); MEDCLIP_MEDPIX_URL points at a mirror.
+    MedPix 2.0 comes from its GitHub repository (CHILab1/MedPix-2.0) at a pinned commit, and its
+    unpacked files must have the pinned sha256; --revision takes a newer one. MEDCLIP_MEDPIX_URL
+    points at a mirror (its content is yours to vouch for: pass --sha256).
 
-    An interrupted download resumes where it stopped when run again. Commands that take --data use the downloaded copy by default.
+    openi is the Indiana University chest X-ray collection: NLMCXR_reports.tgz and NLMCXR_png.tgz from the NLM Open-i collections page (about 1.3 GB); MEDCLIP_OPENI_URL points at a folder mirroring both. Its split by report is fixed at download, in medclip-openi.json.
+
+    An interrupted download resumes where it stopped when run again. Commands that take --data use the downloaded MedPix 2.0 copy by default; for OpenI pass --data (experiments with data.dataset = "openi" use the downloaded OpenI copy).
 
     Examples:
 
         medclip data download medpix2
 
         medclip data download medpix2 --to ~/data/medpix2
+
+        medclip data download medpix2 --revision main --to ~/data/medpix2-newest
+
+        medclip data download openi --to ~/data/openi
     """
     from medclip_cli.data.download import download_medpix2
     from medclip_cli.errors import UsageError
 
     if name.lower() not in _DATASETS:
         raise UsageError(f"unknown data set {name!r} to download (known: {', '.join(_DATASETS)})")
+    if name.lower() == "openi":
+        if revision is not None:
+            raise UsageError("--revision is for medpix2 (a git repository); OpenI's archives have no revisions")
+        _download_openi(to, sha256, force, as_json)
+        return
     with ui.progress(enabled=not as_json) as reporter:
-        result = download_medpix2(to, expected_sha256=sha256, force=force, progress=reporter)
+        result = download_medpix2(to, expected_sha256=sha256, force=force, revision=revision, progress=reporter)
     if as_json:
         ui.print_json(
             {
@@ -198,8 +223,30 @@ def download(
                 "sha256": result.sha256,
                 "bytes": result.size,
                 "reused": result.reused,
+                "revision": result.revision,
+                "content_sha256": result.content_sha256,
+                "verified": result.verified,
             }
         )
         return
     verb = "already downloaded" if result.reused else "downloaded"
     ui.info(f"MedPix 2.0 {verb}: {result.root} (sha256 {result.sha256[:16]}…, {result.size:,} bytes)")
+    if result.verified:
+        ui.info(f"revision {result.revision[:12]}: content matches the pinned sha256")
+    else:
+        ui.warning(f"revision {result.revision}: not the pinned release, content unverified (content sha256 {result.content_sha256})")
+
+
+def _download_openi(to: Path | None, sha256: str | None, force: bool, as_json: bool) -> None:
+    from medclip_cli.data.openi_download import download_openi, parse_checksums
+
+    expected = parse_checksums(sha256)
+    with ui.progress(enabled=not as_json) as reporter:
+        result = download_openi(to, expected_sha256=expected, force=force, progress=reporter)
+    archives = [{"name": a.name, "url": a.url, "sha256": a.sha256, "bytes": a.size} for a in result.archives]
+    if as_json:
+        ui.print_json({"root": str(result.root), "archives": archives, "bytes": result.size, "reused": result.reused})
+        return
+    verb = "already downloaded" if result.reused else "downloaded"
+    sums = ", ".join(f"{a.name} sha256 {a.sha256[:16]}…" for a in result.archives)
+    ui.info(f"OpenI {verb}: {result.root} ({sums}; {result.size:,} bytes; use it with --data {result.root})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -45,19 +46,40 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch before each model is built.")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding and decoded-pixel caches.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=0, help="Resamples of the images for each metric's 95 % interval (seeded by --seed); 0: none.")
+    ] = 1000,
+    calibrate_on: Annotated[
+        Optional[str],
+        typer.Option("--calibrate-on", help="Fit one temperature per model and task on this split; report ECE, Brier, NLL before/after.", show_default=False),
+    ] = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
     """Evaluate models zero-shot: classification metrics per label field, and image-caption retrieval.
 
+    Without --model or --encoder: ViT-B/32 with the OpenAI weights (downloaded once and cached;
+    `medclip weights fetch vit-b-32:openai` fetches them ahead of an offline run). An --encoder
+    without --pretrained uses its canonical weights (openai for the CLIP models); --pretrained none
+    is random weights, said with a warning.
+
     Images are embedded once per model (and cached under MEDCLIP_HOME); every task reuses them.
-    Writes results.json, predictions_<task>.csv and confusion_<task>.png under --output.
+    Every metric gets a 95 % percentile bootstrap interval (--bootstrap resamples of the images).
+    With several models, each is compared with the first on the same images: a paired bootstrap
+    interval for every difference and the exact McNemar test on accuracy@1.
+    Writes results.json, predictions_<task>.csv (every class's probability per image),
+    confusion_<task>.png and, with --calibrate-on, reliability_<task>.png under --output.
 
     Examples:
 
-        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder vit-b-32 --pretrained openai
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task retrieval
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --task plane --task retrieval --encoder rn50 --pretrained openai
 
         medclip evaluate --data MedPix-2-0 --split dev --model runs/a/best --model runs/b/best --prompts radiology --output eval/
+
+        medclip evaluate --data MedPix-2-0 --split dev --task modality --model runs/a/best --calibrate-on train --bootstrap 2000
 
         medclip evaluate --data pairs.csv --split test --image-column path --caption-column report --label-column modality --encoder vit-b-32 --pretrained openai
     """
@@ -72,6 +94,11 @@ def evaluate(
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
     data_options = options.column_options(image_column, caption_column, label_columns, split_column)
     dataset = load_dataset(data, split, dataset_kind, **data_options)
+    calibration = None
+    if calibrate_on is not None:
+        if calibrate_on == split:
+            raise UsageError(f"--calibrate-on {calibrate_on}: the evaluated split itself", hint="fit the temperature on another split, e.g. train or dev")
+        calibration = load_dataset(data, calibrate_on, dataset_kind, **data_options)
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),
         dataset_options=data_options,
@@ -80,13 +107,15 @@ def evaluate(
         device=device,
         seed=seed,
         cache=not no_cache,
+        strict=strict,
+        bootstrap=bootstrap,
     )
     from medclip_cli import runlock
 
     # The --output folder belongs to this evaluation (one process) until its results are written.
     with runlock.hold(output) if output is not None else contextlib.nullcontext():
         with ui.progress(enabled=not as_json) as reporter:
-            result = run_evaluation(sources, dataset, config, progress=reporter)
+            result = run_evaluation(sources, dataset, config, progress=reporter, calibration=calibration)
         written = write_outputs(result, output) if output is not None else []
     if as_json:
         ui.print_json(result.to_json())
@@ -100,17 +129,21 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
     from medclip_cli.evaluation.evaluate import ModelSource
     from medclip_cli.models import resolve_model
 
-    if not model_dirs and not encoders:
-        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
-    if pretrained and not encoders:
+    from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
+
+    if pretrained and model_dirs and not encoders:
         raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
+    if not model_dirs and not encoders:  # the study's model: ViT-B/32 with the OpenAI weights
+        encoders = [DEFAULT_ENCODER]
     if len(pretrained) > 1 and len(pretrained) != len(encoders):
         raise UsageError(
             f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
             hint="give one --pretrained for all encoders, or one per --encoder",
         )
-    tags = pretrained if len(pretrained) > 1 else (pretrained or ["none"]) * len(encoders)
-    sources = [ModelSource(path.name or str(path), lambda path=path: resolve_model(path)) for path in model_dirs]
+    given = pretrained if len(pretrained) > 1 else (pretrained or [None]) * len(encoders)
+    tags = [default_pretrained(name, tag) for name, tag in zip(encoders, given)]
+    names = run_names(model_dirs)
+    sources = [ModelSource(name, lambda path=path: resolve_model(path), bundle=path) for name, path in zip(names, model_dirs)]
     for name, tag in zip(encoders, tags):
         load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
         sources.append(ModelSource(f"{name}/{tag}", load))
@@ -121,14 +154,30 @@ def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list
     return sources
 
 
+def run_names(paths: list[Path]) -> list[str]:
+    """Short names for model folders: the folder's name, with as many parent folders as it takes to
+    tell them apart (``runs/vit-b-32/last`` and ``runs/rn50/last`` -> ``vit-b-32/last``, ``rn50/last``)."""
+    parts = [Path(os.path.normpath(p.absolute())).parts for p in paths]
+    names = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and sum(other[-depth:] == mine[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append("/".join(mine[-depth:]))
+    return names
+
+
 def _show(result) -> None:
     for task in result.tasks:
         if len(result.models) > 1:
             ui.show(_comparison_table(result, task))
+            _show_paired(result, task)
+            _show_calibration(result, task)
             continue
         model = result.models[0]
         t = model.tasks[task]
         ui.show(ui.table(_title(task, t, model.label), ["metric", "value"], _summary(t)))
+        _show_calibration(result, task)
         if t.kind == "classification":
             rows = [
                 (c["class"], name, c["precision"], c["recall"], c["f1"], c["support"], c["auroc"])
@@ -137,6 +186,8 @@ def _show(result) -> None:
             ui.show(ui.table(None, ["class", "prompted as", "precision", "recall", "F1", "support", "AUROC"], rows))
             matrix = [(f"true {c}", *counts) for c, counts in zip(t.classes, t.metrics["confusion_matrix"])]
             ui.show(ui.table(None, ["confusion", *[f"pred {c}" for c in t.classes]], matrix))
+    for model in result.models:
+        ui.info(f"weights of {model.label}: {model.weights}")
     for model in result.models:
         for image_id, reason in model.skipped_images[:5]:
             ui.warning(f"skipped image {image_id}: {reason}")
@@ -149,7 +200,7 @@ def _title(task: str, t, label: str) -> str:
 
 
 def _summary(t) -> list[tuple[str, object]]:
-    rows = [(name, value) for name, value in t.metrics.items() if _is_summary(value)]
+    rows = [(name, _with_interval(t, name)) for name, value in t.metrics.items() if _is_summary(value)]
     if t.n_excluded:
         rows.append((f"left out (no {'caption' if t.kind == 'retrieval' else 'class'})", t.n_excluded))
     absent = t.metrics.get("absent_classes")
@@ -173,8 +224,49 @@ def _comparison_table(result, task: str):
         values = [m.tasks[task].metrics.get(name) for m in models]
         defined = [v for v in values if v is not None]
         best = (min if lower_is_better(name) else max)(defined) if len(defined) > 1 else None
-        rows.append((name, *[ui.emphasis(v) if best is not None and v == best else v for v in values]))
+        cells = [_with_interval(m.tasks[task], name) for m in models]
+        rows.append((name, *[ui.emphasis(c) if best is not None and v == best else c for v, c in zip(values, cells)]))
     absent = first.metrics.get("absent_classes")
     if absent:
         rows.append(("absent from this split", *[", ".join(absent)] * len(models)))
     return ui.table(_title(task, first, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
+
+
+def _with_interval(t, name: str) -> object:
+    """``0.914 [0.876, 0.947]`` when the metric has a bootstrap interval, else the bare value."""
+    interval = t.intervals.get(name)
+    return interval.format() if interval is not None and interval.low is not None else t.metrics.get(name)
+
+
+def _show_paired(result, task: str) -> None:
+    from medclip_cli.evaluation.comparison import significance_words
+
+    for row in (r for r in result.comparisons if r["task"] == task):
+        if not row["same_images"]:
+            ui.warning(f"{task}: {row['model']} vs {row['reference']} not compared: the models were scored on different images")
+            continue
+        rows = [(name, _signed(d)) for name, d in row["differences"].items()]
+        title = f"{task}: {row['model']} − {row['reference']} (paired bootstrap, same images)"
+        ui.show(ui.table(title, ["metric", "difference [95 % interval]"], rows))
+        ui.line(significance_words(row))
+
+
+def _signed(d: dict) -> str:
+    if d["low"] is None:
+        return f"{d['point']:+.3f}"
+    return f"{d['point']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _show_calibration(result, task: str) -> None:
+    rows = []
+    for m in result.models:
+        c = m.tasks[task].calibration
+        if c is None:
+            continue
+        before, after = c["before"], c["after"]
+        rows.append((m.label, c["temperature"], before["ece"], after["ece"], before["brier"], after["brier"], before["nll"], after["nll"]))
+    if rows:
+        fitted = result.models[0].tasks[task].calibration
+        title = f"{task}: calibration (T fitted on {fitted['fitted_on']}, {fitted['n_fit_images']} images; measured on {result.dataset['split']})"
+        columns = ["model", "T", "ECE", "ECE (T)", "Brier", "Brier (T)", "NLL", "NLL (T)"]
+        ui.show(ui.table(title, columns, rows))

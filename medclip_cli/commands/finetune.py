@@ -20,7 +20,7 @@ def finetune(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     text_pretrained: options.TextPretrained = "auto",
     image_size: options.ImageSize = None,
     data: Annotated[
@@ -177,6 +177,11 @@ def finetune(
         settings = resume_settings(output, settings, given=options.given(ctx))
     if settings["data"] is None:
         raise UsageError("no --data given", hint="pass --data PATH (e.g. a MedPix 2.0 folder)")
+    if settings.get("encoder") is not None and settings.get("pretrained") is None:
+        from medclip_cli.models.defaults import default_pretrained
+
+        # Fine-tuning starts from the encoder's pretrained weights; from scratch is `--pretrained none`.
+        settings["pretrained"] = default_pretrained(settings["encoder"], None)
     config = TrainConfig(**settings)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
     events = _Events(as_json or not main_process)
@@ -186,6 +191,11 @@ def finetune(
     except TrainingInterrupted as exc:
         exc.hint = f"continue with: medclip finetune --output {output} --resume"
         raise
+    temperatures = None
+    if main_process:
+        from medclip_cli.training.temperature import store_run_temperatures
+
+        temperatures = store_run_temperatures(config, result)
     summary = {
         "output": str(result.output),
         "last": str(result.last),
@@ -196,6 +206,7 @@ def finetune(
         "best_value": result.best_value,
         "best_epoch": result.best_epoch,
         "history": result.history,
+        "temperature": temperatures,
     }
     if not main_process:
         return
@@ -205,6 +216,17 @@ def finetune(
     if result.best is not None:
         ui.info(f"best epoch {result.best_epoch} ({result.best_metric} {result.best_value:.4f}): {result.best}")
     ui.info(f"last: {result.last}  ({result.steps} steps)")
+    for name, entry in (temperatures or {}).items():
+        ui.info(f"{name}: temperature {entry['value']:.3g} fitted on {entry['fitted_on']} (NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f}); classify applies it")
+
+
+def _starting_weights(config) -> str:
+    from medclip_cli.models.factory import normalize_pretrained
+
+    if config.model_dir is not None:
+        return f"model {config.model_dir}"
+    tag = normalize_pretrained(config.pretrained)
+    return tag if tag is not None else "random init (from scratch: --pretrained none)"
 
 
 class _Events:
@@ -218,6 +240,7 @@ class _Events:
             return
         warm = f"{plan.warmup_steps} steps ({plan.warmup_steps / max(1, plan.total_steps):.0%})"
         rows = [
+            ("starting weights", _starting_weights(config)),
             (
                 "device / precision",
                 f"{plan.device} / {plan.precision}"

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from medclip_cli.atomic import replace_dir
+from medclip_cli.atomic import match_umask, replace_dir
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
 
@@ -29,7 +29,7 @@ def unpack(
     archive: Path,
     dest: Path,
     *,
-    extra_files: dict[str, bytes] | None = None,
+    extra_files: dict[str, bytes | Callable[[], bytes]] | None = None,
     accept: Callable[[Path], bool] | None = None,
     what: str = "expected content",
     progress: ProgressReporter | None = None,
@@ -66,7 +66,8 @@ def unpack(
         if accept is not None and not accept(content):
             raise DataError(f"{archive}: holds no {what}; nothing was unpacked", hint="check the URL")
         for name, data in (extra_files or {}).items():
-            (content / name).write_bytes(data)
+            (content / name).write_bytes(data() if callable(data) else data)  # a callable: made after accept
+        match_umask(content, directory=True)  # mkdtemp's 0700 would hide the data set from colleagues
         replace_dir(content, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

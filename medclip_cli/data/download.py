@@ -24,11 +24,12 @@ from typing import Iterator
 from medclip_cli.atomic import write_text_atomic
 from medclip_cli.data.archives import unpack
 from medclip_cli.data.home import medclip_home, medpix_download_dir
+from medclip_cli.data.pins import MEDPIX_PIN, content_sha256
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
 from medclip_cli.redact import redact
 
-MEDPIX_URL = "https://codeload.github.com/CHILab1/MedPix-2.0/zip/refs/heads/main"
+MEDPIX_URL = MEDPIX_PIN.archive_url()  # the pinned commit, never the moving main branch
 URL_ENV = "MEDCLIP_MEDPIX_URL"
 OFFLINE_ENV = "MEDCLIP_OFFLINE"
 RECORD_NAME = ".medclip-download.json"  # in the unpacked folder: where it came from, its sha256
@@ -47,10 +48,16 @@ class DownloadResult:
     sha256: str
     size: int
     reused: bool  # already downloaded: nothing fetched
+    revision: str = MEDPIX_PIN.commit  # the commit (or the branch/tag asked for)
+    content_sha256: str = ""  # of the unpacked files (see medclip_cli.data.pins)
+    verified: bool = False  # the content matched the pinned release
 
 
-def medpix_url() -> str:
-    return os.environ.get(URL_ENV, "").strip() or MEDPIX_URL
+def medpix_url(revision: str | None = None) -> str:
+    """The pinned release's archive, another revision's when asked, or ``MEDCLIP_MEDPIX_URL`` (a mirror)."""
+    if revision is None:
+        return os.environ.get(URL_ENV, "").strip() or MEDPIX_URL
+    return MEDPIX_PIN.archive_url(revision)
 
 
 def download_medpix2(
@@ -58,30 +65,47 @@ def download_medpix2(
     *,
     expected_sha256: str | None = None,
     force: bool = False,
+    revision: str | None = None,
     progress: ProgressReporter | None = None,
 ) -> DownloadResult:
-    """Download and unpack MedPix 2.0 into ``to`` (default: ``MEDCLIP_HOME/datasets/medpix2``)."""
+    """Download and unpack MedPix 2.0 into ``to`` (default: ``MEDCLIP_HOME/datasets/medpix2``).
+
+    By default the pinned release (:data:`~medclip_cli.data.pins.MEDPIX_PIN`): its unpacked files
+    must have the pinned sha256, or nothing is unpacked. ``revision`` (``main``, a tag or another
+    commit) takes that one instead, unverified; its content sha256 is reported so it can be pinned.
+    """
     from medclip_cli.data import medpix2
 
     dest = Path(to) if to is not None else medpix_download_dir()
     if dest.exists() and not dest.is_dir():
         raise DataError(f"--to {dest}: exists and is not a folder", hint="choose another --to")
-    url = medpix_url()
+    url = medpix_url(revision)
     if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):  # never file://, ftp://, data:
         raise DataError(f"{URL_ENV}={redact(url)}: only http:// and https:// URLs are downloaded", hint=f"unset {URL_ENV}")
+    pinned = revision in (None, MEDPIX_PIN.commit) and url == MEDPIX_URL
+    wanted = revision or (MEDPIX_PIN.commit if url == MEDPIX_URL else redact(url))
     record = _read_record(dest)
     if (
         record is not None
         and not force
         and medpix2.detect(dest)
         and _matches(record.get("sha256", ""), expected_sha256)
+        and record.get("revision", record.get("url")) == wanted
     ):
-        return DownloadResult(dest, redact(str(record.get("url", url))), str(record.get("sha256", "")), _size(record), True)
+        return DownloadResult(
+            dest, redact(str(record.get("url", url))), str(record.get("sha256", "")), _size(record), True,
+            wanted, str(record.get("content_sha256", "")), bool(record.get("verified")),
+        )  # fmt: skip
     if dest.exists() and any(dest.iterdir()):
         if record is None:  # never delete what medclip did not write, --force or not
             raise DataError(
                 f"{dest}: exists and is not a medclip download (no {RECORD_NAME}); not replaced, even with --force",
                 hint="choose another --to, or move its content away yourself",
+            )
+        if not force and medpix2.detect(dest):
+            have = redact(str(record.get("revision", record.get("url", "an earlier revision"))))
+            raise DataError(
+                f"{dest}: holds MedPix 2.0 at {have}, not {wanted}", hint="pass --force to replace it, or choose another --to"
             )
         if not force:
             raise DataError(
@@ -92,20 +116,37 @@ def download_medpix2(
     archive, digest, size = fetch(
         url, medclip_home() / "downloads", expected_sha256=expected_sha256, refetch=force, progress=progress
     )
-    record = {"written_by": WRITER, "url": redact(url), "sha256": digest, "size": size, "downloaded": _now()}
+    content: dict[str, str] = {}
+
+    def accept(folder: Path) -> bool:
+        if not medpix2.detect(folder):
+            return False
+        content["sha256"] = content_sha256(folder)
+        if pinned and content["sha256"] != MEDPIX_PIN.content_sha256:
+            raise DataError(
+                f"{redact(url)}: unpacked files have sha256 {content['sha256']}, not the pinned "
+                f"{MEDPIX_PIN.content_sha256} of commit {MEDPIX_PIN.commit[:12]}; nothing was unpacked",
+                hint="run again to fetch it afresh; --revision main takes the newest revision unverified",
+            )
+        return True
+
+    record = {
+        "written_by": WRITER, "url": redact(url), "sha256": digest, "size": size, "downloaded": _now(),
+        "revision": wanted, "verified": pinned,
+    }  # fmt: skip
     try:
         unpack(
             archive,
             dest,
-            extra_files={RECORD_NAME: json.dumps(record, indent=2).encode()},
-            accept=medpix2.detect,
+            extra_files={RECORD_NAME: lambda: json.dumps({**record, "content_sha256": content["sha256"]}, indent=2).encode()},
+            accept=accept,
             what="MedPix 2.0 layout",
             progress=progress,
         )
     except DataError:
         forget(archive)  # the next run fetches it afresh instead of failing on the same file
         raise
-    return DownloadResult(dest, redact(url), digest, size, False)
+    return DownloadResult(dest, redact(url), digest, size, False, wanted, content["sha256"], pinned)
 
 
 # --- fetching ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.images import is_dicom
 from medclip_cli.data.labels import LabelField, read_label_fields
+from medclip_cli.data.links import broken_link_reason
 from medclip_cli.errors import DataError, UsageError
 
 LABEL_FIELD = "label"
@@ -30,6 +31,13 @@ def _is_image(path: Path) -> bool:
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if _is_image(p))
+
+
+def _broken_links(folder: Path) -> list[str]:
+    # An image link that leads nowhere (a DataLad file not fetched yet, a loop) is not a file, so
+    # _images passes over it; it is listed as a skipped image with its reason instead.
+    named = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return [reason for p in sorted(named) if (reason := broken_link_reason(p)) is not None]
 
 
 def _has_split_layout(root: Path) -> bool:
@@ -78,6 +86,7 @@ def load(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
         for image in _images(class_dir):
             rel = image.relative_to(path).as_posix()
             samples.append(Sample(id=rel, image=image, caption=None, labels={LABEL_FIELD: value}))
+        problems += [f"{class_dir.name}/{reason}" for reason in _broken_links(class_dir)]
     stray = [p for p in split_dir.iterdir() if _is_image(p)]
     if stray:
         problems.append(f"{split_dir}: {len(stray)} images outside a class folder (e.g. {stray[0].name}); skipped")

@@ -9,6 +9,7 @@ from medclip_cli.errors import DataError
 
 HOME_ENV = "MEDCLIP_HOME"
 MEDPIX_DIR = "datasets/medpix2"
+OPENI_DIR = "datasets/openi"
 
 
 def medclip_home() -> Path:
@@ -31,14 +32,34 @@ def medpix_download_dir() -> Path:
     return medclip_home() / MEDPIX_DIR
 
 
-def default_data_root() -> Path:
-    """The downloaded MedPix 2.0 copy: what commands read when ``--data`` is not given."""
+def openi_download_dir() -> Path:
+    """Where ``medclip data download openi`` puts the OpenI chest X-ray collection by default."""
+    return medclip_home() / OPENI_DIR
+
+
+def default_data_root(dataset: str | None = None) -> Path:
+    """The downloaded MedPix 2.0 copy: what commands read when ``--data`` is not given; with
+    ``dataset="openi"``, the downloaded OpenI copy."""
     from medclip_cli.data import medpix2
 
+    if dataset == "openi":
+        return _downloaded_openi()
     root = medpix_download_dir()
     if root.is_dir() and medpix2.detect(root):
         return root
     raise DataError(
         f"no data set given and MedPix 2.0 is not downloaded (looked in {root})",
         hint="run `medclip data download medpix2`, or pass --data PATH to a local copy",
+    )
+
+
+def _downloaded_openi() -> Path:
+    from medclip_cli.data import openi
+
+    root = openi_download_dir()
+    if root.is_dir() and openi.detect(root):
+        return root
+    raise DataError(
+        f"no data set given and OpenI is not downloaded (looked in {root})",
+        hint="run `medclip data download openi`, or pass --data PATH to a local copy",
     )

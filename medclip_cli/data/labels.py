@@ -1,8 +1,7 @@
-"""Label fields and their readable class names, read from editable TOML files in ``configs/``."""
+"""Label fields and their readable class names, read from editable TOML files in ``configs/labels/``."""
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +9,6 @@ from typing import Mapping
 
 from medclip_cli.errors import DataError
 from medclip_cli.files import read_regular
-
-
-def config_dir() -> Path:
-    """The ``configs/`` folder: ``MEDCLIP_CONFIG_DIR`` or the one beside the package."""
-    env = os.environ.get("MEDCLIP_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass(frozen=True)
@@ -56,6 +49,17 @@ class LabelField:
             self.include_unlisted,
             self.description,
         )
+
+
+def named_label_fields(name: str) -> dict[str, LabelField]:
+    """The label file ``name`` from the user's config folder or the built-in ``configs/labels/``."""
+    from medclip_cli.config_folders import config_dirs, find_config
+
+    path = find_config("labels", name)
+    if path is None:
+        where = " or ".join(str(d / "labels") for d in config_dirs())
+        raise DataError(f"no label names file {name}.toml in {where}", hint="reinstall medclip, or put one in your config folder")
+    return read_label_fields(path)
 
 
 def read_label_fields(path: Path) -> dict[str, LabelField]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 from medclip_cli.data.dataset import Dataset, Sample
-from medclip_cli.data.labels import config_dir, read_label_fields
+from medclip_cli.data.labels import named_label_fields
+from medclip_cli.data.links import bare_name_problem, broken_link_reason
 from medclip_cli.errors import DataError
 from medclip_cli.files import open_regular, read_regular
 from medclip_cli.data.manifest_read import MAX_MANIFEST_BYTES
@@ -91,18 +93,24 @@ def _json_problem(exc: Exception) -> str:
 def load(path: Path, split: str = "train") -> Dataset:
     root = _root(path)
     source, records = _records(root, split)
-    fields = read_label_fields(config_dir() / "labels" / "medpix2.toml")
+    fields = named_label_fields("medpix2")
     samples, problems, seen = [], [], set()
-    images_dir = (root / "images").resolve()
+    # The name is judged, not where a link resolves: DataLad/git-annex images are links into a store.
+    images_dir = Path(os.path.normpath((root / "images").absolute()))
     for index, record in enumerate(records, start=1):
         where = f"{source.name} record {index}"
         if not isinstance(record, dict) or not isinstance(record.get("image"), str):
             problems.append(f"{where}: no 'image' name; skipped")
             continue
         name = record["image"]
-        image = (images_dir / f"{name}.png").resolve()
-        if image.parent != images_dir:
-            problems.append(f"{where}: image name {name!r} points outside images/; skipped")
+        bad_name = bare_name_problem(name)
+        if bad_name is not None:
+            problems.append(f"{where}: image name {name!r} {bad_name}; skipped")
+            continue
+        image = images_dir / f"{name}.png"
+        broken = broken_link_reason(image)
+        if broken is not None:
+            problems.append(f"{where}: {broken}")
             continue
         if name in seen:
             problems.append(f"{where}: duplicate image {name!r}; skipped")

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.labels import LabelField, read_label_fields
+from medclip_cli.data.links import broken_link_reason
 from medclip_cli.data.manifest_read import Row, read_csv, read_jsonl
 from medclip_cli.redact import excerpt
 from medclip_cli.errors import DataError, UsageError
@@ -144,6 +145,8 @@ def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list
             problems.append(f"{where}: image path {excerpt(raw_image)!r} points outside {base}; skipped")
         elif image in seen:
             problems.append(f"{where}: duplicate image {excerpt(raw_image)!r}; skipped")
+        elif (broken := broken_link_reason(image)) is not None:
+            problems.append(f"{where}: {broken}")
         else:
             seen.add(image)
             samples.append(_sample(row, image, base, cols, fields))

@@ -7,7 +7,7 @@ from medclip_cli import hookimpl
 
 @hookimpl
 def register_datasets(register):
-    from medclip_cli.data import folder, medpix2, tabular
+    from medclip_cli.data import folder, medpix2, openi, tabular
     from medclip_cli.data.dataset import DatasetFormat
 
     # Registration order is detection order: the most specific layout first.
@@ -18,6 +18,15 @@ def register_datasets(register):
             detect=medpix2.detect,
             splits=medpix2.splits,
             load=medpix2.load,
+        )
+    )
+    register(
+        DatasetFormat(
+            name="openi",
+            description="OpenI Indiana University chest X-rays as published: ecgen-radiology/*.xml, NLMCXR_png/",
+            detect=openi.detect,
+            splits=openi.splits,
+            load=openi.load,
         )
     )
     register(

@@ -42,8 +42,10 @@ def classify_images(
     window: Sequence[float] | None = None,
     batch_size: int = 32,
     progress: ProgressReporter | None = None,
+    temperature: float = 1.0,
 ) -> list[ImagePrediction]:
-    """Probabilities of each label for each image (the model's own logit scale; rows sum to 1)."""
+    """Probabilities of each label for each image (the model's own logit scale divided by
+    ``temperature``; rows sum to 1)."""
     progress = progress or NullProgress()
     model.module.eval()
     classifier = build_zero_shot_classifier(model, labels, templates)
@@ -58,16 +60,16 @@ def classify_images(
             results[i].error = str(exc)
             progress.advance(task)
         if len(pixels) == batch_size or (i == len(images) - 1 and pixels):
-            _predict(model, classifier, labels, np.stack(pixels), [results[j] for j in index], top_k)
+            _predict(model, classifier, labels, np.stack(pixels), [results[j] for j in index], top_k, temperature)
             progress.advance(task, len(pixels))
             pixels, index = [], []
     progress.done(task)
     return results
 
 
-def _predict(model, classifier, labels, batch, targets, top_k) -> None:
+def _predict(model, classifier, labels, batch, targets, top_k, temperature) -> None:
     features = model.encode_images(normalize_batch(batch, model.preprocess, device=model.device))
-    probs = zero_shot_probabilities(features, classifier, model.logit_scale).cpu().double()
+    probs = zero_shot_probabilities(features, classifier, model.logit_scale / temperature).cpu().double()
     probs = probs / probs.sum(dim=1, keepdim=True)
     if not bool(probs.isfinite().all()):  # never print nan probabilities as a result
         raise ModelError(

@@ -19,8 +19,10 @@ from medclip_cli import __version__
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, model_fingerprint
 from medclip_cli.evaluation.metrics import classification_metrics
+from medclip_cli.evaluation.uncertainty import DEFAULT_RESAMPLES
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
+from medclip_cli.models.origin import warn_if_random, weights_origin
 from medclip_cli.errors import DataError, UsageError
 
 RETRIEVAL = "retrieval"
@@ -37,10 +39,12 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 0  # seeds torch before each model is built (random-init towers are reproducible)
     cache: bool = True  # read and write image embeddings under MEDCLIP_HOME
+    strict: bool = False  # an unreadable image stops the evaluation instead of being skipped
     ks: tuple[int, ...] = RETRIEVAL_KS
     # The load_dataset options the split was read with (which CSV/JSONL columns hold what):
     # recorded in results.json, since the same file read through other columns is other data.
     dataset_options: dict = field(default_factory=dict)
+    bootstrap: int = DEFAULT_RESAMPLES  # resamples of the images for each metric's interval; 0: none
 
 
 @dataclass
@@ -49,6 +53,9 @@ class ModelSource:
 
     label: str
     load: Callable[[], object]
+    # The --model folder or name it was loaded from; None: built from encoders (whose weights origin
+    # is the manifest's tags, and whose random towers are warned about).
+    bundle: str | Path | None = None
 
 
 @dataclass
@@ -62,9 +69,18 @@ class TaskResult:
     class_names: list[str] = field(default_factory=list)  # readable names put into the prompts
     prompts: list[list[str]] = field(default_factory=list)  # the filled prompts of each class
     rows: list[dict] = field(default_factory=list)  # one per image, for predictions_<task>.csv
+    # Per-image arrays the statistics are computed from: ids, y_true, scores, logits
+    # (classification); ids, captions, rank_i2t, rank_t2i (retrieval).
+    arrays: dict = field(default_factory=dict, repr=False)
+    intervals: dict = field(default_factory=dict)  # metric -> uncertainty.Interval
+    calibration: dict | None = None  # see calibration.calibrate_task
 
     def to_json(self) -> dict:
         out = {"kind": self.kind, "n_images": self.n_images, "n_excluded": self.n_excluded, "metrics": self.metrics}
+        if self.intervals:
+            out["intervals"] = {name: iv.to_json() for name, iv in self.intervals.items()}
+        if self.calibration is not None:
+            out["calibration"] = {k: v for k, v in self.calibration.items() if not k.startswith("_")}
         if self.kind == "classification":
             out["classes"] = self.classes
             out["class_names"] = self.class_names
@@ -83,10 +99,12 @@ class ModelResult:
     n_embedded: int
     skipped_images: list[tuple[str, str]]
     tasks: dict[str, TaskResult]
+    weights: str = ""  # where the weights came from: a tag, a file and its sha256, or random init
 
     def to_json(self) -> dict:
         return {
             "label": self.label,
+            "weights": self.weights,
             "manifest": self.manifest,
             "model_key": self.model_key,
             "logit_scale": self.logit_scale,
@@ -108,6 +126,7 @@ class EvalResult:
     config: dict
     versions: dict
     seconds: float
+    comparisons: list[dict] = field(default_factory=list)  # paired, each model against the first
 
     @property
     def tasks(self) -> list[str]:
@@ -123,6 +142,7 @@ class EvalResult:
             "versions": self.versions,
             "seconds": round(self.seconds, 3),
             "models": [m.to_json() for m in self.models],
+            "comparisons": self.comparisons,
         }
 
 
@@ -153,10 +173,16 @@ def evaluate(
     dataset: Dataset,
     config: EvalConfig,
     progress: ProgressReporter | None = None,
+    calibration: Dataset | None = None,
 ) -> EvalResult:
-    """Evaluate every model in ``sources`` on every task of ``config`` over ``dataset``."""
+    """Evaluate every model in ``sources`` on every task of ``config`` over ``dataset``; with
+    ``calibration`` (another split), fit one temperature per model and classification task there
+    and report its effect on ``dataset``."""
     import torch
 
+    from medclip_cli.evaluation.calibration import calibrate_model
+    from medclip_cli.evaluation.comparison import add_intervals, paired_comparisons
+    from medclip_cli.evaluation.uncertainty import LEVEL
     from medclip_cli.runtime.devices import resolve_device
 
     progress = progress or NullProgress()
@@ -171,8 +197,18 @@ def evaluate(
         torch.manual_seed(config.seed)
         model = source.load().to(device)
         model.module.eval()  # also when the images come from the cache: text towers may have dropout
-        results.append(_evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress))
+        if source.bundle is None:
+            warn_if_random(model.manifest, source.label)
+        result = _evaluate_model(source.label, model, dataset, tasks, prompt_set, config, progress)
+        result.weights = weights_origin(model.manifest, source.bundle)
+        results.append(result)
+        if calibration is not None:
+            calibrate_model(results[-1], model, calibration, config, prompt_set, progress)
         del model
+    comparisons = []
+    if config.bootstrap:
+        add_intervals(results, config.bootstrap, config.seed, config.ks)
+        comparisons = paired_comparisons(results, config.bootstrap, config.seed, config.ks)
     return EvalResult(
         models=results,
         dataset={
@@ -191,10 +227,16 @@ def evaluate(
             "device": str(device),
             "seed": config.seed,
             "cache": config.cache,
+            "strict": config.strict,
             "ks": list(config.ks),
+            "bootstrap": {"resamples": config.bootstrap, "seed": config.seed, "level": LEVEL, "method": "percentile"}
+            if config.bootstrap
+            else None,
+            "calibrate_on": calibration.split if calibration is not None else None,
         },
         versions=package_versions(),
         seconds=time.perf_counter() - start,
+        comparisons=comparisons,
     )
 
 
@@ -203,6 +245,13 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
     embeddings = embed_images(
         model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=key, progress=progress
     )
+    if config.strict and embeddings.skipped:
+        _, reason = embeddings.skipped[0]
+        more = len(embeddings.skipped) - 1
+        raise DataError(
+            reason + (f" (and {more} more unreadable images)" if more else ""),
+            hint="fix or remove the file, or run without --strict to skip it",
+        )
     if not embeddings.indices:
         raise DataError(f"{dataset.root}: none of the {len(dataset)} images of split {dataset.split!r} could be read")
     task_results = {}
@@ -225,7 +274,7 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
 
 
 def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: str, prompt_set: PromptSet) -> TaskResult:
-    from medclip_cli.evaluation.zeroshot import build_zero_shot_classifier, class_prompts, zero_shot_probabilities
+    from medclip_cli.evaluation.zeroshot import build_zero_shot_classifier, class_prompts, zero_shot_logits, zero_shot_probabilities
 
     label_field = dataset.label_fields[task]
     classes = list(label_field.classes)
@@ -244,6 +293,7 @@ def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: 
     features = embeddings.features[positions]
     probs = zero_shot_probabilities(features, classifier, model.logit_scale).double().cpu().numpy()
     probs /= probs.sum(axis=1, keepdims=True)
+    logits = zero_shot_logits(features, classifier, model.logit_scale).double().cpu().numpy()
     samples = [dataset.samples[embeddings.indices[p]] for p in positions]
     y_true = [index[s.labels[task]] for s in samples]
     metrics = classification_metrics(y_true, probs, classes)
@@ -260,6 +310,7 @@ def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: 
     return TaskResult(
         task, "classification", metrics, len(positions), len(embeddings.indices) - len(positions),
         classes, names, class_prompts(names, per_class), rows,
+        arrays={"ids": [s.id for s in samples], "y_true": np.asarray(y_true), "scores": probs, "logits": logits, "classifier": classifier},
     )
 
 
@@ -278,12 +329,13 @@ def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progres
     image_features = embeddings.features[positions]
     metrics = retrieval_metrics(image_features, text_features, owner, ks)
     metrics["n_captions"] = len(captions)
-    rank_i2t, _ = retrieval_ranks(image_features, text_features, owner)
+    rank_i2t, rank_t2i = retrieval_ranks(image_features, text_features, owner)
     rows = [
         {"id": s.id, "image": _relative(s.image, dataset.root), "caption_id": c, "image_to_text_rank": int(r) + 1}
         for s, c, r in zip(samples, owner, rank_i2t.tolist())
     ]
-    return TaskResult(RETRIEVAL, "retrieval", metrics, len(positions), len(embeddings.indices) - len(positions), rows=rows)
+    arrays = {"ids": [s.id for s in samples], "captions": captions, "rank_i2t": rank_i2t.numpy(), "rank_t2i": rank_t2i.numpy()}
+    return TaskResult(RETRIEVAL, "retrieval", metrics, len(positions), len(embeddings.indices) - len(positions), rows=rows, arrays=arrays)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from medclip_cli.atomic import atomic_open
 
-TOP_K = 5  # accuracy@5 is reported when a task has at least this many classes
+TOP_K = 5  # accuracy@5 is reported only when a task has more classes than this
 # Metrics where a smaller number is the better model: losses and ranks (every other metric here,
 # accuracy, recall, F1, AUROC, is better higher).
 _LOWER_IS_BETTER = ("loss", "median_rank")
@@ -58,9 +58,9 @@ def classification_metrics(y_true: Sequence[int], scores: np.ndarray, class_name
             output_dict=True, zero_division=np.nan,
         )
         balanced = float(balanced_accuracy_score(y_true, y_pred))
-        # With exactly 5 classes accuracy@5 is 1 by construction (sklearn warns); reported as
-        # CLIP_benchmark does.
-        top5 = float(top_k_accuracy_score(y_true, scores, k=TOP_K, labels=all_labels)) if n_classes >= TOP_K else None
+        # With k classes or fewer the top k holds every class: accuracy@k is 1 by construction and
+        # says nothing (CLIP_benchmark reports it anyway), so it is left out (None).
+        top5 = float(top_k_accuracy_score(y_true, scores, k=TOP_K, labels=all_labels)) if n_classes > TOP_K else None
     auroc = _one_vs_rest_auroc(y_true, scores, support)
     per_class = [
         {
@@ -108,13 +108,24 @@ def _number(value: float) -> float | None:
 
 def save_confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Draw the confusion matrix (rows: true, columns: predicted) as a PNG, written atomically."""
+    figure = confusion_figure(matrix, class_names, title)
+    path = Path(path)
+    with atomic_open(path) as fh:
+        figure.savefig(fh, format="png", dpi=100)
+    return path
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = ""):
+    """The confusion matrix as a matplotlib Figure, every label inside it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     counts = np.asarray(matrix, dtype=int)
     n = len(class_names)
     size = max(4.0, 1.0 + 0.7 * n)
-    figure = Figure(figsize=(size + 1.5, size))
+    # Constrained layout makes room for long, rotated class names and the colorbar; tight_layout
+    # pushed the "true" axis label off the left edge with 19 classes.
+    figure = Figure(figsize=(size + 1.5, size), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     image = axes.imshow(counts, cmap="Blues", vmin=0)
@@ -130,8 +141,18 @@ def save_confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[st
         for j in range(n):
             colour = "white" if counts[i, j] > threshold else "black"
             axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour)
-    figure.tight_layout()
-    path = Path(path)
-    with atomic_open(path) as fh:
-        figure.savefig(fh, format="png", dpi=100)
-    return path
+    _grow_to_fit(figure)
+    return figure
+
+
+def _grow_to_fit(figure) -> None:
+    """Enlarge ``figure`` until every label lies inside it (long class names, many classes)."""
+    for _ in range(4):
+        figure.canvas.draw()  # runs the constrained layout
+        tight = figure.get_tightbbox(figure.canvas.get_renderer())  # inches
+        width, height = figure.get_size_inches()
+        extra_w = max(0.0, -tight.x0) + max(0.0, tight.x1 - width)
+        extra_h = max(0.0, -tight.y0) + max(0.0, tight.y1 - height)
+        if extra_w < 0.01 and extra_h < 0.01:
+            return
+        figure.set_size_inches(width + extra_w + 0.2, height + extra_h + 0.2)

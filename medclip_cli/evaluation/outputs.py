@@ -26,7 +26,7 @@ from medclip_cli.evaluation.metrics import save_confusion_png
 from medclip_cli.runlock import LOCK_NAME
 
 RESULTS = "results.json"
-_OWN = re.compile(r"(results\.json|predictions_.+\.csv|confusion_.+\.png)")
+_OWN = re.compile(r"(results\.json|predictions_.+\.csv|(confusion|reliability)_.+\.png)")
 
 
 def _foreign(output: Path) -> list[str]:
@@ -76,8 +76,8 @@ def unique_names(texts: list[str]) -> dict[str, str]:
 
 
 def write_outputs(result, output: str | Path) -> list[Path]:
-    """``results.json``, ``predictions_<task>.csv`` and ``confusion_<task>.png`` under ``output``,
-    replacing an earlier evaluation's files as a whole. With several models the CSVs get a
+    """``results.json``, ``predictions_<task>.csv``, ``confusion_<task>.png`` (and, when calibrated,
+    ``reliability_<task>.png``) under ``output``, replacing an earlier evaluation's files as a whole. With several models the CSVs get a
     ``model`` column and the pictures the model's label in their name."""
     output = Path(output)
     check_output(output)
@@ -115,6 +115,12 @@ def _write_all(result, folder: Path) -> list[str]:
             name = f"confusion_{tasks[task]}" + (f"_{models[m.label]}" if several else "") + ".png"
             title = f"{task} — {m.label}" if several else task
             written.append(save_confusion_png(t.metrics["confusion_matrix"], t.classes, folder / name, title))
+            if t.calibration is not None:
+                from medclip_cli.evaluation.calibration import save_reliability_png
+
+                picture = folder / name.replace("confusion_", "reliability_", 1)
+                temperature = t.calibration["temperature"]
+                written.append(save_reliability_png(t.arrays["logits"], t.arrays["y_true"], temperature, picture, title))
     return [p.name for p in written]
 
 

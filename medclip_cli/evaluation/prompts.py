@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from medclip_cli.data.labels import LabelField, config_dir
+from medclip_cli.config_folders import config_files, find_config
+from medclip_cli.data.labels import LabelField
 from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
 from medclip_cli.errors import UsageError
 from medclip_cli.files import read_regular
@@ -65,26 +66,21 @@ class PromptSet:
         }
 
 
-def prompt_sets_dir() -> Path:
-    return config_dir() / "prompts"
-
-
 def list_prompt_sets() -> list[str]:
-    """Names of the prompt sets shipped in ``configs/prompts/``."""
-    folder = prompt_sets_dir()
-    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    """Names of the prompt sets in ``configs/prompts/`` and the user's config folder."""
+    return list(config_files("prompts"))
 
 
 def load_prompt_set(name_or_path: str | Path | None = None) -> PromptSet:
-    """A named set from ``configs/prompts/`` or a user file (.toml, .json, or .txt one template a line)."""
+    """A named set (``configs/prompts/`` or the user's config folder) or a file (.toml, .json, or .txt one template a line)."""
     value = str(name_or_path or DEFAULT_PROMPT_SET)
     path = Path(value).expanduser()
     if path.suffix.lower() in PROMPT_SUFFIXES or path.exists() or "/" in value:
         if not path.exists():  # a pipe or device is refused by name when read
             raise UsageError(f"--prompts {value}: no such prompt file", hint="pass a .toml, .json or .txt file, or a set name")
         return _read_file(path)
-    named = prompt_sets_dir() / f"{value}.toml"
-    if not named.is_file():
+    named = find_config("prompts", value)
+    if named is None:
         known = list_prompt_sets()
         close = difflib.get_close_matches(value, known, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

@@ -1,4 +1,5 @@
-"""Experiments as TOML files in ``configs/experiments/``: parsed, overridden with ``--set``, validated."""
+"""Experiments as TOML files in ``configs/experiments/`` (and the user's config folder): parsed,
+overridden with ``--set``, validated. A user's file wins over a built-in one of the same name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medclip_cli.data.labels import config_dir
+from medclip_cli.config_folders import builtin_config_dir, config_dirs, config_files, find_config
 from medclip_cli.errors import UsageError
 from medclip_cli.files import read_regular
 
@@ -19,7 +20,9 @@ ALIASES_FILE = "aliases.toml"
 #: without it the experiment is a zero-shot baseline. Fine-tuning keys are the engine's
 #: ``TrainConfig`` fields and are checked against it when the run starts.
 SCHEMA: dict[str, dict[str, Any]] = {
-    "experiment": {"description": "", "tests": "", "seed": 0},
+    # seeds: fine-tune once per seed (the report gives each and their mean ± sd); None: [seed].
+    # tuned_on: the split the hyperparameters were chosen on, stated next to the results.
+    "experiment": {"description": "", "tests": "", "seed": 0, "seeds": None, "tuned_on": None},
     "model": {
         "encoder": None,
         "text_encoder": None,
@@ -44,6 +47,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "tasks": ["modality", "location_category", "plane", "retrieval"],
         "prompts": "seed",
         "batch_size": 64,
+        "bootstrap": 1000,  # resamples for each metric's 95 % interval; 0: none
+        "calibrate_on": None,  # a split to fit one temperature per model and task on
     },
 }
 OPTIONAL_SECTIONS = {"finetune", "probe"}  # [probe]: see experiments/probe_step.py
@@ -91,38 +96,52 @@ class Experiment:
 
 
 def experiments_dir() -> Path:
-    return config_dir() / "experiments"
+    """The built-in experiments (the user's own are found through :mod:`medclip_cli.config_folders`)."""
+    return builtin_config_dir() / "experiments"
+
+
+def _experiment_files() -> dict[str, Path]:
+    return {name: path for name, path in config_files("experiments").items() if f"{name}.toml" != ALIASES_FILE}
 
 
 def list_experiments() -> list[Experiment]:
-    """Every experiment file, sorted by name."""
-    return [load_experiment(p.stem) for p in sorted(experiments_dir().glob("*.toml")) if p.name != ALIASES_FILE]
+    """Every experiment, built-in and the user's, sorted by name."""
+    return [load_experiment(name) for name in _experiment_files()]
 
 
-def aliases() -> dict[str, str]:
-    path = experiments_dir() / ALIASES_FILE
-    if not path.is_file():
-        return {}
-    return {k: str(v) for k, v in _read_toml(path).items()}
+def aliases() -> dict[str, str | list[str]]:
+    """Alias -> experiment name, or a list of names run together (one summary over them), from the
+    built-in aliases file and the user's (theirs win)."""
+    merged: dict[str, str | list[str]] = {}
+    for folder in reversed(config_dirs()):
+        path = folder / "experiments" / ALIASES_FILE
+        if path.is_file():
+            merged.update(
+                {k: [str(x) for x in v] if isinstance(v, list) else str(v) for k, v in _read_toml(path).items()}
+            )
+    return merged
 
 
 def resolve_names(name: str) -> list[str]:
-    """``all``, an alias such as ``best``, or one experiment name."""
+    """``all``, an alias such as ``best`` (one or several experiments), or one experiment name."""
     if name == "all":
         return [e.name for e in list_experiments()]
     target = aliases().get(name, name)
-    known = [p.stem for p in experiments_dir().glob("*.toml") if p.name != ALIASES_FILE]
-    if target not in known:
-        close = difflib.get_close_matches(name, known + list(aliases()), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ExperimentConfigError(
-            f"unknown experiment {name!r}{hint}", hint="run `medclip reproduce --list` to see them"
-        )
-    return [target]
+    targets = target if isinstance(target, list) else [target]
+    known = list(_experiment_files())
+    for wanted in targets:
+        if wanted not in known:
+            shown = name if wanted == target else f"{wanted} (in alias {name!r})"
+            close = difflib.get_close_matches(wanted, known + list(aliases()), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ExperimentConfigError(
+                f"unknown experiment {shown!r}{hint}", hint="run `medclip reproduce --list` to see them"
+            )
+    return targets
 
 
 def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment:
-    path = experiments_dir() / f"{name}.toml"
+    path = find_config("experiments", name) or experiments_dir() / f"{name}.toml"
     raw = _read_toml(path)
     settings = _validate(raw, path)
     overrides = list(overrides or [])
@@ -173,6 +192,15 @@ def _check_required(settings: dict, path: Path) -> None:
         if value is not None and not all(isinstance(v, str) and v for v in names):
             kind = "a list of column names" if key == "label_columns" else "a column name"
             raise ExperimentConfigError(f"{path}: data.{key} must be {kind}, not {value!r}")
+    seeds = settings["experiment"].get("seeds")
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise ExperimentConfigError(f"{path}: experiment.seeds must be a non-empty list of integers, not {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ExperimentConfigError(f"{path}: experiment.seeds repeats a seed ({seeds!r})")
+    boot = settings["evaluate"].get("bootstrap")
+    if not isinstance(boot, int) or isinstance(boot, bool) or boot < 0:
+        raise ExperimentConfigError(f"{path}: evaluate.bootstrap must be a whole number of resamples (0: none), not {boot!r}")
     ft = settings.get("finetune")
     if ft is not None and "loss_weight" in ft:
         weight = ft["loss_weight"]

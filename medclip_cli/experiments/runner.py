@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medclip_cli.atomic import write_text_atomic
-from medclip_cli.errors import DataError, PretrainedUnavailableError
+from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
@@ -17,31 +17,75 @@ BASELINE, FINETUNED = "baseline", "fine-tuned"
 
 
 @dataclass
+class SeedRun:
+    """One seed of an experiment: its evaluation (baseline, and fine-tuned when trained)."""
+
+    seed: int
+    output: Path
+    evaluation: object  # evaluation.evaluate.EvalResult
+    train: object | None  # training TrainResult
+    probe: dict | None = None  # ProbeResult.to_json() of the [probe] step (first seed only)
+
+
+@dataclass
 class ExperimentRun:
-    """What one experiment produced."""
+    """What one experiment produced: one :class:`SeedRun` per seed."""
 
     experiment: Experiment
     output: Path
-    evaluation: object  # engine.evaluate.EvalResult (baseline, and fine-tuned when trained)
-    train: object | None  # engine.train.TrainResult
+    seed_runs: list[SeedRun]
     seconds: float
     data_root: Path
     files: list[Path] = field(default_factory=list)
     probe: dict | None = None  # ProbeResult.to_json() of the [probe] step, when the experiment has one
 
+    @property
+    def evaluation(self):
+        """The first seed's evaluation (the data set, prompts and versions are the same for all)."""
+        return self.seed_runs[0].evaluation
+
+    @property
+    def train(self):
+        return self.seed_runs[0].train
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.seed_runs]
+
     def comparison(self) -> list[dict]:
-        """Rows of task × metric with the baseline, the fine-tuned value and the difference."""
-        models = {m.label: m for m in self.evaluation.models}
-        rows = []
-        for task in self.evaluation.tasks:
-            base = models[BASELINE].tasks[task].metrics
-            tuned = models[FINETUNED].tasks[task].metrics if FINETUNED in models else None
-            for metric in headline_metrics(models[BASELINE].tasks[task].kind, base):
-                b = base.get(metric)
-                t = tuned.get(metric) if tuned is not None else None
-                diff = t - b if isinstance(t, (int, float)) and isinstance(b, (int, float)) else None
-                rows.append({"task": task, "metric": metric, BASELINE: b, FINETUNED: t, "difference": diff})
-        return rows
+        """Rows of task × metric: baseline, fine-tuned and difference (means over the seeds, with
+        their standard deviations when there are several), and each seed's values with intervals."""
+        return comparison_rows(self.experiment, self.seed_runs)
+
+
+def comparison_rows(experiment: Experiment, seed_runs: list[SeedRun]) -> list[dict]:
+    from medclip_cli.experiments.seeds import seed_rows
+
+    return seed_rows(seed_runs, supervision(experiment), headline_metrics, (BASELINE, FINETUNED))
+
+
+def supervision(experiment: Experiment) -> dict[str, str]:
+    """What the fine-tuned model saw of each task in training: ``label-supervised`` for label
+    fields shown to it as training text, ``zero-shot`` for label fields it never saw, and
+    ``captions`` for retrieval (trained on the training split's captions)."""
+    shown = set((experiment.finetune or {}).get("label_text_fields") or [])
+    out = {}
+    for task in experiment.settings["evaluate"]["tasks"]:
+        if experiment.finetune is None:
+            out[task] = "zero-shot"
+        elif task == "retrieval":
+            out[task] = "captions"
+        else:
+            out[task] = "label-supervised" if task in shown else "zero-shot"
+    return out
+
+
+def seeds_of(experiment: Experiment) -> list[int]:
+    """``[experiment] seeds`` when given, else the one ``[experiment] seed``."""
+    seeds = experiment.settings["experiment"].get("seeds")
+    if seeds:
+        return [int(s) for s in seeds]
+    return [int(experiment.settings["experiment"]["seed"])]
 
 
 def headline_metrics(kind: str, metrics: dict) -> list[str]:
@@ -59,31 +103,96 @@ def run_experiment(
     device: str = "auto",
     progress=None,
     train_events=None,
+    resume: bool = False,
 ) -> ExperimentRun:
-    """Run ``experiment`` into ``output``: checks first (data, splits, weights), then the work."""
-    import torch
+    """Run ``experiment`` into ``output`` once per seed: checks first (data, splits, weights,
+    earlier fine-tunes), then the work.
 
-    from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
-    from medclip_cli.models.bundle import load_bundle, save_bundle
-
+    With ``resume``, an interrupted fine-tune in ``<seed folder>/finetune`` continues from its last
+    checkpoint (the starting model is read back from ``start-model``, so no download is needed
+    again), and the experiment is finished as an uninterrupted run would have finished it.
+    """
     start = time.perf_counter()
     settings = experiment.settings
     data_root, eval_set = check_experiment(experiment, data)
     probe = probe_settings(experiment)
     probe_train = _probe_train_split(experiment, data_root, probe["train_split"]) if probe is not None else None
-    seed = int(settings["experiment"]["seed"])
-    torch.manual_seed(seed)
-    baseline = _build_start_model(experiment)
+    calibration = None
+    if settings["evaluate"].get("calibrate_on"):
+        calibration = _load_split_named(experiment, data_root, settings["evaluate"]["calibrate_on"], "evaluate.calibrate_on")
+    seeds = seeds_of(experiment)
+    # One seed keeps the flat layout; several get a folder each.
+    folders = {seed: output if len(seeds) == 1 else output / f"seed-{seed}" for seed in seeds}
+    resuming = {seed: _resume_plan(experiment, folder, resume) for seed, folder in folders.items()}
     output.mkdir(parents=True, exist_ok=True)
-    start_dir = output / "start-model"
+    seed_runs = []
+    for seed in seeds:
+        folder = folders[seed]
+        if progress is not None and len(seeds) > 1:
+            progress.log(f"seed {seed} ({len(seed_runs) + 1} of {len(seeds)})")
+        # The [probe] step runs on the first seed's models.
+        seed_probe = probe if not seed_runs else None
+        seed_runs.append(
+            _run_seed(
+                experiment, seed, folder, data_root, eval_set, calibration, seed_probe, probe_train, device, progress,
+                train_events, resuming[seed],
+            )
+        )
+    run = ExperimentRun(experiment, output, seed_runs, time.perf_counter() - start, data_root)
+    run.probe = seed_runs[0].probe
+    return run
+
+
+def _resume_plan(experiment: Experiment, folder: Path, resume: bool) -> bool:
+    """Whether the fine-tune in ``folder`` continues from a checkpoint; an earlier or interrupted
+    fine-tune there without ``resume`` (or one with nothing to resume) is refused before any work."""
+    from medclip_cli.training.checkpoint import find_checkpoint
+
+    tune_dir = folder / "finetune"
+    resuming = resume and experiment.finetune is not None and find_checkpoint(tune_dir) is not None
+    if experiment.finetune is not None and not resuming and tune_dir.is_dir() and any(tune_dir.iterdir()):
+        if resume:
+            raise OutputError(
+                f"{tune_dir}: nothing to resume (the fine-tune stopped before its first checkpoint)",
+                hint=f"remove {tune_dir} to start it again, or choose another --output",
+            )
+        raise OutputError(
+            f"{tune_dir}: holds an earlier or interrupted fine-tune of {experiment.name}",
+            hint="pass --resume to continue it, or choose another --output",
+        )
+    return resuming
+
+
+def _run_seed(
+    experiment, seed, output, data_root, eval_set, calibration, probe, probe_train, device, progress, train_events, resuming
+) -> SeedRun:
+    import torch
+
+    from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
+    from medclip_cli.models.bundle import CONFIG_NAME, load_bundle, save_bundle
+    from medclip_cli.models.weights import WEIGHTS_NAME
+
+    settings = experiment.settings
+    start_dir, tune_dir = output / "start-model", output / "finetune"
+    torch.manual_seed(seed)
+    saved_start = (start_dir / CONFIG_NAME).is_file() and (start_dir / WEIGHTS_NAME).is_file()
+    if resuming and saved_start:
+        baseline = load_bundle(start_dir)  # the very model the interrupted run started from
+    else:
+        baseline = _build_start_model(experiment)
+    output.mkdir(parents=True, exist_ok=True)
     sources = [ModelSource(BASELINE, lambda: baseline)]
     train_result = None
     if experiment.finetune is not None:
-        save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
+        if not (resuming and saved_start):
+            save_bundle(baseline, start_dir, provenance={"source": f"medclip reproduce {experiment.name}: starting model"})
         del baseline
-        train_result = _finetune(experiment, data_root, start_dir, output / "finetune", device, progress, train_events)
+        train_result = _finetune(experiment, seed, data_root, start_dir, tune_dir, device, progress, train_events, resuming)
         tuned = train_result.best or train_result.last
-        sources = [ModelSource(BASELINE, lambda: load_bundle(start_dir)), ModelSource(FINETUNED, lambda: load_bundle(tuned))]
+        sources = [
+            ModelSource(BASELINE, lambda: load_bundle(start_dir)),  # named by its tags, as built
+            ModelSource(FINETUNED, lambda: load_bundle(tuned), bundle=tuned),
+        ]
     evaluation = evaluate(
         sources,
         eval_set,
@@ -94,16 +203,16 @@ def run_experiment(
             device=device,
             seed=seed,
             dataset_options=experiment.dataset_options,
+            bootstrap=int(settings["evaluate"]["bootstrap"]),
         ),
         progress,
+        calibration=calibration,
     )
     probe_result = None
     if probe is not None:
         models = [(source.label, source.load()) for source in sources]
         probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
-    return ExperimentRun(
-        experiment, output, evaluation, train_result, time.perf_counter() - start, data_root, probe=probe_result
-    )
+    return SeedRun(seed, output, evaluation, train_result, probe_result)
 
 
 def check_experiment(experiment: Experiment, data: Path | None = None):
@@ -127,20 +236,23 @@ def _data_root(experiment: Experiment, data: Path | None) -> Path:
         return Path(data)
     if configured:
         return Path(configured)
-    return default_data_root()
+    return default_data_root(experiment.settings["data"].get("dataset"))
 
 
 def _load_split(experiment: Experiment, root: Path, key: str):
+    return _load_split_named(experiment, root, experiment.settings["data"][key], f"data.{key}")
+
+
+def _load_split_named(experiment: Experiment, root: Path, split: str, key: str):
     from medclip_cli.data import load_dataset
 
-    split = experiment.settings["data"][key]
     try:
         return load_dataset(root, split, experiment.settings["data"].get("dataset"), **experiment.dataset_options)
     except DataError as exc:
         if "has no split" in exc.message:
             raise ExperimentConfigError(
-                f"{exc.message}; experiment {experiment.name!r} reads it as data.{key}",
-                hint=f"pick another with --set data.{key}=NAME",
+                f"{exc.message}; experiment {experiment.name!r} reads it as {key}",
+                hint=f"pick another with --set {key}=NAME",
             ) from exc
         raise
 
@@ -179,13 +291,13 @@ def _build_start_model(experiment: Experiment):
         ) from exc
 
 
-def _finetune(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device, progress, events):
+def _finetune(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):
     from medclip_cli.training.train import train
 
-    return train(_train_config(experiment, data_root, start_dir, output, device), progress, events)
+    return train(_train_config(experiment, seed, data_root, start_dir, output, device, resume), progress, events)
 
 
-def _train_config(experiment: Experiment, data_root: Path, start_dir: Path, output: Path, device):
+def _train_config(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, resume=False):
     from medclip_cli.training.config import TrainConfig
 
     settings = experiment.settings
@@ -204,7 +316,8 @@ def _train_config(experiment: Experiment, data_root: Path, start_dir: Path, outp
         split=settings["data"]["train_split"],
         val_split=None if str(val_split).lower() == "none" else val_split,
         device=device,
-        seed=int(settings["experiment"]["seed"]),
+        seed=seed,
+        resume=resume,
         **finetune,
     )
     return config
@@ -223,9 +336,11 @@ def _check_settings(experiment: Experiment, eval_set, data_root: Path) -> None:
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise ExperimentConfigError(f"{experiment.path}: evaluate.tasks must be a list of names, not {tasks!r}")
     try:
-        int(settings["experiment"]["seed"]), int(settings["evaluate"]["batch_size"])
+        seeds_of(experiment), int(settings["evaluate"]["batch_size"])
     except (TypeError, ValueError) as exc:
-        raise ExperimentConfigError(f"{experiment.path}: experiment.seed and evaluate.batch_size must be whole numbers") from exc
+        raise ExperimentConfigError(
+            f"{experiment.path}: experiment.seed(s) and evaluate.batch_size must be whole numbers"
+        ) from exc
     load_prompt_set(settings["evaluate"]["prompts"])
     resolve_tasks(eval_set, list(tasks))
     if experiment.finetune is None:
@@ -243,7 +358,7 @@ def _check_settings(experiment: Experiment, eval_set, data_root: Path) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be a number, not {value!r}")
     try:
-        config = _train_config(experiment, data_root, Path("unused"), Path("unused"), "cpu")
+        config = _train_config(experiment, seeds_of(experiment)[0], data_root, Path("unused"), Path("unused"), "cpu")
     except TypeError as exc:
         raise ExperimentConfigError(f"{experiment.path}: [finetune]: {exc}") from exc
     check_config(config)
@@ -279,18 +394,30 @@ def results_json(run: ExperimentRun, command: str) -> dict:
         "settings": run.experiment.settings,
         "seconds": round(run.seconds, 1),
         "data_root": str(run.data_root),
+        "weights": {m.label: m.weights for m in run.evaluation.models},
+        "seeds": run.seeds,
+        "supervision": supervision(run.experiment),
+        "tuned_on": run.experiment.settings["experiment"].get("tuned_on") or None,
         "comparison": run.comparison(),
-        "training": None
-        if run.train is None
-        else {
-            "steps": run.train.steps,
-            "epochs": run.train.epochs_done,
-            "best_metric": run.train.best_metric,
-            "best_value": run.train.best_value,
-            "best_epoch": run.train.best_epoch,
-        },
+        "training": _training_json(run.train),
         "evaluation": run.evaluation.to_json(),
+        "per_seed": [
+            {"seed": r.seed, "training": _training_json(r.train), "evaluation": r.evaluation.to_json()} for r in run.seed_runs[1:]
+        ],
         "probe": run.probe,
+    }
+
+
+def _training_json(train) -> dict | None:
+    if train is None:
+        return None
+    return {
+        "steps": train.steps,
+        "epochs": train.epochs_done,
+        "best_metric": train.best_metric,
+        "best_value": train.best_value,
+        "best_epoch": train.best_epoch,
+        "history": [r for r in train.history if r.get("type") == "epoch"],
     }
 
 

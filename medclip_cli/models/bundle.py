@@ -17,6 +17,7 @@ from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
 from medclip_cli.errors import ModelError, OutputError
 from medclip_cli.files import read_regular
+from medclip_cli.models.portable import portable_hf_name
 from medclip_cli.models.weights import WEIGHTS_NAME, load_into, load_state_dict_file
 
 CONFIG_NAME = "open_clip_config.json"
@@ -60,6 +61,11 @@ def _portable_cfg(model_cfg: dict) -> dict:
         cfg["vision_cfg"]["timm_model_pretrained"] = False
     if "hf_model_name" in cfg["text_cfg"]:
         cfg["text_cfg"]["hf_model_pretrained"] = False
+        # Never a local path (a site-packages folder on this machine): the tower's hub id. The
+        # bundle holds its config and tokenizer, which load_bundle reads instead.
+        for key in ("hf_model_name", "hf_tokenizer_name"):
+            if key in cfg["text_cfg"]:
+                cfg["text_cfg"][key] = portable_hf_name(str(cfg["text_cfg"][key]))
     return cfg
 
 

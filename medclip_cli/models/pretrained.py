@@ -65,14 +65,20 @@ def fetch_open_clip_weights(arch: str, tag: str) -> str:
     return _download(
         f"pretrained weights {tag!r} for {arch}",
         lambda: download_pretrained(cfg),
+        fetch_name=f"{arch.lower()}:{tag}",
     )
 
 
-def _download(what: str, fetch: Callable[[], str]) -> str:
-    ensure_can_download(
-        what,
-        alternative="pass --pretrained PATH (a weights file or model bundle) or --pretrained none",
+def offline_ways_out(fetch_name: str) -> str:
+    """What a user without network can do instead of downloading weights."""
+    return (
+        f"on a machine with network run `medclip weights fetch {fetch_name}` and copy the cache here, "
+        "or pass --model DIR (a model bundle), or --encoder NAME --pretrained FILE (a weights file)"
     )
+
+
+def _download(what: str, fetch: Callable[[], str], *, fetch_name: str) -> str:
+    ensure_can_download(what, alternative=offline_ways_out(fetch_name))
     try:
         path = fetch()
     except Exception as exc:  # network errors come in many types from hub/urllib

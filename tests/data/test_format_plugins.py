@@ -87,5 +87,5 @@ def test_duplicate_format_names_both_plugins(registered):
 def test_unknown_format_lists_known(tmp_path):
     from medclip_cli.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"unknown --dataset 'parquet' \(known: medpix2, csv, jsonl, folder\)"):
+    with pytest.raises(UsageError, match=r"unknown --dataset 'parquet' \(known: medpix2, openi, csv, jsonl, folder\)"):
         load_dataset(tmp_path, "all", format="parquet")

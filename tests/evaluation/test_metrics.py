@@ -70,3 +70,9 @@ def test_confusion_png_is_written_atomically(tmp_path):
     path = save_confusion_png([[3, 1], [0, 2]], ["CT", "MR"], tmp_path / "cm.png", "modality")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+
+
+def test_accuracy_at_5_is_left_out_with_five_classes_or_fewer():
+    scores = np.full((2, 5), 0.2)
+    scores[:, 4] = 0.0  # the true class of both images is ranked last: still in the top 5 of 5
+    assert classification_metrics([4, 4], scores, list("abcde"))["accuracy@5"] is None

@@ -74,10 +74,10 @@ def test_zero_shot_classification_matches_clip_benchmark(dev):
         assert mine["n_images"] == len(keep)
         assert mine["accuracy@1"] == pytest.approx(theirs["acc1"], abs=1e-12), task
         assert mine["balanced_accuracy"] == pytest.approx(theirs["mean_per_class_recall"], abs=1e-12), task
-        if len(classes) >= 5:
+        if len(classes) > 5:
             assert mine["accuracy@5"] == pytest.approx(theirs["acc5"], abs=1e-12), task
-        else:
-            assert mine["accuracy@5"] is None and math.isnan(theirs["acc5"])
+        else:  # CLIP_benchmark reports 1.0 with exactly 5 classes (every class is in the top 5)
+            assert mine["accuracy@5"] is None and (math.isnan(theirs["acc5"]) or theirs["acc5"] == 1.0)
 
 
 def test_retrieval_recall_matches_clip_benchmark_where_captions_are_unique(dev):

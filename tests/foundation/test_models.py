@@ -90,7 +90,7 @@ def test_pretrained_openai_offline_fails_at_once_with_one_line():
     with pytest.raises(PretrainedUnavailableError) as info:
         build_model(ModelRequest("vit-b-32", pretrained="openai"))
     message = str(info.value)
-    assert "'openai'" in message and "--pretrained none" in message and "\n" not in message
+    assert "'openai'" in message and "medclip weights fetch vit-b-32:openai" in message and "\n" not in message
 
 
 def test_unknown_pretrained_tag_is_a_usage_error():

@@ -96,6 +96,29 @@ def check(path: Path, *extra: str) -> list[str]:
     return ["data", "check", str(path), *extra]
 
 
+def _openi(env: Env) -> Path:
+    """An OpenI copy as `data download openi` leaves it: with its split manifest, which the first
+    read of a copy writes (deliberately: it is the data set's split, not a command's output)."""
+    from medclip_cli.data.openi import manifest_for
+    from tests.data.openi_copy import write_openi
+
+    root = write_openi(env.p("openi"))
+    manifest_for(root)
+    return root
+
+
+def _openi_with_report(env: Env, name: str, text: str) -> Path:
+    root = _openi(env)
+    (root / "ecgen-radiology" / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def _openi_without_image(env: Env, image_id: str) -> Path:
+    root = _openi(env)
+    (root / "NLMCXR_png" / f"{image_id}.png").unlink()
+    return root
+
+
 def embed(env: Env, data: Path, *extra: str) -> list[str]:
     return ["embed", "--data", str(data), "--encoder", "test-vit", "--device", "cpu", "-o", str(env.p("emb.parquet")), *extra]
 
@@ -256,6 +279,15 @@ CASES: list[Case] = [
          lambda env: evaluate(env, "--split", "nope"), 1, "has no split 'nope'"),
     Case("data-empty-split", "data sets", "a MedPix split file with no records", "data check DIR",
          lambda env: check(make.medpix_set(env.p("data"), raw_lines=[])), 1, "split 'test' is empty"),
+    Case("data-openi-malformed-xml", "data sets", "OpenI report that is malformed XML (skipped, listed)",
+         "data check DIR", lambda env: check(_openi_with_report(env, "12.xml", "<eCitation><uId id=")), 1,
+         "ecgen-radiology/12.xml: malformed XML", report=True),
+    Case("data-openi-entity-bomb", "data sets", "OpenI report with an XML entity bomb (billion laughs)",
+         "data check DIR", lambda env: check(_openi_with_report(env, "12.xml", make.XML_ENTITY_BOMB)), 1,
+         "ecgen-radiology/12.xml: XML with an entity declaration ('lol'), refused", report=True),
+    Case("data-openi-missing-image", "data sets", "OpenI report naming an image that is not there",
+         "data check DIR", lambda env: check(_openi_without_image(env, "CXR12_IM-0144-1001")), 1,
+         "names image CXR12_IM-0144-1001, but NLMCXR_png/CXR12_IM-0144-1001.png does not exist", report=True),
     Case("data-csv-missing-column", "data sets", "CSV without an image column", "data check pairs.csv",
          lambda env: check(make.csv_set(env.p("data"), ["x,y"], header="caption,modality")), 1, "pairs.csv"),
     Case("data-csv-unknown-column-option", "data sets", "--caption-column naming a column the CSV lacks",
@@ -329,6 +361,12 @@ CASES: list[Case] = [
          lambda env: finetune(env, "--batch-size", "-4"), 2, "--batch-size must be a positive whole number", output="run"),
     Case("option-eval-batch-size-0", "options", "--batch-size 0 (evaluate)", "evaluate --batch-size 0",
          lambda env: evaluate(env, "--batch-size", "0"), 2, "--batch-size"),
+    Case("option-bootstrap-negative", "options", "--bootstrap -1 (evaluate)", "evaluate --bootstrap -1",
+         lambda env: evaluate(env, "--bootstrap", "-1"), 2, "--bootstrap"),
+    Case("option-calibrate-on-evaluated-split", "options", "--calibrate-on the evaluated split", "evaluate --split test --calibrate-on test",
+         lambda env: evaluate(env, "--calibrate-on", "test"), 2, "--calibrate-on test: the evaluated split itself"),
+    Case("data-missing-calibration-split", "data sets", "--calibrate-on a split the data set does not have", "evaluate --calibrate-on nope",
+         lambda env: evaluate(env, "--calibrate-on", "nope"), 1, "has no split 'nope'"),
     Case("option-image-size-0", "options", "--image-size 0", "finetune --image-size 0",
          lambda env: finetune(env, "--image-size", "0"), 2, "--image-size", output="run"),
     Case("option-epochs-0", "options", "--epochs 0", "finetune --epochs 0",
@@ -346,6 +384,8 @@ CASES: list[Case] = [
          "test-vitt"),
     Case("option-unknown-task", "options", "--task that is no label field", "evaluate --task organ",
          lambda env: evaluate(env, "--task", "organ"), 2, "--task 'organ' is not a task of this data set"),
+    Case("option-seeds-repeated", "options", "--seeds with a repeated seed", "reproduce --seeds 1,1",
+         lambda env: ["reproduce", "--experiment", "offline", "--seeds", "1,1", "--output", str(env.p("out"))], 2, "--seeds '1,1'"),
     Case("option-unknown-experiment", "options", "--experiment that does not exist", "reproduce --experiment nope",
          lambda env: ["reproduce", "--experiment", "nope", "--output", str(env.p("out"))], 2, "nope"),
     Case("option-reproduce-no-data", "options", "reproduce --data that does not exist", "reproduce --experiment zeroshot-vit-b-32 --data nowhere",

@@ -206,3 +206,14 @@ def fake_plugin(site: Path, name: str, source: str) -> Path:
     write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
     write(info / "entry_points.txt", f"[medclip]\n{name} = {name}\n")
     return site
+
+
+#: The "billion laughs" XML: ten levels of ten-fold entity expansion (never expanded by medclip).
+XML_ENTITY_BOMB = """<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+""" + "".join(
+    f' <!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 2 else "") + ";") * 10}">\n' for i in range(2, 11)
+) + """]>
+<eCitation><uId id="CXR12"/><AbstractText Label="FINDINGS">&lol10;</AbstractText></eCitation>
+"""

@@ -59,8 +59,8 @@ def test_best_is_an_alias_in_config_for_the_fine_tuned_vit():
 
 def test_only_the_offline_experiments_run_without_network():
     offline = {e.name for e in list_experiments() if not needs_network(e)}
-    # side-by-side-offline is offline-minilm-lit plus a [probe] step
-    assert offline == {"offline-minilm-lit", "side-by-side-offline"}
+    # side-by-side-offline is offline-minilm-lit plus a [probe] step; -captions is it without label text
+    assert offline == {"offline-minilm-lit", "offline-minilm-lit-captions", "side-by-side-offline"}
     experiment = load_experiment("offline-minilm-lit")
     assert experiment.settings["model"]["text_encoder"] == "minilm-l6"
     assert experiment.finetune["lock_text"] is True
