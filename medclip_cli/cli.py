@@ -95,9 +95,24 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _limit_option(name: str):
+    from medclip_cli.data import limits  # light: no numpy, no torch
+
+    limit = {lim.option: lim for lim in limits.ALL}[name]
+    return typer.Option(
+        None, name, show_default=False, envvar=None,
+        help=f"Refuse images over this many {limit.what} before decoding them (default {limit.default:,g}; "
+        f"also {limit.env}).",
+    )  # fmt: skip
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    max_image_pixels: str = _limit_option("--max-image-pixels"),
+    max_image_aspect: str = _limit_option("--max-image-aspect"),
+    max_image_frames: str = _limit_option("--max-image-frames"),
+    max_image_bytes: str = _limit_option("--max-image-bytes"),
     config_dir: Optional[Path] = typer.Option(
         None,
         "--config-dir",
@@ -108,6 +123,12 @@ def _root(
     ),
 ) -> None:
     """Assess and improve CLIP-style image-text models on medical images."""
+    from medclip_cli.data import limits
+
+    given = zip(limits.ALL, (max_image_pixels, max_image_aspect, max_image_frames, max_image_bytes))
+    for limit, text in given:
+        if text is not None:  # checked here; set for this process and every worker it starts
+            os.environ[limit.env] = str(limits.parse(limit, text))
     if config_dir is not None:
         # An environment variable, so DDP workers and other subprocesses see the same folder.
         os.environ["MEDCLIP_CONFIG_DIR"] = str(config_dir.expanduser().resolve())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -117,6 +119,8 @@ def dicom_window(window: str | None) -> tuple[float, float] | None:
         center, width = (float(p) for p in parts)
     except ValueError:
         raise UsageError(f"--window {window!r}: expected CENTER,WIDTH such as 40,400") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise UsageError(f"--window {window!r}: the center and width must be finite numbers such as 40,400")
     if width <= 0:
         raise UsageError(f"--window {window!r}: the width must be positive")
     return center, width

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,6 +59,40 @@ class PluginInfo:
     builtin: bool
 
 
+class plugin_code:
+    """Runs a plugin's own code (its import, its hooks) so that nothing it does ends the command.
+
+    Whatever it prints goes to stderr (``--json`` on stdout stays valid JSON); whatever it raises,
+    ``SystemExit`` and ``KeyboardInterrupt`` included, is kept in ``error`` as that plugin's failure.
+    A :class:`medclip_cli.errors.PluginError` (a registration medclip refuses) still propagates.
+    """
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._redirect = contextlib.redirect_stdout(sys.stderr)
+
+    def __enter__(self) -> "plugin_code":
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        self._redirect.__exit__(None, None, None)
+        from medclip_cli.errors import PluginError
+
+        if exc is None or isinstance(exc, PluginError):
+            return False
+        if isinstance(exc, (Exception, SystemExit, KeyboardInterrupt)):
+            self.error = exc
+            return True
+        return False
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a plugin's exception, on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class _Manager:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager("medclip")
@@ -74,12 +110,12 @@ class _Manager:
     def _load_entry_points(self) -> None:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else "unknown distribution"
-            try:
+            with plugin_code() as guard:  # one broken plugin must never break every command
                 if self.pm.has_plugin(ep.name):
                     raise ValueError(f"a plugin named {ep.name!r} is already registered")
                 self.pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # one broken plugin must never break every command
-                self._skip(ep.name, dist, exc)
+            if guard.error is not None:
+                self._skip(ep.name, dist, guard.error)
                 continue
             try:
                 self.pm.check_pending()
@@ -90,11 +126,8 @@ class _Manager:
             self.distributions[ep.name] = dist
 
     def _skip(self, name: str, dist: str, exc: BaseException) -> None:
-        self.failures.append(PluginFailure(name, dist, f"{type(exc).__name__}: {exc}"))
-        warnings.warn(
-            f"plugin {name!r} from {dist} failed to load and was skipped: {type(exc).__name__}: {exc}",
-            stacklevel=3,
-        )
+        self.failures.append(PluginFailure(name, dist, describe(exc)))
+        warnings.warn(f"plugin {name!r} from {dist} failed to load and was skipped: {describe(exc)}", stacklevel=3)
 
 
 @lru_cache(maxsize=1)
@@ -166,14 +199,12 @@ def _collect(pm: pluggy.PluginManager, hook: str, item_type: type, what: str, ke
                 )
             items[k] = dataclasses.replace(item, plugin=plugin)
 
-        try:
+        with plugin_code() as guard:  # prints, SystemExit, KeyboardInterrupt: that plugin's failure
             impl.function(register=register)
-        except PluginError:
-            raise
-        except Exception as exc:  # a plugin's own bug: skip that plugin, keep the rest
+        if guard.error is not None:  # a plugin's own bug: skip that plugin, keep the rest
             warnings.warn(
                 f"plugin {plugin!r} from {distribution_of(plugin)} raised while registering {what}s "
-                f"and was skipped: {type(exc).__name__}: {exc}",
+                f"and was skipped: {describe(guard.error)}",
                 stacklevel=3,
             )
     return items

@@ -14,13 +14,17 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from medclip_cli.redact import redact
+
+MAX_MESSAGE_CHARS = 600  # a message quoting a whole file (a manifest's line, a config) is cut here
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
 def error(message: str) -> None:
     """One red line on stderr (line breaks in messages from other libraries are joined)."""
-    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(_short(one_line(message)))}", soft_wrap=True)
 
 
 def one_line(message: str) -> str:
@@ -28,17 +32,23 @@ def one_line(message: str) -> str:
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
+def _short(message: str) -> str:
+    """``message`` without credentials and at most :data:`MAX_MESSAGE_CHARS` long."""
+    message = redact(message)
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def warning(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(_short(one_line(message)))}", soft_wrap=True)
 
 
 def info(message: str) -> None:
-    err_console.print(escape(message), soft_wrap=True)
+    err_console.print(escape(redact(message)), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
-    """Machine-readable output on stdout (no colour, no wrapping)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Machine-readable output on stdout (no colour, no wrapping, no credentials)."""
+    sys.stdout.write(redact(json.dumps(data, indent=2, default=str)) + "\n")
     sys.stdout.flush()
 
 
@@ -73,10 +83,12 @@ def show(renderable: Any) -> None:
 
 def heading(text: str) -> None:
     """A bold line on stdout, never folded by rich (a long image path stays whole above its table)."""
-    console.print(Text(text, style="bold"), soft_wrap=True)
+    console.print(Text(redact(text), style="bold"), soft_wrap=True)
+
+
 def line(message: str) -> None:
     """A sentence of the results on stdout (a verdict under a table), not a log line."""
-    console.print(escape(message), soft_wrap=True)
+    console.print(escape(redact(message)), soft_wrap=True)
 
 
 class RichProgress:
@@ -86,7 +98,7 @@ class RichProgress:
         self._progress = progress
 
     def task(self, description: str, total: int | None = None) -> object:
-        return self._progress.add_task(escape(description), total=total, status="")
+        return self._progress.add_task(escape(redact(description)), total=total, status="")
 
     def advance(self, task: object, n: int = 1, **fields: object) -> None:
         status = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
@@ -97,7 +109,7 @@ class RichProgress:
         self._progress.stop_task(task)
 
     def log(self, message: str) -> None:
-        self._progress.console.print(escape(message), soft_wrap=True)
+        self._progress.console.print(escape(redact(message)), soft_wrap=True)
 
 
 def _fmt(value: object) -> str:
@@ -183,7 +195,7 @@ def _log_interval() -> float:
 
 
 def _plain_line(message: str) -> None:
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(redact(message) + "\n")
     sys.stderr.flush()
 
 

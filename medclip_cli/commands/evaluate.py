@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -44,7 +45,7 @@ def evaluate(
     output: options.Output = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seeds torch before each model is built.")] = 0,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding cache.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the image-embedding and decoded-pixel caches.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")] = False,
     bootstrap: Annotated[
         int, typer.Option("--bootstrap", min=0, help="Resamples of the images for each metric's 95 % interval (seeded by --seed); 0: none.")
@@ -132,9 +133,13 @@ def evaluate(
         strict=strict,
         bootstrap=bootstrap,
     )
-    with ui.progress(enabled=not as_json) as reporter:
-        result = run_evaluation(sources, dataset, config, progress=reporter, calibration=calibration)
-    written = write_outputs(result, output) if output is not None else []
+    from medclip_cli import runlock
+
+    # The --output folder belongs to this evaluation (one process) until its results are written.
+    with runlock.hold(output) if output is not None else contextlib.nullcontext():
+        with ui.progress(enabled=not as_json) as reporter:
+            result = run_evaluation(sources, dataset, config, progress=reporter, calibration=calibration)
+        written = write_outputs(result, output) if output is not None else []
     if as_json:
         ui.print_json(result.to_json())
         return

@@ -76,7 +76,7 @@ def reproduce(
     names = resolve_names(experiment)
     experiments = [load_experiment(name, _overrides_for(name, overrides, len(names) > 1)) for name in names]
 
-    from medclip_cli.experiments.runner import check_finetune_keys
+    from medclip_cli.experiments.runner import check_experiment, check_finetune_keys
 
     for exp in experiments:
         check_finetune_keys(exp)
@@ -90,19 +90,23 @@ def reproduce(
         from medclip_cli.errors import DataError
 
         raise DataError(f"{data}: no such file or folder", hint="check --data")
+    refused = _check_all(experiments, data, check_experiment)
     command = " ".join(["medclip", *map(shlex.quote, sys.argv[1:])]) if sys.argv[0].endswith("medclip") else _command(experiment, data, output, overrides)
-    if len(experiments) == 1:  # one experiment: its error is the command's error
-        runs = [_run_one(experiments[0], output / experiments[0].name, data, device, command, as_json, resume)]
-        if as_json:
-            from medclip_cli.experiments.runner import results_json
+    from medclip_cli import runlock
 
-            ui.print_json([results_json(run, command) for run in runs])
-        return
-    runs, skipped = _run_many(experiments, output, data, device, command, as_json, resume)
-    from medclip_cli.experiments.report import summary_report
-    from medclip_cli.experiments.runner import results_json, write_text
+    with runlock.hold(output):  # one reproduce per --output at a time, held until its last report
+        if len(experiments) == 1:  # one experiment: its error is the command's error
+            runs = [_run_one(experiments[0], output / experiments[0].name, data, device, command, as_json, resume)]
+            if as_json:
+                from medclip_cli.experiments.runner import results_json
 
-    write_text(output / "summary.md", summary_report(runs, command, skipped))
+                ui.print_json([results_json(run, command) for run in runs])
+            return
+        runs, skipped = _run_many(experiments, output, data, device, command, as_json, resume, refused)
+        from medclip_cli.experiments.report import summary_report
+        from medclip_cli.experiments.runner import results_json, write_text
+
+        write_text(output / "summary.md", summary_report(runs, command, skipped))
     if as_json:
         ui.print_json(
             [results_json(run, command) for run in runs]
@@ -127,12 +131,35 @@ def _overrides_for(name: str, overrides: list[str], several: bool) -> list[str]:
     return [o for o in overrides if not o.strip().startswith("finetune.")]
 
 
-def _run_many(experiments, output: Path, data, device, command, as_json, resume):
-    """Run every experiment that can run; (name, skipped|failed, reason) for the others."""
+def _check_all(experiments, data, check_experiment) -> dict[str, str]:
+    """Every setting of every experiment, checked before the first one starts. One experiment: its
+    error is the command's error; several: name -> reason for those that cannot run."""
+    from medclip_cli.errors import MedclipError
+
+    if len(experiments) == 1:
+        check_experiment(experiments[0], data)
+        return {}
+    refused = {}
+    for exp in experiments:
+        try:
+            check_experiment(exp, data)
+        except MedclipError as exc:
+            refused[exp.name] = ui.one_line(str(exc))
+    return refused
+
+
+def _run_many(experiments, output: Path, data, device, command, as_json, resume, refused):
+    """Run every experiment that can run; (name, skipped|failed, reason) for the others (those in
+    ``refused`` failed their checks before any experiment started)."""
     from medclip_cli.errors import MedclipError, PretrainedUnavailableError
 
     runs, skipped = [], []
     for exp in experiments:
+        if exp.name in refused:
+            skipped.append((exp.name, "failed", refused[exp.name]))
+            if not as_json:
+                ui.warning(f"experiment {exp.name} failed: {refused[exp.name]}")
+            continue
         try:
             runs.append(_run_one(exp, output / exp.name, data, device, command, as_json, resume))
         except PretrainedUnavailableError as exc:
@@ -173,18 +200,39 @@ def _run_one(exp, out: Path, data, device, command, as_json, resume=False):
     from medclip_cli.experiments.report import cell, experiment_report
     from medclip_cli.experiments.runner import results_json, run_experiment, write_json, write_text
 
+    import shutil
+
+    from medclip_cli.atomic import replace_dir
+
     if not as_json:
         ui.info(f"experiment {exp.name}: {exp.settings['experiment']['description']}")
-    with ui.progress(enabled=not as_json) as reporter:
-        run = run_experiment(exp, out, data=data, device=device, progress=reporter, resume=resume)
-    pictures = []
-    for seed_run in run.seed_runs:
-        files = write_outputs(seed_run.evaluation, seed_run.output / "evaluation")
-        pictures += [f for f in files if f.suffix == ".png"]
-    histories = {r.seed: r.train.history for r in run.seed_runs if r.train is not None}
-    curves = save_training_curves_png(histories, out / "training_curves.png", exp.name) if histories else None
-    write_json(out / "results.json", results_json(run, command))
-    write_text(out / "report.md", experiment_report(run, command, pictures, curves))
+    # A finished experiment is replaced only by a complete re-run, built beside it in .NAME.new:
+    # a failed or refused re-run changes nothing of it (the caller holds --output's lock). A first
+    # or interrupted run works in the folder itself, where --resume finds its checkpoints.
+    staged = not resume and (out / "results.json").is_file()
+    work = out.parent / f".{out.name}.new" if staged else out
+    if staged:
+        shutil.rmtree(work, ignore_errors=True)  # left by a run that died (the lock says none runs)
+    try:
+        with ui.progress(enabled=not as_json) as reporter:
+            run = run_experiment(exp, work, data=data, device=device, progress=reporter, resume=resume)
+        pictures = []
+        for seed_run in run.seed_runs:
+            files = write_outputs(seed_run.evaluation, seed_run.output / "evaluation")
+            pictures += [f for f in files if f.suffix == ".png"]
+        histories = {r.seed: r.train.history for r in run.seed_runs if r.train is not None}
+        curves = save_training_curves_png(histories, work / "training_curves.png", exp.name) if histories else None
+        write_json(work / "results.json", _moved(results_json(run, command), work, out))
+        write_text(work / "report.md", experiment_report(run, command, pictures, curves).replace(str(work), str(out)))
+        if staged:
+            replace_dir(work, out)
+    finally:
+        if staged:
+            shutil.rmtree(work, ignore_errors=True)
+    if staged:
+        run.output = out
+        for seed_run in run.seed_runs:
+            seed_run.output = out / seed_run.output.relative_to(work)
     if not as_json:
         rows = [
             (r["task"], r["metric"], r["supervision"], cell(r, "baseline"), cell(r, "fine-tuned"), cell(r, "difference", signed=True))
@@ -200,6 +248,13 @@ def _run_one(exp, out: Path, data, device, command, as_json, resume=False):
                 ui.show(probe_table(name, task))
         ui.info(f"report: {out / 'report.md'}")
     return run
+
+
+def _moved(data, old: Path, new: Path):
+    """``data`` with every path string under ``old`` pointing under ``new`` (the finished folder)."""
+    import json
+
+    return json.loads(json.dumps(data, default=str).replace(json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1]))
 
 
 def _show_list(experiments, as_json: bool) -> None:

@@ -51,6 +51,7 @@ def unpack(
             if sum(m[2] for m in members) > MAX_UNPACKED_BYTES:
                 raise DataError(f"{archive}: would unpack to more than {MAX_UNPACKED_BYTES:,} bytes; refused")
             targets = [_safe_target(tmp, name, archive) for name, *_ in members]
+            _check_clashes(archive, members, targets)
             task = progress.task("unpacking", total=len(members))
             for target, (name, is_dir, _, open_member) in zip(targets, members):
                 if is_dir:
@@ -128,6 +129,21 @@ class _open_archive:
             raise DataError(
                 f"{self.path}: truncated or corrupt tar archive ({exc})", hint="delete it and download again"
             ) from exc
+
+
+def _check_clashes(archive: Path, members: list, targets: list[Path]) -> None:
+    """Two members for one path, or a file where another member needs a folder: refused by name."""
+    kinds: dict[Path, tuple[str, bool]] = {}
+    for (name, is_dir, *_), target in zip(members, targets):
+        seen = kinds.get(target)
+        if seen is not None and not (is_dir and seen[1]):
+            raise DataError(f"{archive}: members {seen[0]!r} and {name!r} are the same path; archive refused")
+        kinds[target] = (name, is_dir)
+    for target, (name, is_dir) in kinds.items():
+        for parent in target.parents:
+            other = kinds.get(parent)
+            if other is not None and not other[1]:
+                raise DataError(f"{archive}: member {name!r} lies inside the file {other[0]!r}; archive refused")
 
 
 def _safe_target(root: Path, name: str, archive: Path) -> Path:

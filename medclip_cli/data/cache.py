@@ -2,7 +2,7 @@
 
 Layout under ``MEDCLIP_HOME/cache/pixels/``::
 
-    index/<listing>.json              sample files' (path, size, mtime) -> sha256 of their bytes
+    index/<listing>.json              sample files' (path, file_identity) -> sha256 of their bytes
     <geometry>/<content>.npy          N x H x W x 3 uint8, rows in sample order (skipped ones left out)
     <geometry>/<content>.json         which samples the rows are, and why the others were skipped
 
@@ -25,12 +25,14 @@ from typing import Callable
 import numpy as np
 
 from medclip_cli.atomic import atomic_open
-from medclip_cli.data.dataset import Dataset
+from medclip_cli.data.dataset import Dataset, file_identity
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.preprocess import PreprocessConfig
+from medclip_cli.errors import ImageError
+from medclip_cli.files import open_regular
 from medclip_cli.progress import NullProgress, ProgressReporter
 
-CACHE_VERSION = 1  # bump when decoding or resizing changes what a file turns into
+CACHE_VERSION = 2  # bump when decoding or resizing changes what a file turns into
 _HASH_CHUNK = 1 << 20
 _PATH_MARK = "{image}"  # stands for the sample's path in stored skip reasons
 MISSING = "missing"
@@ -44,10 +46,10 @@ def file_sha256(path: Path) -> str | None:
     """sha256 of a file's bytes, or None when it cannot be read."""
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, ImageError, "image file") as fh:  # a pipe or device is never read
             while chunk := fh.read(_HASH_CHUNK):
                 digest.update(chunk)
-    except OSError:
+    except (OSError, ImageError):
         return None
     return digest.hexdigest()
 
@@ -55,13 +57,12 @@ def file_sha256(path: Path) -> str | None:
 def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -> list[str]:
     """sha256 of each sample's image (``"missing"`` when unreadable), reusing earlier hashes.
 
-    Hashes are remembered per listing of (path, size, mtime): an unchanged set is not re-read.
+    Hashes are remembered per listing of (path, size, mtime, inode, ctime): an unchanged set is not re-read.
     """
     listing = hashlib.sha256()
     for s in dataset.samples:
         try:
-            st = s.image.stat()
-            listing.update(f"{s.image.absolute()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            listing.update(f"{s.image.absolute()}\0{file_identity(s.image.stat())}\n".encode())
         except OSError:
             listing.update(f"{s.image.absolute()}\0{MISSING}\n".encode())
     index = pixels_dir() / "index" / f"{listing.hexdigest()[:32]}.json"

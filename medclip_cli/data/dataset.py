@@ -48,7 +48,7 @@ class Dataset:
         return self.label_fields[name]
 
     def fingerprint(self) -> str:
-        """Identifies this split's content: ids, captions, labels, and each file's size and mtime.
+        """Identifies this split's content: ids, captions, labels, and each file's :func:`file_identity`.
 
         Computed once per Dataset (every model and evaluation of a run asks for it): a Dataset is
         a snapshot of one read of the split, and the files are stat'ed when it is first asked
@@ -61,14 +61,19 @@ class Dataset:
         digest = hashlib.sha256(f"{self.format}|{self.split}".encode())
         for s in self.samples:
             try:
-                stat = s.image.stat()
-                file_key = f"{stat.st_size}:{stat.st_mtime_ns}"
+                file_key = file_identity(s.image.stat())
             except OSError:
                 file_key = "missing"
             labels = "|".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
             digest.update(f"{s.id}\0{s.image.name}\0{file_key}\0{s.caption}\0{labels}\n".encode())
         self._fingerprint = (self.samples, len(self.samples), digest.hexdigest()[:16])
         return self._fingerprint[2]
+
+
+def file_identity(st) -> str:
+    """What tells a file's content changed without reading it: size, mtime, and also the inode
+    and ctime, which a rewrite changes even when it keeps the size and restores the mtime."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 @dataclass(frozen=True)

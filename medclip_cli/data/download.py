@@ -6,6 +6,7 @@ Unpacking is :mod:`medclip_cli.data.archives`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -14,6 +15,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +27,13 @@ from medclip_cli.data.home import medclip_home, medpix_download_dir
 from medclip_cli.data.pins import MEDPIX_PIN, content_sha256
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.errors import DataError
+from medclip_cli.redact import redact
 
 MEDPIX_URL = MEDPIX_PIN.archive_url()  # the pinned commit, never the moving main branch
 URL_ENV = "MEDCLIP_MEDPIX_URL"
 OFFLINE_ENV = "MEDCLIP_OFFLINE"
 RECORD_NAME = ".medclip-download.json"  # in the unpacked folder: where it came from, its sha256
+WRITER = "medclip data download"  # the record's "written_by": the marker that --force may replace the folder
 _CHUNK = 1 << 20
 _TIMEOUT_S = 30
 _LOCAL_COPY_HINT = "download it on a connected machine, or pass --data PATH to a local MedPix 2.0 copy"
@@ -76,8 +80,10 @@ def download_medpix2(
     if dest.exists() and not dest.is_dir():
         raise DataError(f"--to {dest}: exists and is not a folder", hint="choose another --to")
     url = medpix_url(revision)
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):  # never file://, ftp://, data:
+        raise DataError(f"{URL_ENV}={redact(url)}: only http:// and https:// URLs are downloaded", hint=f"unset {URL_ENV}")
     pinned = revision in (None, MEDPIX_PIN.commit) and url == MEDPIX_URL
-    wanted = revision or (MEDPIX_PIN.commit if url == MEDPIX_URL else url)
+    wanted = revision or (MEDPIX_PIN.commit if url == MEDPIX_URL else redact(url))
     record = _read_record(dest)
     if (
         record is not None
@@ -87,19 +93,25 @@ def download_medpix2(
         and record.get("revision", record.get("url")) == wanted
     ):
         return DownloadResult(
-            dest, record.get("url", url), record.get("sha256", ""), int(record.get("size", 0)), True,
-            wanted, record.get("content_sha256", ""), bool(record.get("verified")),
+            dest, redact(str(record.get("url", url))), str(record.get("sha256", "")), _size(record), True,
+            wanted, str(record.get("content_sha256", "")), bool(record.get("verified")),
         )  # fmt: skip
-    if record is not None and not force and medpix2.detect(dest):
-        have = record.get("revision", record.get("url", "an earlier revision"))
-        raise DataError(
-            f"{dest}: holds MedPix 2.0 at {have}, not {wanted}", hint="pass --force to replace it, or choose another --to"
-        )
-    if dest.exists() and not force and any(dest.iterdir()):
-        raise DataError(
-            f"{dest}: exists and is not a medclip download",
-            hint="choose another --to, remove the folder, or pass --force to replace it",
-        )
+    if dest.exists() and any(dest.iterdir()):
+        if record is None:  # never delete what medclip did not write, --force or not
+            raise DataError(
+                f"{dest}: exists and is not a medclip download (no {RECORD_NAME}); not replaced, even with --force",
+                hint="choose another --to, or move its content away yourself",
+            )
+        if not force and medpix2.detect(dest):
+            have = redact(str(record.get("revision", record.get("url", "an earlier revision"))))
+            raise DataError(
+                f"{dest}: holds MedPix 2.0 at {have}, not {wanted}", hint="pass --force to replace it, or choose another --to"
+            )
+        if not force:
+            raise DataError(
+                f"{dest}: holds an earlier medclip download that does not match",
+                hint="pass --force to replace it, or choose another --to",
+            )
     progress = progress or NullProgress()
     archive, digest, size = fetch(
         url, medclip_home() / "downloads", expected_sha256=expected_sha256, refetch=force, progress=progress
@@ -112,13 +124,16 @@ def download_medpix2(
         content["sha256"] = content_sha256(folder)
         if pinned and content["sha256"] != MEDPIX_PIN.content_sha256:
             raise DataError(
-                f"{url}: unpacked files have sha256 {content['sha256']}, not the pinned "
+                f"{redact(url)}: unpacked files have sha256 {content['sha256']}, not the pinned "
                 f"{MEDPIX_PIN.content_sha256} of commit {MEDPIX_PIN.commit[:12]}; nothing was unpacked",
                 hint="run again to fetch it afresh; --revision main takes the newest revision unverified",
             )
         return True
 
-    record = {"url": url, "sha256": digest, "size": size, "downloaded": _now(), "revision": wanted, "verified": pinned}
+    record = {
+        "written_by": WRITER, "url": redact(url), "sha256": digest, "size": size, "downloaded": _now(),
+        "revision": wanted, "verified": pinned,
+    }  # fmt: skip
     try:
         unpack(
             archive,
@@ -131,7 +146,7 @@ def download_medpix2(
     except DataError:
         forget(archive)  # the next run fetches it afresh instead of failing on the same file
         raise
-    return DownloadResult(dest, url, digest, size, False, wanted, content["sha256"], pinned)
+    return DownloadResult(dest, redact(url), digest, size, False, wanted, content["sha256"], pinned)
 
 
 # --- fetching ---------------------------------------------------------------------------------
@@ -164,17 +179,17 @@ def fetch(
         final.unlink()  # changed on disk since it was verified: fetch it again
     if os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
         raise DataError(f"{OFFLINE_ENV} is set, so {_host(url)} is not contacted", hint=_LOCAL_COPY_HINT)
-    resumable = part.is_file() and state.get("url") == url
+    resumable = part.is_file() and state.get("url_sha256") == _url_digest(url)
     validator = state.get("validator") if resumable else None
     have = part.stat().st_size if resumable else 0
     response, have = _open(url, have, validator)
     with response:
         total = _total_size(response, have)
-        _write_json(state_path, {"url": url, "validator": _validator(response), "total": total})
+        _write_json(state_path, {**_url_fields(url), "validator": _validator(response), "total": total})
         received = _stream(response, part, have, total, url, progress)
     if total is not None and received != total:
         raise DataError(
-            f"download of {url} is truncated: {received:,} of {total:,} bytes",
+            f"download of {redact(url)} is truncated: {received:,} of {total:,} bytes",
             hint="run the same command again to resume",
         )
     digest = file_digest(part)
@@ -182,11 +197,11 @@ def fetch(
         part.unlink()
         state_path.unlink(missing_ok=True)
         raise DataError(
-            f"download of {url} has sha256 {digest}, expected {expected_sha256}",
+            f"download of {redact(url)} has sha256 {digest}, expected {expected_sha256}",
             hint="the file was deleted; check the expected checksum or the URL, then retry",
         )
     os.replace(part, final)
-    _write_json(state_path, {"url": url, "sha256": digest, "size": received, "complete": True})
+    _write_json(state_path, {**_url_fields(url), "sha256": digest, "size": received, "complete": True})
     return final, digest, received
 
 
@@ -203,7 +218,7 @@ def _stream(response, part: Path, have: int, total: int | None, url: str, progre
                 received += len(chunk)
         except (OSError, http.client.HTTPException) as exc:
             raise DataError(
-                f"download of {url} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
+                f"download of {redact(url)} stopped after {received:,} bytes ({type(exc).__name__}: {exc})",
                 hint="run the same command again to resume",
             ) from exc
     progress.done(task)
@@ -224,11 +239,11 @@ def _open(url: str, have: int, validator: str | None):
         if validator:
             headers["If-Range"] = validator
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
+        response = urllib.request.urlopen(_request(url, headers), timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # our partial file is no prefix of the current one: restart
             return _open(url, 0, None)
-        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}", hint=f"check the URL ({URL_ENV} overrides it)") from exc
+        raise DataError(f"{redact(url)}: HTTP {exc.code} {exc.reason}", hint=f"check the URL ({URL_ENV} overrides it)") from exc
     except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"cannot reach {_host(url)} to download ({reason})", hint=_LOCAL_COPY_HINT) from exc
@@ -239,6 +254,22 @@ def _open(url: str, have: int, validator: str | None):
         response.close()
         return _open(url, 0, None)
     return response, 0  # a 200 answer is the whole file: start again from its first byte
+
+
+def _request(url: str, headers: dict) -> urllib.request.Request:
+    """A request for ``url``; its ``user:password@`` becomes a Basic Authorization header that is
+    never sent on to a host the server redirects to (and never appears in the URL medclip shows)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url, headers=headers)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=host)), headers=headers)
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    request.add_unredirected_header("Authorization", f"Basic {token}")
+    return request
 
 
 def _total_size(response, have: int) -> int | None:
@@ -276,13 +307,36 @@ def _matches(digest: str, expected: str | None) -> bool:
 
 
 def _host(url: str) -> str:
+    """The host (and port) of ``url``, never its ``user:password@``."""
     from urllib.parse import urlsplit
 
-    return urlsplit(url).netloc or url
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[2] or redact(url)
+
+
+def _url_digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _url_fields(url: str) -> dict:
+    """How a URL is recorded on disk: redacted for people, a digest to recognise it again."""
+    return {"url": redact(url), "url_sha256": _url_digest(url)}
+
+
+def _size(record: dict) -> int:
+    try:
+        return int(record.get("size", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _read_record(dest: Path) -> dict | None:
-    return _read_json(dest / RECORD_NAME)
+    """The record of an earlier ``medclip data download`` into ``dest`` (a regular file with a sha256)."""
+    path = dest / RECORD_NAME
+    if path.is_symlink() or not path.is_file():
+        return None
+    record = _read_json(path)
+    return record if record is not None and isinstance(record.get("sha256"), str) else None
 
 
 def _read_json(path: Path) -> dict | None:

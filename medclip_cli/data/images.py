@@ -5,30 +5,41 @@ Shared by every command: ``classify`` and the data sets call the same :func:`loa
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medclip_cli.errors import ImageError
+from medclip_cli.data import dicom_header, limits
+from medclip_cli.data.limits import ImageGeometry
+from medclip_cli.errors import ImageError, MedclipError
+from medclip_cli.files import open_regular
 
-#: Refuse images with more pixels than this (a decompression bomb, or a corrupt header).
-MAX_IMAGE_PIXELS = 120_000_000
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 _HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+_MODE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
 
 
-def is_dicom(path: Path) -> bool:
-    """DICOM by extension, or by the ``DICM`` magic at byte 128 (files often have no extension)."""
+def is_dicom(path: Path, fh: BinaryIO | None = None) -> bool:
+    """DICOM by extension, or by the ``DICM`` magic at byte 128 (files often have no extension).
+
+    Only a regular file is looked into (a pipe or device is not DICOM, and is never opened).
+    """
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
+    if fh is not None:
+        fh.seek(128)
+        magic = fh.read(4)
+        fh.seek(0)
+        return magic == b"DICM"
     try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
+        with open_regular(path, ImageError, "image file") as own:
+            return is_dicom(path, own)
+    except (MedclipError, OSError):
         return False
 
 
@@ -38,26 +49,38 @@ def load_image(path: str | Path, *, window: Sequence[float] | None = None) -> Im
     High-bit-depth images are scaled by their real value range (PIL's own ``I;16`` to RGB
     conversion saturates), grayscale is repeated to 3 channels, EXIF orientation is applied.
     ``window`` = (center, width) applies to DICOM; by default the file's own window is used.
+    Only a regular file is read (a pipe, device or socket is refused before it is opened), and its
+    header is checked against :mod:`medclip_cli.data.limits` before any pixel is decoded.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such image file", hint="check the path")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes)")
-    if is_dicom(path):
-        return _load_dicom(path, window)
-    return _load_pil(path)
+    try:
+        with open_regular(path, ImageError, "image file") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise ImageError(f"{path}: empty file (0 bytes)")
+            if is_dicom(path, fh):
+                return _load_dicom(path, fh, window)
+            return _load_pil(path, fh)
+    except MemoryError as exc:  # within the limits, but not within this machine's memory right now
+        raise ImageError(f"{path}: not enough memory to decode this image", hint="lower the image limits") from exc
 
 
-def _load_pil(path: Path) -> Image.Image:
+def _too_large(path: Path, geometry: ImageGeometry) -> None:
+    why = limits.violation(geometry)
+    if why is not None:
+        raise ImageError(f"{path}: image is too large to decode safely: {why}")
+
+
+def _load_pil(path: Path, fh: BinaryIO) -> Image.Image:
+    max_pixels = limits.value(limits.PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked below, with a clearer message
             try:
-                with Image.open(path) as img:
+                with Image.open(fh) as img:
+                    # The header alone: nothing is decoded before the limits are checked.
+                    mode_bytes = _MODE_BYTES.get(img.mode, 4)
+                    _too_large(path, ImageGeometry(img.width, img.height, decoded_bytes=img.width * img.height * mode_bytes))
                     img.seek(0)  # first frame of animated GIF / multi-page TIFF
                     img.load()
                     img = ImageOps.exif_transpose(img)
@@ -67,7 +90,7 @@ def _load_pil(path: Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
             f"{path}: image is too large to decode safely ({exc})",
-            hint=f"images over {MAX_IMAGE_PIXELS:,} pixels are refused",
+            hint=f"images over {max_pixels:,} pixels are refused; raise it with medclip {limits.PIXELS.option}",
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{path}: not a readable image (unknown or corrupt format)") from exc
@@ -87,26 +110,48 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def gray_array_to_rgb(values: np.ndarray) -> Image.Image:
-    """Min-max scale a 2-D array of any range to 8-bit and repeat it to RGB."""
-    values = np.nan_to_num(values.astype(np.float64, copy=False))
+    """Min-max scale a 2-D array of any range to 8-bit and repeat it to RGB.
+
+    The range is that of the finite values: one ``inf`` pixel (a float TIFF) does not blank the
+    image; ``+inf`` shows as the brightest value, ``-inf`` and NaN as the darkest.
+    """
+    values = values.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        if not finite.any():
+            values = np.zeros_like(values)
+        else:
+            lo, hi = float(values[finite].min()), float(values[finite].max())
+            values = np.where(finite, values, np.where(values == np.inf, hi, lo))
     lo, hi = float(values.min()), float(values.max())
     scaled = np.zeros_like(values) if hi <= lo else (values - lo) * (255.0 / (hi - lo))
     gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
-def _load_dicom(path: Path, window: Sequence[float] | None) -> Image.Image:
+def _load_dicom(path: Path, fh: BinaryIO, window: Sequence[float] | None) -> Image.Image:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    unreadable = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+    geometry = dicom_header.geometry(path, dicom_header.read_header(path, fh))  # nothing decoded yet
+    if geometry is not None:
+        _too_large(path, geometry)
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        ds = pydicom.dcmread(fh)
+    except unreadable as exc:
         raise ImageError(f"{path}: not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:
         raise ImageError(f"{path}: DICOM file has no pixel data (not an image object)")
     try:
-        pixels = ds.pixel_array
+        if geometry is not None and geometry.frames > 1:  # decode the middle frame only
+            from pydicom.pixels import pixel_array
+
+            pixels = pixel_array(ds, index=geometry.frames // 2)
+        else:
+            pixels = ds.pixel_array
+    except MemoryError:
+        raise
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError for missing decoders
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise ImageError(
@@ -117,7 +162,7 @@ def _load_dicom(path: Path, window: Sequence[float] | None) -> Image.Image:
     if pixels.ndim == 4 or (pixels.ndim == 3 and photometric.startswith("MONOCHROME")):
         pixels = pixels[len(pixels) // 2]  # multi-frame: the middle frame
     if pixels.ndim == 3:  # colour DICOM (RGB/YBR already converted by pydicom)
-        return Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB")
+        return Image.fromarray(_colour_to_uint8(pixels, ds)).convert("RGB")
     from pydicom.pixels import apply_modality_lut
 
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
@@ -130,10 +175,25 @@ def _load_dicom(path: Path, window: Sequence[float] | None) -> Image.Image:
     return image
 
 
+def _colour_to_uint8(pixels: np.ndarray, ds) -> np.ndarray:
+    """Colour samples scaled from their stored bit depth to 8 bits (16-bit RGB must not wrap)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    try:
+        bits = int(ds.get("BitsStored", 0) or 0) or 8 * pixels.dtype.itemsize
+    except (TypeError, ValueError):
+        bits = 8 * pixels.dtype.itemsize
+    top = float(2 ** min(max(bits, 1), 8 * pixels.dtype.itemsize) - 1)
+    scaled = np.asarray(pixels, dtype=np.float64) * (255.0 / top)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def _dicom_window(ds, window: Sequence[float] | None) -> tuple[float, float] | None:
     if window is not None:
-        center, width = window
-        return float(center), float(width)
+        center, width = float(window[0]), float(window[1])
+        if not (math.isfinite(center) and math.isfinite(width) and width > 0):
+            raise ImageError(f"window {center:g},{width:g}: the center and width must be finite and the width positive")
+        return center, width
     if "WindowCenter" in ds and "WindowWidth" in ds:
         from pydicom.multival import MultiValue
 
@@ -141,14 +201,19 @@ def _dicom_window(ds, window: Sequence[float] | None) -> tuple[float, float] | N
         # Multi-valued windows: the first is the one the modality suggests first.
         center = center[0] if isinstance(center, MultiValue) else center
         width = width[0] if isinstance(width, MultiValue) else width
-        if float(width) > 0:
-            return float(center), float(width)
+        try:
+            center, width = float(center), float(width)
+        except (TypeError, ValueError):
+            return None  # an unreadable window in the file: the image's own range is used
+        if math.isfinite(center) and math.isfinite(width) and width > 0:
+            return center, width
     return None
 
 
 def _apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    # DICOM PS3.3 C.11.2.1.2 linear windowing, to the range [0, 1].
-    width = max(width, 1.0)
+    # DICOM PS3.3 C.11.2.1.2 linear windowing, to the range [0, 1]; a width of 1 is a threshold.
+    if width <= 1.0:
+        return (values >= center - 0.5).astype(np.float64)
     return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
 
 

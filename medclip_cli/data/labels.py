@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from medclip_cli.errors import DataError
+from medclip_cli.files import read_regular
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def named_label_fields(name: str) -> dict[str, LabelField]:
 def read_label_fields(path: Path) -> dict[str, LabelField]:
     """Parse a label TOML file (see ``configs/labels/medpix2.toml`` for the format)."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular(path, DataError, "label names file", limit=16 << 20).decode("utf-8"))
     except FileNotFoundError as exc:
         raise DataError(f"{path}: label names file not found") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

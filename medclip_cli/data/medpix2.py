@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,8 @@ from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.labels import named_label_fields
 from medclip_cli.data.links import bare_name_problem, broken_link_reason
 from medclip_cli.errors import DataError
+from medclip_cli.files import open_regular, read_regular
+from medclip_cli.data.manifest_read import MAX_MANIFEST_BYTES
 
 FOLDER_NAME = "MedPix-2-0"
 SPLIT_DIR = "splitted_dataset"
@@ -52,7 +55,7 @@ def _records(root: Path, split: str) -> tuple[Path, list[dict]]:
         if not path.is_file():
             raise DataError(f"{path}: missing", hint="the MedPix 2.0 layout needs Descriptions.json for split 'all'")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(path, DataError, "data-set file", limit=MAX_MANIFEST_BYTES).decode("utf-8"))
         except (ValueError, RecursionError) as exc:  # also 5,000-digit numbers and too deep nesting
             raise DataError(f"{path}: not valid JSON ({_json_problem(exc)})") from exc
         if not isinstance(data, list):
@@ -63,7 +66,7 @@ def _records(root: Path, split: str) -> tuple[Path, list[dict]]:
         available = ", ".join(splits(root)) or "none"
         raise DataError(f"{root}: has no split {split!r} (available: {available})", hint="choose another split")
     records = []
-    with open(path, encoding="utf-8", errors="strict") as fh:
+    with io.TextIOWrapper(open_regular(path, DataError, "data-set file"), encoding="utf-8", errors="strict") as fh:
         try:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():

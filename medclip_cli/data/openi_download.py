@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from medclip_cli.data.download import RECORD_NAME, fetch, forget
 from medclip_cli.data.home import medclip_home, openi_download_dir
 from medclip_cli.errors import DataError, UsageError
 from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.redact import redact
 
 OPENI_URL = "https://openi.nlm.nih.gov/imgs/collections/"
 URL_ENV = "MEDCLIP_OPENI_URL"  # the folder (URL ending in /) that holds both archives: a mirror
@@ -99,6 +101,8 @@ def download_openi(
     if dest.exists() and not dest.is_dir():
         raise DataError(f"--to {dest}: exists and is not a folder", hint="choose another --to")
     urls = archive_urls()
+    if urllib.parse.urlsplit(urls["reports"]).scheme.lower() not in ("http", "https"):  # never file://, ftp://
+        raise DataError(f"{URL_ENV}={redact(urls['reports'])}: only http:// and https:// URLs are downloaded", hint=f"unset {URL_ENV}")
     record = _read_record(dest)
     if record is not None and not force and openi.detect(dest):
         kept = _archives_of(record)
@@ -110,11 +114,17 @@ def download_openi(
                         hint="pass --force to download again, or check the expected checksum",
                     )
             return OpenIDownload(dest, tuple(kept[k] for k in ARCHIVES), True)
-    if dest.exists() and not force and any(dest.iterdir()):
-        raise DataError(
-            f"{dest}: exists and is not a medclip download",
-            hint="choose another --to, remove the folder, or pass --force to replace it",
-        )
+    if dest.exists() and any(dest.iterdir()):
+        if record is None:  # never delete what medclip did not write, --force or not
+            raise DataError(
+                f"{dest}: exists and is not a medclip download (no {RECORD_NAME}); not replaced, even with --force",
+                hint="choose another --to, or move its content away yourself",
+            )
+        if not force:
+            raise DataError(
+                f"{dest}: holds an earlier medclip download that does not match",
+                hint="pass --force to replace it, or choose another --to",
+            )
     progress = progress or NullProgress()
     fetched: dict[str, tuple[Path, ArchiveInfo]] = {}
     for key in ARCHIVES:
@@ -124,7 +134,7 @@ def download_openi(
             )
         except DataError as exc:
             raise _for_openi(exc) from exc
-        fetched[key] = (path, ArchiveInfo(ARCHIVES[key][0], urls[key], digest, size))
+        fetched[key] = (path, ArchiveInfo(ARCHIVES[key][0], redact(urls[key]), digest, size))
     infos = tuple(info for _, info in fetched.values())
     _unpack_all(dest, {k: path for k, (path, _) in fetched.items()}, infos, progress)
     return OpenIDownload(dest, infos, False)

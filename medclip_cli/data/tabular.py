@@ -6,16 +6,16 @@ every row (quoted captions may span lines), which is what a user needs to fix a 
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.labels import LabelField, read_label_fields
 from medclip_cli.data.links import broken_link_reason
+from medclip_cli.data.manifest_read import Row, read_csv, read_jsonl
+from medclip_cli.redact import excerpt
 from medclip_cli.errors import DataError, UsageError
 
 ALL_SPLIT = "all"  # the whole file, when it has no split column
@@ -26,7 +26,6 @@ CAPTION_COLUMNS = ("caption", "text", "title", "description", "report")
 SPLIT_COLUMN = "split"
 ID_COLUMN = "id"
 SPLIT_ORDER = {"train": 0, "dev": 1, "val": 1, "validation": 1, "test": 2}
-_SNIFF_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,6 @@ class TableOptions:
         return cls(**values)
 
 
-Row = tuple[int, dict]  # (line number, column -> value)
-
-
 # --- detection and splits -------------------------------------------------------------------
 
 
@@ -78,12 +74,12 @@ def detect_jsonl(path: Path) -> bool:
 
 def splits_csv(path: Path, **options: object) -> list[str]:
     opts = TableOptions.from_options(options)
-    return _splits(path, *_read_csv(path, opts), opts)
+    return _splits(path, *read_csv(path, opts.delimiter), opts)
 
 
 def splits_jsonl(path: Path, **options: object) -> list[str]:
     opts = TableOptions.from_options(options)
-    return _splits(path, *_read_jsonl(path), opts)
+    return _splits(path, *read_jsonl(path), opts)
 
 
 def _splits(path: Path, columns: list[str], rows: list[Row], opts: TableOptions) -> list[str]:
@@ -99,13 +95,13 @@ def _splits(path: Path, columns: list[str], rows: list[Row], opts: TableOptions)
 
 def load_csv(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
     opts = TableOptions.from_options(options)
-    columns, rows = _read_csv(path, opts)
+    columns, rows = read_csv(path, opts.delimiter)
     return _to_dataset("csv", path, split, columns, rows, opts)
 
 
 def load_jsonl(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
     opts = TableOptions.from_options(options)
-    columns, rows = _read_jsonl(path)
+    columns, rows = read_jsonl(path)
     return _to_dataset("jsonl", path, split, columns, rows, opts)
 
 
@@ -145,13 +141,15 @@ def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list
     for lineno, row in _rows_of_split(path, split, cols, columns, rows, opts):
         where = f"{path.name} line {lineno}"
         raw_image = str(row.get(cols.image) or "").strip()
-        image = _image_path(base, raw_image) if raw_image else None
+        image = _image_path(base, raw_image) if raw_image and "\0" not in raw_image else None
         if not raw_image:
             problems.append(f"{where}: empty {cols.image!r}; skipped")
+        elif "\0" in raw_image:
+            problems.append(f"{where}: image path {excerpt(raw_image)!r} holds a NUL byte; skipped")
         elif image is None:
-            problems.append(f"{where}: image path {raw_image!r} points outside {base}; skipped")
+            problems.append(f"{where}: image path {excerpt(raw_image)!r} points outside {base}; skipped")
         elif image in seen:
-            problems.append(f"{where}: duplicate image {raw_image!r}; skipped")
+            problems.append(f"{where}: duplicate image {excerpt(raw_image)!r}; skipped")
         elif (broken := broken_link_reason(image)) is not None:
             problems.append(f"{where}: {broken}")
         else:
@@ -287,111 +285,3 @@ def _label_columns(path: Path, columns: list[str], opts: TableOptions, used: set
             )
         return [c for c in opts.label_columns if c not in (opts.finding_columns or ())]
     return [c for c in columns if c not in used]
-
-
-# --- reading the files ----------------------------------------------------------------------
-
-
-def _read_csv(path: Path, opts: TableOptions) -> tuple[list[str], list[Row]]:
-    text = _read_text(path)
-    delimiter = opts.delimiter or _sniff_delimiter(text[:_SNIFF_BYTES], path)
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise DataError(f"{path}: empty file (no header row)")
-        columns = [h.strip() for h in header]
-        duplicated = sorted({c for c in columns if columns.count(c) > 1})
-        if duplicated:
-            raise DataError(f"{path} line 1: column {duplicated[0]!r} appears twice in the header")
-        rows: list[Row] = []
-        start = reader.line_num + 1
-        for values in reader:
-            lineno, start = start, reader.line_num + 1
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) != len(columns):
-                rows.append((lineno, {"__error__": f"{len(values)} fields, the header has {len(columns)}"}))
-                continue
-            rows.append((lineno, dict(zip(columns, values))))
-    except csv.Error as exc:
-        raise DataError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from exc
-    return columns, _drop_bad_rows(path, rows)
-
-
-def _drop_bad_rows(path: Path, rows: list[Row]) -> list[Row]:
-    bad = [(n, r["__error__"]) for n, r in rows if "__error__" in r]
-    if bad:
-        lineno, why = bad[0]
-        more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
-        raise DataError(f"{path} line {lineno}: {why}{more}", hint="quote fields that contain the delimiter")
-    return rows
-
-
-def _sniff_delimiter(sample: str, path: Path) -> str:
-    if path.suffix.lower() in (".tsv", ".tab"):
-        return "\t"
-    lines = sample.splitlines()
-    sample = "\n".join(lines[:-1] if len(lines) > 1 and not sample.endswith("\n") else lines)
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:  # one column, or too little text to tell
-        return ","
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        return data.decode("utf-8-sig")  # Excel writes a byte-order mark
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path} line {line}: not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8"
-        ) from exc
-
-
-def _read_jsonl(path: Path) -> tuple[list[str], list[Row]]:
-    rows: list[Row] = []
-    columns: dict[str, None] = {}
-    for lineno, line in _lines(_read_text(path)):
-        try:
-            record = json.loads(line)
-            flat = _flatten(record) if isinstance(record, dict) else None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
-        except (ValueError, RecursionError) as exc:  # 5,000-digit numbers, nesting too deep to read
-            raise DataError(f"{path} line {lineno}: unreadable JSON ({_json_limit(exc)})") from exc
-        if flat is None:
-            raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(record).__name__}")
-        columns.update(dict.fromkeys(flat))
-        rows.append((lineno, flat))
-    if not rows:
-        raise DataError(f"{path}: empty file (no records)")
-    return list(columns), rows
-
-
-def _json_limit(exc: Exception) -> str:
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc).split(":")[0]
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield lineno, line
-
-
-def _flatten(record: dict, prefix: str = "") -> dict:
-    # Nested objects become dotted names: {"Description": {"Caption": ..}} -> "Description.Caption".
-    flat: dict = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

@@ -12,7 +12,7 @@ from medclip_cli.data.images import load_image
 from medclip_cli.data.preprocess import normalize_batch, resize_to_uint8
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.evaluation.zeroshot import build_zero_shot_classifier, zero_shot_probabilities
-from medclip_cli.errors import ImageError
+from medclip_cli.errors import ImageError, ModelError
 
 
 @dataclass
@@ -73,6 +73,11 @@ def _predict(model, classifier, labels, batch, targets, top_k, temperature) -> N
     probs = zero_shot_probabilities(features, classifier, model.logit_scale / temperature, model.logit_bias).cpu().double()
     if model.logit_bias is None:  # a softmax; SigLIP's per-class sigmoids stay as the model scores them
         probs = probs / probs.sum(dim=1, keepdim=True)
+    if not bool(probs.isfinite().all()):  # never print nan probabilities as a result
+        raise ModelError(
+            "the model gave NaN or infinite probabilities (non-finite weights, logit scale or preprocessing)",
+            hint="check the model bundle or weights",
+        )
     k = len(labels) if top_k is None else min(top_k, len(labels))
     for target, row in zip(targets, probs):
         order = row.argsort(descending=True)[:k].tolist()

@@ -81,20 +81,20 @@ def embed_images(
         if cached is not None:
             return cached
     start = time.perf_counter()
-    features, indices, skipped = _compute(model, dataset, batch_size, progress)
+    features, indices, skipped = _compute(model, dataset, batch_size, progress, cache)
     result = ImageEmbeddings(features, indices, skipped, False, time.perf_counter() - start)
     if path is not None:
         save_embeddings(path, result)
     return result
 
 
-def _compute(model, dataset: Dataset, batch_size: int, progress: ProgressReporter):
+def _compute(model, dataset: Dataset, batch_size: int, progress: ProgressReporter, cache: bool = True):
     import torch
 
     from medclip_cli.data.pixels import load_pixels
     from medclip_cli.data.preprocess import normalize_batch
 
-    pixels = load_pixels(dataset, model.preprocess, progress=progress)
+    pixels = load_pixels(dataset, model.preprocess, progress=progress, cache=cache)  # --no-cache: no pixel cache either
     model.module.eval()
     chunks = []
     task = progress.task(f"embedding {len(pixels)} images", total=len(pixels))

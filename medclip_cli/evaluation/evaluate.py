@@ -6,12 +6,8 @@ those features and only embeds its own prompts or captions.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +15,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from medclip_cli.atomic import write_text_atomic
 from medclip_cli import __version__
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, model_fingerprint
-from medclip_cli.evaluation.metrics import classification_metrics, save_confusion_png
+from medclip_cli.evaluation.metrics import classification_metrics
 from medclip_cli.evaluation.uncertainty import DEFAULT_RESAMPLES
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
 from medclip_cli.models.origin import warn_if_random, weights_origin
-from medclip_cli.errors import DataError, OutputError, UsageError
+from medclip_cli.errors import DataError, UsageError
 
 RETRIEVAL = "retrieval"
 RETRIEVAL_KS = (1, 5, 10)
@@ -374,75 +369,4 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def check_output(output: str | Path) -> None:
-    """Refuse an ``--output`` that cannot be written before any image is embedded (creates nothing)."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"--output {output}: exists and is not a folder", hint="choose another --output")
-    existing = output
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise OutputError(
-            f"--output {output}: cannot create the folder ({existing} is not a writable folder)",
-            hint="choose another --output",
-        )
-
-
-def write_outputs(result: EvalResult, output: str | Path) -> list[Path]:
-    """``results.json``, ``predictions_<task>.csv``, ``confusion_<task>.png`` (and, when calibrated,
-    ``reliability_<task>.png``) under ``output``, each file written atomically. With several models the CSVs get a ``model`` column and the
-    pictures the model's label in their name."""
-    output = Path(output)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"--output {output}: cannot create the folder ({exc.strerror})") from exc
-    if not output.is_dir():
-        raise OutputError(f"--output {output}: exists and is not a folder")
-    several = len(result.models) > 1
-    written = [_write_text(output / "results.json", json.dumps(result.to_json(), indent=2, default=str) + "\n")]
-    try:
-        for task in result.tasks:
-            rows = [
-                {"model": m.label, **row} if several else row
-                for m in result.models
-                for row in m.tasks[task].rows
-            ]
-            written.append(_write_text(output / f"predictions_{_slug(task)}.csv", _csv(rows)))
-            for m in result.models:
-                t = m.tasks[task]
-                if t.kind != "classification":
-                    continue
-                name = f"confusion_{_slug(task)}" + (f"_{_slug(m.label)}" if several else "") + ".png"
-                title = f"{task} — {m.label}" if several else task
-                written.append(save_confusion_png(t.metrics["confusion_matrix"], t.classes, output / name, title))
-                if t.calibration is not None:
-                    from medclip_cli.evaluation.calibration import save_reliability_png
-
-                    picture = output / name.replace("confusion_", "reliability_", 1)
-                    temperature = t.calibration["temperature"]
-                    written.append(save_reliability_png(t.arrays["logits"], t.arrays["y_true"], temperature, picture, title))
-    except OSError as exc:
-        raise OutputError(f"--output {output}: writing the results failed ({exc.strerror or exc})") from exc
-    return written
-
-
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _write_text(path: Path, text: str) -> Path:
-    try:
-        return write_text_atomic(path, text)
-    except OSError as exc:
-        raise OutputError(f"{path}: writing failed ({exc.strerror or exc})") from exc
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+from medclip_cli.evaluation.outputs import check_output, write_outputs  # noqa: E402  (re-exported)

@@ -18,6 +18,7 @@ from medclip_cli.config_folders import config_files, find_config
 from medclip_cli.data.labels import LabelField
 from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
 from medclip_cli.errors import UsageError
+from medclip_cli.files import read_regular
 
 DEFAULT_PROMPT_SET = "seed"
 PROMPT_SUFFIXES = (".toml", ".json", ".txt")
@@ -79,7 +80,7 @@ def load_prompt_set(name_or_path: str | Path | None = None) -> PromptSet:
     value = str(name_or_path or DEFAULT_PROMPT_SET)
     path = Path(value).expanduser()
     if path.suffix.lower() in PROMPT_SUFFIXES or path.exists() or "/" in value:
-        if not path.is_file():
+        if not path.exists():  # a pipe or device is refused by name when read
             raise UsageError(f"--prompts {value}: no such prompt file", hint="pass a .toml, .json or .txt file, or a set name")
         return _read_file(path)
     named = find_config("prompts", value)
@@ -93,7 +94,7 @@ def load_prompt_set(name_or_path: str | Path | None = None) -> PromptSet:
 
 def _read_file(path: Path, name: str | None = None) -> PromptSet:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, UsageError, "prompt file", limit=16 << 20).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--prompts {path}: cannot read the prompt file ({exc})") from exc
     suffix = path.suffix.lower()

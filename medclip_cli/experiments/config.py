@@ -12,6 +12,7 @@ from typing import Any
 
 from medclip_cli.config_folders import builtin_config_dir, config_dirs, config_files, find_config
 from medclip_cli.errors import UsageError
+from medclip_cli.files import read_regular
 
 ALIASES_FILE = "aliases.toml"
 
@@ -157,7 +158,7 @@ def load_experiment(name: str, overrides: list[str] | None = None) -> Experiment
 
 def _read_toml(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_regular(path, ExperimentConfigError, "experiment file", limit=16 << 20).decode("utf-8"))
     except FileNotFoundError:
         raise ExperimentConfigError(f"{path}: no such experiment file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

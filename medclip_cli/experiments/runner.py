@@ -114,14 +114,9 @@ def run_experiment(
     """
     start = time.perf_counter()
     settings = experiment.settings
-    data_root = _data_root(experiment, data)
-    eval_set = _load_split(experiment, data_root, "eval_split")
+    data_root, eval_set = check_experiment(experiment, data)
     probe = probe_settings(experiment)
     probe_train = _probe_train_split(experiment, data_root, probe["train_split"]) if probe is not None else None
-    if experiment.finetune is not None:
-        _load_split(experiment, data_root, "train_split")
-        if str(settings["data"]["val_split"]).lower() != "none":
-            _load_split(experiment, data_root, "val_split")
     calibration = None
     if settings["evaluate"].get("calibrate_on"):
         calibration = _load_split_named(experiment, data_root, settings["evaluate"]["calibrate_on"], "evaluate.calibrate_on")
@@ -223,6 +218,19 @@ def _run_seed(
     return SeedRun(seed, output, evaluation, train_result, probe_result)
 
 
+def check_experiment(experiment: Experiment, data: Path | None = None):
+    """Everything that can be checked before any work: the data's splits, every setting's type,
+    the prompt sets, the tasks and the fine-tuning settings. Returns (data root, evaluation split)."""
+    data_root = _data_root(experiment, data)
+    eval_set = _load_split(experiment, data_root, "eval_split")
+    if experiment.finetune is not None:
+        _load_split(experiment, data_root, "train_split")
+        if str(experiment.settings["data"]["val_split"]).lower() != "none":
+            _load_split(experiment, data_root, "val_split")
+    _check_settings(experiment, eval_set, data_root)
+    return data_root, eval_set
+
+
 def _data_root(experiment: Experiment, data: Path | None) -> Path:
     from medclip_cli.data.home import default_data_root
 
@@ -306,7 +314,13 @@ def _compared_models(experiment: Experiment) -> list:
 
 
 def _finetune(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):
-    from medclip_cli.training.train import TrainConfig, train
+    from medclip_cli.training.train import train
+
+    return train(_train_config(experiment, seed, data_root, start_dir, output, device, resume), progress, events)
+
+
+def _train_config(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, resume=False):
+    from medclip_cli.training.config import TrainConfig
 
     settings = experiment.settings
     check_finetune_keys(experiment)
@@ -328,7 +342,50 @@ def _finetune(experiment: Experiment, seed: int, data_root: Path, start_dir: Pat
         resume=resume,
         **finetune,
     )
-    return train(config, progress, events)
+    return config
+
+
+def _check_settings(experiment: Experiment, eval_set, data_root: Path) -> None:
+    """Types, prompt sets, tasks and the fine-tuning settings, checked before any work."""
+    from dataclasses import fields
+
+    from medclip_cli.evaluation.evaluate import resolve_tasks
+    from medclip_cli.evaluation.prompts import load_prompt_set
+    from medclip_cli.training.config import TrainConfig, check_config
+
+    settings = experiment.settings
+    tasks = settings["evaluate"]["tasks"]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ExperimentConfigError(f"{experiment.path}: evaluate.tasks must be a list of names, not {tasks!r}")
+    try:
+        seeds_of(experiment), int(settings["evaluate"]["batch_size"])
+    except (TypeError, ValueError) as exc:
+        raise ExperimentConfigError(
+            f"{experiment.path}: experiment.seed(s) and evaluate.batch_size must be whole numbers"
+        ) from exc
+    load_prompt_set(settings["evaluate"]["prompts"])
+    resolve_tasks(eval_set, list(tasks))
+    if experiment.finetune is None:
+        return
+    check_finetune_keys(experiment)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for key, value in experiment.finetune.items():
+        default = defaults.get(key)
+        if isinstance(default, (list, tuple)) or key in ("val_tasks", "label_text_fields"):
+            if not isinstance(value, (list, tuple)):
+                raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be a list, not {value!r}")
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be true or false, not {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ExperimentConfigError(f"{experiment.path}: finetune.{key} must be a number, not {value!r}")
+    try:
+        config = _train_config(experiment, seeds_of(experiment)[0], data_root, Path("unused"), Path("unused"), "cpu")
+    except TypeError as exc:
+        raise ExperimentConfigError(f"{experiment.path}: [finetune]: {exc}") from exc
+    check_config(config)
+    if config.label_text_prompts:
+        load_prompt_set(config.label_text_prompts)
 
 
 #: TrainConfig fields the experiment sets itself (model, data, device): not ``[finetune]`` keys.

@@ -16,6 +16,7 @@ from pathlib import Path
 from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
 from medclip_cli.errors import ModelError, OutputError
+from medclip_cli.files import read_regular
 from medclip_cli.models.portable import portable_hf_name
 from medclip_cli.models.weights import WEIGHTS_NAME, load_into, load_state_dict_file
 
@@ -48,6 +49,7 @@ def save_bundle(model, directory: str | Path, provenance: dict | None = None) ->
     try:
         with atomic_dir(directory) as tmp:
             save_model(model.module, str(tmp / WEIGHTS_NAME))
+            config["medclip"]["weights_sha256"] = _sha256(tmp / WEIGHTS_NAME)  # checked when loaded
             if "hf_model_name" in model_cfg["text_cfg"]:
                 model.module.text.transformer.config.save_pretrained(tmp)
                 model.tokenizer.tokenizer.save_pretrained(tmp)
@@ -83,7 +85,7 @@ def read_bundle_config(directory: str | Path) -> dict:
             hint="pass a folder written by medclip finetune, or use --encoder NAME",
         )
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(read_regular(config_path, ModelError, "bundle config", limit=16 << 20).decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # not UTF-8, malformed, too deep, 5,000-digit numbers
         raise ModelError(f"{config_path}: not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
@@ -119,13 +121,54 @@ def load_bundle(directory: str | Path):
         if not found:
             raise ModelError(f"{directory}: no {WEIGHTS_NAME} in the model bundle")
         weights = found[0]
+    manifest = config.get("medclip", {"provenance": {"source": "open_clip local-dir"}})
+    preprocess = _preprocess(directory, config, build_cfg)  # before the weights: a bad setting fails fast
+    expected = manifest.get("weights_sha256") if isinstance(manifest, dict) else None
+    if isinstance(expected, str) and weights.name == WEIGHTS_NAME and _sha256(weights) != expected:
+        raise ModelError(
+            f"{weights}: does not match the checksum its bundle recorded (corrupt or changed since it was saved)",
+            hint="use another copy of the bundle",
+        )
+    state = load_state_dict_file(weights)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise ModelError(f"{weights}: tensor {bad} holds NaN or infinite values; the model cannot give numbers")
     # Every tensor comes from the file: skip random init and adopt the loaded tensors (no copy).
     module = instantiate(build_cfg, init_weights=False)
-    load_into(module, load_state_dict_file(weights), strict=True, what=str(weights), assign=True)
+    load_into(module, state, strict=True, what=str(weights), assign=True)
     module.eval()
-    image_size = build_cfg["vision_cfg"].get("image_size", 224)
-    preprocess = PreprocessConfig.from_open_clip(
-        config.get("preprocess_cfg", {}), image_size if isinstance(image_size, int) else image_size[0]
-    )
-    manifest = config.get("medclip", {"provenance": {"source": "open_clip local-dir"}})
     return ClipModel(module, make_tokenizer(model_cfg, tokenizer_dir), preprocess, model_cfg, manifest)
+
+
+def _preprocess(directory: Path, config: dict, build_cfg: dict) -> PreprocessConfig:
+    """The bundle's preprocessing, refused by name when it cannot give finite inputs."""
+    import math
+
+    where = directory / CONFIG_NAME
+    image_size = build_cfg.get("vision_cfg", {}).get("image_size", 224)
+    try:
+        preprocess = PreprocessConfig.from_open_clip(
+            config.get("preprocess_cfg", {}), image_size if isinstance(image_size, int) else image_size[0]
+        )
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ModelError(f"{where}: preprocess_cfg: {exc}") from exc
+    values = [*preprocess.mean, *preprocess.std]
+    finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    if len(preprocess.mean) != 3 or len(preprocess.std) != 3 or not finite or min(preprocess.std) <= 0:
+        raise ModelError(
+            f"{where}: preprocess_cfg mean {list(preprocess.mean)} / std {list(preprocess.std)}: "
+            "the std must be positive and every value finite"
+        )
+    if not isinstance(preprocess.image_size, int) or preprocess.image_size < 1:
+        raise ModelError(f"{where}: image size {preprocess.image_size!r} is not a positive whole number")
+    return preprocess
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

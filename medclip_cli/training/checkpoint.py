@@ -14,6 +14,7 @@ tensors and plain containers and is read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -85,12 +86,21 @@ def find_checkpoint(run_dir: Path) -> Path | None:
     if not root.is_dir():
         return None
     pointer = root / LATEST
-    if pointer.is_file():
-        candidate = root / pointer.read_text(encoding="utf-8").strip()
-        if (candidate / STATE_NAME).is_file():
-            return candidate
-    done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / STATE_NAME).is_file())
+    done = sorted(p for p in root.glob("step-*") if _inside(p, root) and (p / STATE_NAME).is_file())
+    if pointer.is_file() and not pointer.is_symlink():
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            name = ""
+        # Only one of this run's own step folders: never a path that leads outside the run.
+        if re.fullmatch(r"step-\d{8}", name) and root / name in done:
+            return root / name
     return done[-1] if done else None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """A real folder of ``root`` (not a link that leads elsewhere)."""
+    return path.is_dir() and not path.is_symlink() and path.resolve().parent == root.resolve()
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Collection, Sequence
@@ -21,7 +22,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRETRAINED_LR = 1e-5
 SCRATCH_LR = 5e-4
 # Settings that may differ when a run is resumed: they do not change what is computed.
-RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict")
+# ``output`` is one of them: a run folder is identified by itself, not by how it was spelled.
+RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict", "output")
+_PATH_SETTINGS = ("data", "model_dir")
 
 
 @dataclass
@@ -116,6 +119,8 @@ def metric_names(val_tasks: Sequence[str]) -> list[str]:
 
 def check_config(cfg: TrainConfig) -> None:
     """Usage errors before anything is loaded."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise UsageError(f"--seed must be a whole number from 0 to {2**32 - 1:,}, not {cfg.seed}")
     check_loss_weight(cfg.loss_weight)
     for name in ("batch_size", "epochs", "grad_accum", "log_every"):
         value = getattr(cfg, name)
@@ -184,9 +189,31 @@ def _changed_setting(old: dict, new: dict) -> tuple[str, object, object] | None:
             for name in sorted({*value, *old[key]}):
                 if value.get(name) != old[key].get(name):
                     return flag(name), value.get(name), old[key].get(name)
+        elif key in _PATH_SETTINGS and _same_path(old[key], value):
+            continue
         elif old[key] != value:
             return flag(key), value, old[key]
     return None
+
+
+def _same_path(old: object, new: object) -> bool:
+    """The same file, however it is spelled (relative, absolute, through a link)."""
+    if old is None or new is None:
+        return old is new
+    try:
+        return Path(old).resolve() == Path(new).resolve() or os.path.samefile(old, new)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def saved_config(cfg: TrainConfig) -> dict:
+    """The settings as a run saves them: paths absolute, so another working directory (or a
+    moved run folder) resumes the same data."""
+    saved = cfg.as_dict()
+    for key in _PATH_SETTINGS:
+        if saved.get(key) is not None:
+            saved[key] = str(Path(saved[key]).absolute())
+    return saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,10 +223,11 @@ CONFIG_NAME = "config.json"
 
 
 def saved_settings(output: Path) -> dict | None:
-    """The settings of the run in ``output`` as its ``config.json`` holds them (None: no file)."""
+    """The settings of the run in ``output`` as its ``config.json`` holds them, else as its newest
+    checkpoint holds them (None: neither)."""
     path = Path(output) / CONFIG_NAME
     if not path.is_file():
-        return None
+        return _checkpoint_settings(output)
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: also not UTF-8
@@ -209,11 +237,25 @@ def saved_settings(output: Path) -> dict | None:
     return saved.get("config", {})
 
 
-def check_resume(cfg: TrainConfig) -> None:
-    """``--resume``: every setting that changes what is computed is the saved run's own."""
-    old = saved_settings(cfg.output)
-    if old is None:
-        return
+def _checkpoint_settings(output: Path) -> dict | None:
+    from medclip_cli.training import checkpoint as ckpt
+
+    found = ckpt.find_checkpoint(Path(output))
+    if found is None:
+        return None
+    config = ckpt.load_checkpoint(found).state.get("config")
+    return config if isinstance(config, dict) else None
+
+
+def check_resume(cfg: TrainConfig, checkpoint_config: dict | None = None) -> None:
+    """``--resume``: every setting that changes what is computed is the saved run's own (as
+    config.json says, and as the checkpoint being loaded says)."""
+    for old in (saved_settings(cfg.output), checkpoint_config):
+        if isinstance(old, dict):
+            _check_against(cfg, old)
+
+
+def _check_against(cfg: TrainConfig, old: dict) -> None:
     # Through JSON as config.json went: a tuple of the config compares equal to its list.
     new = json.loads(json.dumps(cfg.as_dict(), default=str))
     changed = _changed_setting(old, new)

@@ -17,18 +17,21 @@ data order and every random choice of a batch are seeded by their place in the r
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from medclip_cli import runlock
 from medclip_cli.errors import OutputError, TrainingError
 from medclip_cli.evaluation.metrics import lower_is_better
 from medclip_cli.progress import NullProgress, ProgressReporter
 from medclip_cli.training import checkpoint as ckpt
 from medclip_cli.training import distributed as dist_
 from medclip_cli.training.batches import Batches, load_pairs
-from medclip_cli.training.config import TrainConfig, check_config, check_resume, resolve_precision
+from medclip_cli.training.config import TrainConfig, check_config, check_resume, resolve_precision, saved_config
 from medclip_cli.training.guard import NonFiniteLoss, StopFlag, TrainingInterrupted
 from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
@@ -80,12 +83,18 @@ def train(
 
     check_config(config)
     device = resolve_device(config.device)
-    info = dist_.init_distributed(device)
-    device = dist_.local_device(device, info)
+    # The run folder belongs to this run until it ends (rank 0 holds it for every rank).
+    lock = runlock.acquire(config.output) if os.environ.get("RANK", "0") == "0" else None
     try:
-        return _Run(config, progress or NullProgress(), events or TrainEvents(), device, info).run()
+        info = dist_.init_distributed(device)
+        device = dist_.local_device(device, info)
+        try:
+            return _Run(config, progress or NullProgress(), events or TrainEvents(), device, info).run()
+        finally:
+            dist_.shutdown_distributed()
     finally:
-        dist_.shutdown_distributed()
+        if lock is not None:
+            lock.release()
 
 
 class _Run:
@@ -127,7 +136,7 @@ class _Run:
             self.epoch_loss = list(resume.state.get("epoch_loss", [0.0, 0]))
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.out / "config.json", {"config": cfg.as_dict(), "plan": asdict(self.plan)})
+            write_json_atomic(self.out / "config.json", {"config": saved_config(cfg), "plan": asdict(self.plan)})
         self.events.on_plan(self.plan, cfg)
         self.scalars = Scalars(self.out, info.is_main, self.trainer.step if resume else None)
 
@@ -137,13 +146,19 @@ class _Run:
         if cfg.resume:
             found = ckpt.find_checkpoint(out)
             if found is None:
+                before = " (it stopped before its first checkpoint)" if _unfinished_leftovers(out) else ""
                 raise TrainingError(
-                    f"{out}: nothing to resume (no checkpoint under {out / ckpt.CHECKPOINT_DIR})",
-                    hint="start the run without --resume",
+                    f"{out}: nothing to resume{before}: no checkpoint under {out / ckpt.CHECKPOINT_DIR}",
+                    hint="run the same command without --resume to start it again",
                 )
-            check_resume(cfg)
-            return ckpt.load_checkpoint(found)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            resume = ckpt.load_checkpoint(found)
+            check_resume(cfg, resume.state.get("config"))
+            return resume
+        leftovers = _unfinished_leftovers(out)
+        if leftovers is not None:  # a run that failed before its first checkpoint: start it again
+            for item in leftovers:
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        elif out.exists() and (not out.is_dir() or any(p.name != runlock.LOCK_NAME for p in out.iterdir())):
             raise OutputError(
                 f"{out}: already exists and is not empty",
                 hint="pass --resume to continue that run, or choose another --output",
@@ -205,6 +220,12 @@ class _Run:
         def steps_in(epoch: int) -> int:
             return min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)
 
+        if not (0 <= t.position < plan.steps_per_epoch and t.step <= t.epoch * plan.steps_per_epoch + t.position):
+            raise TrainingError(  # a checkpoint of another plan would loop without a step
+                f"{cfg.output}: the checkpoint (epoch {t.epoch + 1}, step {t.step}) does not fit this run's plan "
+                f"of {plan.steps_per_epoch} steps per epoch",
+                hint="resume with the run's own settings, or start a new --output",
+            )
         segments, epoch, position = [], t.epoch, t.position
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
@@ -212,8 +233,13 @@ class _Run:
         batches = Batches(self.train_set, cfg, self.device, self.info, segments)
         with closing(iter(batches)) as batch_iter:
             while t.step < plan.total_steps:
+                before = t.step
                 self._epoch(batch_iter, steps_in(t.epoch), stop)
+                if t.step == before:
+                    raise TrainingError(f"{cfg.output}: an epoch ran no step; stopped", hint="start a new --output")
                 self._end_epoch()
+                if dist_.any_rank(stop.requested, self.device):  # Ctrl-C during validation or saving
+                    raise TrainingInterrupted(t.step, t.last_checkpoint)
 
     def _epoch(self, batch_iter, steps_this_epoch: int, stop: StopFlag) -> None:
         cfg, plan, t = self.cfg, self.plan, self.trainer
@@ -347,8 +373,24 @@ class _Run:
                 "world_size": self.info.world_size,
                 "data_fingerprint": self.fingerprint,
                 "manifest": self.model.manifest,
+                "config": saved_config(self.cfg),  # resume checks against it even without config.json
             }
             path = ckpt.save_checkpoint(self.out, self.model, state, t.step)
         dist_.barrier()
         t.last_checkpoint = path
         return path
+
+
+# What a run writes before its first checkpoint (a run that failed there left only these).
+_EARLY_FILES = ("config.json", "metrics.jsonl", "tensorboard", ckpt.CHECKPOINT_DIR, runlock.LOCK_NAME)
+
+
+def _unfinished_leftovers(out: Path) -> list[Path] | None:
+    """The files of a run in ``out`` that stopped before its first checkpoint, or None when ``out``
+    holds anything else (a checkpoint, a bundle, a file medclip did not write)."""
+    if not out.is_dir() or not (out / "config.json").is_file():
+        return None
+    items = list(out.iterdir())
+    if any(p.name not in _EARLY_FILES for p in items) or ckpt.find_checkpoint(out) is not None:
+        return None
+    return [p for p in items if p.name != runlock.LOCK_NAME]

@@ -61,7 +61,9 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
             label_field = dataset.label_field(task)
             rows = [i for i, labels in enumerate(data.labels) if labels.get(task) in label_field.classes]
             classes = list(label_field.classes)
-            if not rows:
+            # Fewer than two classes present: every answer is right, so accuracy says nothing
+            # (it would score 1.0 and choose best/); it is left undefined and never selects.
+            if len({data.labels[i][task] for i in rows}) < 2 or len(classes) < 2:
                 record[f"zeroshot_{task}_acc"] = float("nan")
                 continue
             classifier = build_zero_shot_classifier(

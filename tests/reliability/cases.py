@@ -13,7 +13,8 @@ from typing import Callable
 
 from tests.reliability import inputs as make
 
-AREAS = ("images", "data sets", "options", "prompt templates", "downloads and archives", "checkpoints and plugins")
+AREAS = ("images", "data sets", "options", "prompt templates", "downloads and archives", "checkpoints and plugins",
+         "run folders and results")
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,18 @@ def _csv_with_bad_image(env: Env) -> Path:
 def _model_of_another_architecture(env: Env) -> Path:
     vit, resnet = env.bundle("vit-bundle"), env.bundle("resnet-bundle")
     (vit / "model.safetensors").write_bytes((resnet / "model.safetensors").read_bytes())
+    _record_checksum(vit)  # the bundle's own record agrees: the architecture check is what refuses it
     return vit
+
+
+def _record_checksum(bundle: Path) -> None:
+    import json
+
+    from medclip_cli.models.bundle import _sha256
+
+    config = json.loads((bundle / "open_clip_config.json").read_text())
+    config["medclip"]["weights_sha256"] = _sha256(bundle / "model.safetensors")
+    (bundle / "open_clip_config.json").write_text(json.dumps(config))
 
 
 def _evil_checkpoint(env: Env) -> list[str]:
@@ -525,3 +537,7 @@ CASES: list[Case] = [
          "encoders 'test-*'", lambda env: (env.plugin("wrong_hook", _WRONG_HOOK), ["encoders", "test-*"])[1], 0,
          "wrong_hook"),
 ]
+
+from tests.reliability.cases_hostile import HOSTILE_CASES  # noqa: E402  (issue 17; they use the helpers above)
+
+CASES += HOSTILE_CASES

@@ -12,7 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from tests.reliability import test_faults, test_fuzz, test_real_process
+from tests.reliability import test_faults, test_fuzz, test_hostile, test_real_process
 from tests.reliability.cases import AREAS, CASES, Case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,8 @@ the network may run code or write outside its output. This page is generated fro
 `tests/reliability/` by `python -m tests.reliability.make_doc`; do not edit it by hand
 (`tests/reliability/test_doc.py` fails when it is out of date).
 
-**{passed} of {total} bad-input cases pass**, plus {faults} fault tests and {fuzz} property-based fuzz tests.
+**{passed} of {total} bad-input cases pass**, plus {faults} fault tests, {hostile} hostile-input tests beyond the
+table and {fuzz} property-based fuzz tests.
 
 Every case runs the real command in-process (`typer.testing.CliRunner`) on an input built in its own
 folder, and checks:
@@ -40,6 +41,30 @@ folder, and checks:
 - a failed command leaves no file behind (no partial output, no temporary file), and every file
   that was there before (inputs, earlier runs' outputs) is byte-for-byte unchanged;
 - a file whose pickle would run code never does (the case checks that its marker file is absent).
+"""
+
+_HOSTILE = """\
+Issue 17 tried 129 hostile inputs from outside; the classes of failure they showed are fixed at
+their root, and their cases are rows above (`tests/reliability/cases_hostile.py`) or tests here:
+
+- only regular files are read: a FIFO, a device, a socket or a `/proc` file behind any image,
+  manifest, label, prompt or config path is refused before it is opened (`medclip_cli/files.py`);
+- an image's header decides before decoding: pixels, aspect ratio, DICOM frames and decoded bytes
+  have limits (`medclip --max-image-pixels/--max-image-aspect/--max-image-frames/--max-image-bytes`,
+  or `MEDCLIP_MAX_IMAGE_*`), the same in `data check` and every command; a deflated DICOM's header
+  is read from a bounded prefix;
+- nothing medclip did not write is deleted: `data download --force` replaces only a folder with
+  medclip's own download record, `evaluate --output` refuses a folder holding other files;
+- one process per output folder: `finetune`, `evaluate --output` and `reproduce` hold an OS lock
+  (`flock` on `.medclip-lock`, freed by the kernel when the holder dies) and a second process is
+  refused naming the holder; `reproduce` builds beside a finished experiment and swaps it in;
+- credentials in URLs are masked in every line medclip prints and every record it writes
+  (`medclip_cli/redact.py`); no message quotes more than a short excerpt;
+- manifests written by `csv`, `json` and pandas are read back whatever their captions contain,
+  with the same limits for CSV and JSON lines;
+- resume checks what it loads; a run that died before its first checkpoint is started again by
+  the same command; a bundle carries a checksum of its weights, and NaN weights or a zero std are
+  refused by name; plugins that exit, raise `KeyboardInterrupt` or print are that plugin's failure.
 """
 
 _HOW_TO_ADD = """\
@@ -72,7 +97,9 @@ def _tests_of(module) -> list[tuple[str, str]]:
 
 def render(cases: list[Case], passed: set[str]) -> str:
     faults, fuzz = _tests_of(test_faults), _tests_of(test_fuzz)
-    parts = [_INTRO.format(passed=sum(c.id in passed for c in cases), total=len(cases), faults=len(faults), fuzz=len(fuzz))]
+    hostile = _tests_of(test_hostile)
+    parts = [_INTRO.format(passed=sum(c.id in passed for c in cases), total=len(cases), faults=len(faults),
+                           hostile=len(hostile), fuzz=len(fuzz))]
     for area in AREAS:
         rows = [c for c in cases if c.area == area]
         parts.append(f"## {area[0].upper()}{area[1:]} ({len(rows)} cases)\n")
@@ -91,6 +118,10 @@ def render(cases: list[Case], passed: set[str]) -> str:
         "- Ctrl-C (SIGINT saves a checkpoint, exits 130 and prints the resume command), SIGKILL between "
         "checkpoints then an exact resume, and a non-finite loss: `tests/training/test_resume.py`\n"
     )
+    parts.append("## Hostile inputs beyond the table (tests/reliability/test_hostile.py)\n")
+    parts.append(_HOSTILE)
+    parts.extend(f"- `{name}`" for name in hostile)
+    parts.append("")
     parts.append("## In a real process (tests/reliability/test_real_process.py)\n")
     parts.extend(f"- `{name}`" for name in _tests_of(test_real_process))
     parts.append("- `MEDCLIP_DEBUG=1` shows the traceback: `tests/foundation/test_cli.py`\n")
