@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medclip_cli.atomic import write_text_atomic
 from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
+from medclip_cli.experiments.network import needs_network  # noqa: F401  (re-exported)
+from medclip_cli.experiments.results import results_json, supervision, write_json, write_text  # noqa: F401  (re-exported)
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
 OFFLINE_EXPERIMENT = "offline-minilm-lit"
@@ -62,22 +62,6 @@ def comparison_rows(experiment: Experiment, seed_runs: list[SeedRun]) -> list[di
     from medclip_cli.experiments.seeds import seed_rows
 
     return seed_rows(seed_runs, supervision(experiment), headline_metrics, (BASELINE, FINETUNED))
-
-
-def supervision(experiment: Experiment) -> dict[str, str]:
-    """What the fine-tuned model saw of each task in training: ``label-supervised`` for label
-    fields shown to it as training text, ``zero-shot`` for label fields it never saw, and
-    ``captions`` for retrieval (trained on the training split's captions)."""
-    shown = set((experiment.finetune or {}).get("label_text_fields") or [])
-    out = {}
-    for task in experiment.settings["evaluate"]["tasks"]:
-        if experiment.finetune is None:
-            out[task] = "zero-shot"
-        elif task == "retrieval":
-            out[task] = "captions"
-        else:
-            out[task] = "label-supervised" if task in shown else "zero-shot"
-    return out
 
 
 def seeds_of(experiment: Experiment) -> list[int]:
@@ -405,69 +389,3 @@ def check_finetune_keys(experiment: Experiment) -> None:
             raise ExperimentConfigError(
                 f"{experiment.path}: unknown key finetune.{key} (known: {', '.join(sorted(allowed))})"
             )
-
-
-def results_json(run: ExperimentRun, command: str) -> dict:
-    return {
-        "experiment": run.experiment.name,
-        "description": run.experiment.settings["experiment"]["description"],
-        "command": command,
-        "overrides": run.experiment.overrides,
-        "settings": run.experiment.settings,
-        "seconds": round(run.seconds, 1),
-        "data_root": str(run.data_root),
-        "weights": {m.label: m.weights for m in run.evaluation.models},
-        "seeds": run.seeds,
-        "supervision": supervision(run.experiment),
-        "tuned_on": run.experiment.settings["experiment"].get("tuned_on") or None,
-        "comparison": run.comparison(),
-        "training": _training_json(run.train),
-        "evaluation": run.evaluation.to_json(),
-        "per_seed": [
-            {"seed": r.seed, "training": _training_json(r.train), "evaluation": r.evaluation.to_json()} for r in run.seed_runs[1:]
-        ],
-        "probe": run.probe,
-    }
-
-
-def _training_json(train) -> dict | None:
-    if train is None:
-        return None
-    return {
-        "steps": train.steps,
-        "epochs": train.epochs_done,
-        "best_metric": train.best_metric,
-        "best_value": train.best_value,
-        "best_epoch": train.best_epoch,
-        "history": [r for r in train.history if r.get("type") == "epoch"],
-    }
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)
-
-
-def needs_network(experiment: Experiment) -> bool:
-    """Whether the experiment's weights must come from a hub (not shipped, not a local path)."""
-    from medclip_cli.models.factory import normalize_pretrained
-
-    from medclip_cli.models.sources import hub_name, registered_model
-
-    model = experiment.settings["model"]
-    for ref in [model.get("encoder") or "", *(model.get("compare") or [])]:
-        if hub_name(ref) is not None or registered_model(ref) is not None:
-            return True
-    pretrained = normalize_pretrained(model.get("pretrained"))
-    if pretrained is not None and not Path(pretrained).exists():
-        return True
-    text = model.get("text_encoder") or ""
-    if text.startswith("hf:") and not Path(text[3:]).is_dir():
-        return True
-    text_tag = normalize_pretrained(model.get("text_pretrained"))
-    return text == "clip-text" and text_tag not in (None, "auto")
