@@ -150,13 +150,14 @@ def save_explanations(pixels: np.ndarray, explanations: Sequence[Explanation], o
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from medclip_cli.evaluation.evaluate import _slug
+    from medclip_cli.evaluation.outputs import unique_names
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    names = unique_names([e.label for e in explanations])  # labels that reduce to one file name stay apart
     for e in explanations:
-        base = out_dir / f"{stem}_{_slug(e.label)}"
+        base = out_dir / f"{stem}_{names[e.label]}"
         with atomic_open(base.with_suffix(".npy")) as fh:
             np.save(fh, e.cam)
         written.append(base.with_suffix(".npy"))

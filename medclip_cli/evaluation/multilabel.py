@@ -302,7 +302,7 @@ def write_findings_outputs(results: list[tuple[str, FindingsResult]], dataset, o
     import json
     from pathlib import Path
 
-    from medclip_cli.evaluation.evaluate import _csv, _write_text
+    from medclip_cli.evaluation.outputs import csv_text, write_file
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -313,6 +313,6 @@ def write_findings_outputs(results: list[tuple[str, FindingsResult]], dataset, o
     }
     rows = [{"model": label, **row} if several else row for label, r in results for row in r.rows]
     return [
-        _write_text(output / "results_findings.json", json.dumps(payload, indent=2) + "\n"),
-        _write_text(output / "predictions_findings.csv", _csv(rows)),
+        write_file(output / "results_findings.json", json.dumps(payload, indent=2) + "\n"),
+        write_file(output / "predictions_findings.csv", csv_text(rows)),
     ]

@@ -26,7 +26,7 @@ from medclip_cli.evaluation.metrics import save_confusion_png
 from medclip_cli.runlock import LOCK_NAME
 
 RESULTS = "results.json"
-_OWN = re.compile(r"(results\.json|predictions_.+\.csv|(confusion|reliability)_.+\.png)")
+_OWN = re.compile(r"(results(_findings)?\.json|predictions_.+\.csv|(confusion|reliability)_.+\.png)")
 
 
 def _foreign(output: Path) -> list[str]:
@@ -104,10 +104,10 @@ def _write_all(result, folder: Path) -> list[str]:
     several = len(result.models) > 1
     tasks = unique_names(list(result.tasks))
     models = unique_names([m.label for m in result.models])
-    written = [_write_text(folder / RESULTS, json.dumps(result.to_json(), indent=2, default=str) + "\n")]
+    written = [write_file(folder / RESULTS, json.dumps(result.to_json(), indent=2, default=str) + "\n")]
     for task in result.tasks:
         rows = [{"model": m.label, **row} if several else row for m in result.models for row in m.tasks[task].rows]
-        written.append(_write_text(folder / f"predictions_{tasks[task]}.csv", _csv(rows)))
+        written.append(write_file(folder / f"predictions_{tasks[task]}.csv", csv_text(rows)))
         for m in result.models:
             t = m.tasks[task]
             if t.kind != "classification":
@@ -124,7 +124,7 @@ def _write_all(result, folder: Path) -> list[str]:
     return [p.name for p in written]
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -133,7 +133,7 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _write_text(path: Path, text: str) -> Path:
+def write_file(path: Path, text: str) -> Path:
     try:
         return write_text_atomic(path, text)
     except OSError as exc:
