@@ -47,6 +47,10 @@ class DataError(MedclipError):
     """A data set (manifest, split, columns, labels) that cannot be used."""
 
 
+class DataNotDownloadedError(DataError):
+    """A built-in data set that is neither downloaded nor given with --data (a download fixes it)."""
+
+
 class TrainingError(MedclipError):
     """Training stopped (non-finite loss, nothing to resume, ...)."""
 

@@ -80,29 +80,24 @@ def reproduce(
 
     for exp in experiments:
         check_finetune_keys(exp)
-    formats = sorted({str(e.settings["data"].get("dataset") or "medpix2") for e in experiments})
-    if data is not None and len(formats) > 1:
-        raise UsageError(
-            f"--data: these experiments read different data sets ({', '.join(formats)}), so one --data cannot serve them",
-            hint="leave --data out to use the downloaded copies, or run the experiments one at a time",
-        )
+    data_for = _data_for(experiments, data)
     if data is not None and not data.exists():  # before the first experiment starts, not inside it
         from medclip_cli.errors import DataError
 
         raise DataError(f"{data}: no such file or folder", hint="check --data")
-    refused = _check_all(experiments, data, check_experiment)
+    refused = _check_all(experiments, data_for, check_experiment)
     command = " ".join(["medclip", *map(shlex.quote, sys.argv[1:])]) if sys.argv[0].endswith("medclip") else _command(experiment, data, output, overrides)
     from medclip_cli import runlock
 
     with runlock.hold(output):  # one reproduce per --output at a time, held until its last report
         if len(experiments) == 1:  # one experiment: its error is the command's error
-            runs = [_run_one(experiments[0], output / experiments[0].name, data, device, command, as_json, resume)]
+            runs = [_run_one(experiments[0], output / experiments[0].name, data_for[experiments[0].name], device, command, as_json, resume)]
             if as_json:
                 from medclip_cli.experiments.runner import results_json
 
                 ui.print_json([results_json(run, command) for run in runs])
             return
-        runs, skipped = _run_many(experiments, output, data, device, command, as_json, resume, refused)
+        runs, skipped = _run_many(experiments, output, data_for, device, command, as_json, resume, refused)
         from medclip_cli.experiments.report import summary_report
         from medclip_cli.experiments.runner import results_json, write_text
 
@@ -131,38 +126,62 @@ def _overrides_for(name: str, overrides: list[str], several: bool) -> list[str]:
     return [o for o in overrides if not o.strip().startswith("finetune.")]
 
 
-def _check_all(experiments, data, check_experiment) -> dict[str, str]:
+def _data_for(experiments, data: Path | None) -> dict[str, Path | None]:
+    """Which data each experiment reads: --data for those that read its format; with several
+    experiments over different data sets, the others read their downloaded copies."""
+    formats = {e.name: str(e.settings["data"].get("dataset") or "medpix2") for e in experiments}
+    if data is None or len(set(formats.values())) == 1:
+        return {e.name: data for e in experiments}
+    from medclip_cli.data import resolve_format
+
+    if not data.exists():
+        from medclip_cli.errors import DataError
+
+        raise DataError(f"{data}: no such file or folder", hint="check --data")
+    given = resolve_format(data).name
+    return {name: data if fmt == given else None for name, fmt in formats.items()}
+
+
+def _needs_download(exc) -> bool:
+    from medclip_cli.errors import DataNotDownloadedError, PretrainedUnavailableError
+
+    return isinstance(exc, (PretrainedUnavailableError, DataNotDownloadedError))
+
+
+def _check_all(experiments, data_for, check_experiment) -> dict[str, tuple[str, str]]:
     """Every setting of every experiment, checked before the first one starts. One experiment: its
-    error is the command's error; several: name -> reason for those that cannot run."""
+    error is the command's error; several: name -> (skipped|failed, reason) for those that cannot
+    run (skipped: what they need must be downloaded first)."""
     from medclip_cli.errors import MedclipError
 
     if len(experiments) == 1:
-        check_experiment(experiments[0], data)
+        check_experiment(experiments[0], data_for[experiments[0].name])
         return {}
     refused = {}
     for exp in experiments:
         try:
-            check_experiment(exp, data)
+            check_experiment(exp, data_for[exp.name])
         except MedclipError as exc:
-            refused[exp.name] = ui.one_line(str(exc))
+            refused[exp.name] = ("skipped" if _needs_download(exc) else "failed", ui.one_line(str(exc)))
     return refused
 
 
-def _run_many(experiments, output: Path, data, device, command, as_json, resume, refused):
+def _run_many(experiments, output: Path, data_for, device, command, as_json, resume, refused):
     """Run every experiment that can run; (name, skipped|failed, reason) for the others (those in
     ``refused`` failed their checks before any experiment started)."""
-    from medclip_cli.errors import MedclipError, PretrainedUnavailableError
+    from medclip_cli.errors import DataNotDownloadedError, MedclipError, PretrainedUnavailableError
 
     runs, skipped = [], []
     for exp in experiments:
         if exp.name in refused:
-            skipped.append((exp.name, "failed", refused[exp.name]))
+            status, reason = refused[exp.name]
+            skipped.append((exp.name, status, reason))
             if not as_json:
-                ui.warning(f"experiment {exp.name} failed: {refused[exp.name]}")
+                ui.warning(f"experiment {exp.name} {status}: {reason}")
             continue
         try:
-            runs.append(_run_one(exp, output / exp.name, data, device, command, as_json, resume))
-        except PretrainedUnavailableError as exc:
+            runs.append(_run_one(exp, output / exp.name, data_for[exp.name], device, command, as_json, resume))
+        except (PretrainedUnavailableError, DataNotDownloadedError) as exc:
             skipped.append((exp.name, "skipped", ui.one_line(str(exc))))
         except MedclipError as exc:
             if exc.exit_code == 130:  # Ctrl-C during a fine-tune: stop everything (then --resume)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medclip_cli.errors import DataError
+from medclip_cli.errors import DataNotDownloadedError
 
 HOME_ENV = "MEDCLIP_HOME"
 MEDPIX_DIR = "datasets/medpix2"
@@ -47,7 +47,7 @@ def default_data_root(dataset: str | None = None) -> Path:
     root = medpix_download_dir()
     if root.is_dir() and medpix2.detect(root):
         return root
-    raise DataError(
+    raise DataNotDownloadedError(
         f"no data set given and MedPix 2.0 is not downloaded (looked in {root})",
         hint="run `medclip data download medpix2`, or pass --data PATH to a local copy",
     )
@@ -59,7 +59,7 @@ def _downloaded_openi() -> Path:
     root = openi_download_dir()
     if root.is_dir() and openi.detect(root):
         return root
-    raise DataError(
+    raise DataNotDownloadedError(
         f"no data set given and OpenI is not downloaded (looked in {root})",
         hint="run `medclip data download openi`, or pass --data PATH to a local copy",
     )

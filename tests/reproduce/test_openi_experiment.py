@@ -40,10 +40,18 @@ def test_offline_without_data_or_weights_is_one_line(cli, tmp_path, _isolated_ho
     assert "experiment 'zeroshot-vit-b-32-openi' needs" in line and "'openai'" in line
 
 
-def test_one_data_path_for_two_data_sets_is_refused(cli, tmp_path):
-    result = cli("reproduce", "--experiment", PAIR, "--data", tmp_path, "--output", tmp_path / "runs")
-    assert result.exit_code == 2
-    assert "read different data sets (medpix2, openi)" in " ".join(result.output.split())
+def test_one_data_path_serves_the_experiments_of_its_format(cli, tmp_path, _isolated_home):
+    """--data goes to the experiments that read its format; the others read their downloaded
+    copies, and without one (or without weights) they are listed as skipped, not failed."""
+    write_openi(tmp_path / "openi")
+    result = cli("reproduce", "--experiment", PAIR, "--data", tmp_path / "openi", "--output", tmp_path / "runs")
+    assert result.exit_code == 1
+    summary = (tmp_path / "runs" / "summary.md").read_text(encoding="utf-8")
+    assert "| zeroshot-vit-b-32 | skipped |" in summary and "| zeroshot-vit-b-32-openi | skipped |" in summary
+    assert "different data sets" not in " ".join(result.output.split())
+
+    result = cli("reproduce", "--experiment", PAIR, "--data", tmp_path / "missing", "--output", tmp_path / "runs2")
+    assert result.exit_code == 1 and "no such file or folder" in result.output
 
 
 def test_openi_beside_medpix_in_one_summary(cli, tmp_path, _isolated_home):
