@@ -5,8 +5,11 @@ for each size runs, each in a fresh process (so peak RSS is that phase's own):
 
 * ``build`` (with 1 and with 2 decode processes, each into an empty cache folder): hashing every
   file, then decoding into the decode cache — seconds, and images/s of the decode;
+* ``tokens``: the first run's ``load_pairs`` after the build (pixels from the cache just built,
+  every caption tokenised into the token cache): seconds;
 * ``warm``: a second run's start-up (read the manifest, stat the files, open the cached entry;
-  nothing is decoded), then the training pipeline of ``finetune`` — ``load_pairs`` (tokenise),
+  nothing is decoded), then the training pipeline of ``finetune`` — ``load_pairs`` (the token
+  cache the ``tokens`` phase wrote: nothing tokenised),
   ``Batches`` in epoch order and the engine's training step with the tiny ``test-vit`` encoder
   (32 px) — for ``--steps`` steps spread over the epoch's random order (so the step reads rows
   from the whole memory map): seconds per sample. The encoder is tiny so that the figure is the
@@ -145,6 +148,31 @@ def child_build(manifest: Path, workers: int) -> dict:
             "cpu_ms_per_image": 1000 * cpu_s / len(dataset), "cores_busy": cpu_s / (decoded - hashed), **_memory()}  # fmt: skip
 
 
+def _trainer(manifest: Path, batch: int, steps: int):
+    import torch
+
+    from medclip_cli.training.config import TrainConfig
+    from medclip_cli.training.trainer import build_trainer
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(output=manifest.parent / "run", data=manifest, encoder="test-vit", pretrained="none",
+                      batch_size=batch, device="cpu", precision="fp32", val_split=None, workers=1)  # fmt: skip
+    return cfg, build_trainer(cfg, steps + 2)
+
+
+def child_tokens(manifest: Path, batch: int) -> dict:
+    """First run's ``load_pairs`` (the decode cache already built): tokenises every caption."""
+    from medclip_cli.data import load_dataset
+    from medclip_cli.progress import NullProgress
+    from medclip_cli.training.batches import load_pairs
+
+    dataset = load_dataset(manifest, "train")
+    _, trainer = _trainer(manifest, batch, 0)
+    t0 = time.perf_counter()
+    pairs = load_pairs(dataset, trainer.model, strict=False, progress=NullProgress(), soft_label=None, soft=False)
+    return {"pairs_s": time.perf_counter() - t0, "pairs": len(pairs), **_memory()}
+
+
 def child_warm(manifest: Path, steps: int, batch: int) -> dict:
     """Second run: start-up from the cache, then ``steps`` training steps over the epoch order."""
     start = time.perf_counter()
@@ -160,14 +188,9 @@ def child_warm(manifest: Path, steps: int, batch: int) -> dict:
 
     from medclip_cli.progress import NullProgress
     from medclip_cli.training.batches import Batches, load_pairs
-    from medclip_cli.training.config import TrainConfig
     from medclip_cli.training.distributed import DistInfo
-    from medclip_cli.training.trainer import build_trainer
 
-    torch.manual_seed(0)
-    cfg = TrainConfig(output=manifest.parent / "run", data=manifest, encoder="test-vit", pretrained="none",
-                      batch_size=batch, device="cpu", precision="fp32", val_split=None, workers=1)  # fmt: skip
-    trainer = build_trainer(cfg, steps + 2)
+    cfg, trainer = _trainer(manifest, batch, steps)
     t0 = time.perf_counter()
     pairs = load_pairs(dataset, trainer.model, strict=False, progress=NullProgress(), soft_label=None, soft=False)
     pairs_s = time.perf_counter() - t0
@@ -207,7 +230,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, manifest, value = args.child
-        out = child_build(Path(manifest), int(value)) if kind == "build" else child_warm(Path(manifest), int(value), args.batch_size)
+        if kind == "build":
+            out = child_build(Path(manifest), int(value))
+        elif kind == "tokens":
+            out = child_tokens(Path(manifest), args.batch_size)
+        else:
+            out = child_warm(Path(manifest), int(value), args.batch_size)
         print(json.dumps(out))
         return
 
@@ -227,7 +255,9 @@ def main() -> None:
                 print(f"  build, {w} process(es): {row[f'build{w}']}", file=sys.stderr, flush=True)
                 if w != args.workers[-1]:
                     shutil.rmtree(home)
-            # The warm run reads the cache the last build wrote.
+            # The first run's load_pairs fills the token cache; the warm run reads both caches.
+            row["tokens"] = _child(["tokens", str(manifest), "0"], home)
+            print(f"  tokens: {row['tokens']}", file=sys.stderr, flush=True)
             os.sync()
             row["warm"] = _child(["warm", str(manifest), str(args.steps)], home)
             print(f"  warm: {row['warm']}", file=sys.stderr, flush=True)
@@ -247,7 +277,7 @@ def report(rows: list[dict], args) -> None:
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, {torch.get_num_threads()} threads;"
           f" 32 px cache, test-vit, batch {args.batch_size}, {args.steps} steps spread over each epoch")  # fmt: skip
     head = (f"{'pairs':>8} | {'hash s':>7} | {f'decode {w1}p img/s':>16} | {f'decode {wn}p img/s':>16} | {f'{wn}p/{w1}p':>6} | {'cores busy 1p/' + str(wn) + 'p':>17} |"
-            f" {'start-up s':>10} | {'ms/sample':>9} | {'peak RSS MiB':>12} | {'anon MiB':>8} | {'vs first: build, start-up, ms/sample, RSS':>44}")  # fmt: skip
+            f" {'start-up s':>10} | {'load_pairs s 1st/2nd':>20} | {'ms/sample':>9} | {'peak RSS MiB':>12} | {'anon MiB':>8} | {'vs first: build, start-up, ms/sample, RSS':>44}")  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -259,7 +289,8 @@ def report(rows: list[dict], args) -> None:
         )
         print(
             f"{r['pairs']:>8} | {bn['hash_s']:>7.2f} | {b1['decode_ips']:>16.0f} | {bn['decode_ips']:>16.0f} | "
-            f"{bn['decode_ips'] / b1['decode_ips']:>6.2f} | {b1.get('cores_busy', 0):>8.2f}/{bn.get('cores_busy', 0):<8.2f} | {warm['startup_s']:>10.2f} | {warm['sample_ms']:>9.3f} | "
+            f"{bn['decode_ips'] / b1['decode_ips']:>6.2f} | {b1.get('cores_busy', 0):>8.2f}/{bn.get('cores_busy', 0):<8.2f} | {warm['startup_s']:>10.2f} | "
+            f"{r['tokens']['pairs_s']:>9.2f}/{warm['pairs_s']:<10.2f} | {warm['sample_ms']:>9.3f} | "
             f"{warm['peak_rss_mib']:>12.0f} | {warm['anon_mib']:>8.0f} | {ratios:>44}"
         )
     print(json.dumps(rows))

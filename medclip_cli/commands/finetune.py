@@ -126,6 +126,9 @@ def finetune(
         bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
     ] = False,
     workers: Annotated[int, typer.Option("--workers", help="Threads preparing batches ahead of each step.")] = 1,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Read and write the decoded-pixel and caption-token caches.")
+    ] = True,
     compile: Annotated[
         bool,
         typer.Option(

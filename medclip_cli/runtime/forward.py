@@ -72,7 +72,7 @@ def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> t
         with torch.no_grad():
             for start in range(0, len(tokens), batch):
                 rows = order[start : start + batch]
-                part = trim_hf_padding(module, tokens[rows]).to(device)
+                part = trim_hf_padding(module, tokens[rows]).to(device).long()  # int32 in a pair set
                 mask = (part != pad).long()
                 out[rows] = text.pooler(text.transformer(input_ids=part, attention_mask=mask), mask).float().cpu()
     finally:

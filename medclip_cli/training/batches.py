@@ -1,7 +1,8 @@
 """The training data of a run: decoded pairs (:class:`PairSet`) and the batches of each step.
 
 The split is decoded once into a uint8 array; each step slices a batch out of it, normalised on
-the device, with pre-tokenised captions. The data order of epoch e is a permutation seeded by
+the device, with pre-tokenised captions (int32, from the token cache: ``models/token_cache.py``;
+int64 per batch). The data order of epoch e is a permutation seeded by
 (seed, e), and every random choice of a batch (crop, label text) is seeded by its place in the
 run, so a checkpoint needs only (epoch, position) to continue exactly where it stopped.
 """
@@ -24,7 +25,7 @@ class PairSet:
     """Decoded images with their pre-tokenised captions (and labels) in the same order."""
 
     pixels: np.ndarray  # [N, H, W, 3] uint8
-    tokens: torch.Tensor  # [N, context] int64
+    tokens: torch.Tensor  # [N, context] int32 (a memory map of the token cache); int64 per batch
     captions: list[str]
     labels: list[dict]
     groups: torch.Tensor | None  # [N] soft-target group ids, or [N, 2 + fields] keys with label prompts
@@ -69,17 +70,33 @@ class PairSet:
 
 
 def load_pairs(
-    dataset, model, *, strict: bool, progress, soft_label: str | None, soft: bool, label_text: tuple[list[str], str | None] | None = None
+    dataset,
+    model,
+    *,
+    strict: bool,
+    progress,
+    soft_label: str | None,
+    soft: bool,
+    label_text: tuple[list[str], str | None] | None = None,
+    cache: bool = True,
 ) -> PairSet:
+    """The pairs of ``dataset``: pixels from the decode cache and caption tokens from the token
+    cache (``cache=False``, ``--no-cache``: neither read nor written)."""
     from medclip_cli.data.pixels import load_pixels
     from medclip_cli.evaluation.retrieval import caption_groups
+    from medclip_cli.models.token_cache import caption_tokens
 
-    pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress)
+    pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress, cache=cache)
     keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
     samples = [dataset.samples[pixel_set.indices[pos]] for pos in keep]
     rows = None if len(keep) == len(pixel_set) else np.asarray(keep, dtype=np.int64)
     captions = [s.caption for s in samples]
-    tokens = model.tokenize(captions) if captions else torch.zeros(0, model.context_length, dtype=torch.long)
+    tokens = torch.from_numpy(
+        caption_tokens(
+            model.tokenizer, model.tokenize, captions, model.context_length, cache=cache, progress=progress,
+            label=f"tokenising {dataset.split} captions",
+        )
+    )  # fmt: skip
     groups = None
     if soft:
         if soft_label:
@@ -97,7 +114,7 @@ def load_pairs(
     if len(keep) < len(pixel_set):
         progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
-    pairs = PairSet(pixel_set.array, tokens.long(), captions, [dict(s.labels) for s in samples], groups, skipped, rows=rows)
+    pairs = PairSet(pixel_set.array, tokens, captions, [dict(s.labels) for s in samples], groups, skipped, rows=rows)
     if label_text is not None:
         add_label_text(pairs, dataset, model, *label_text, label_targets=soft and not soft_label)
     return pairs
@@ -234,6 +251,8 @@ class Batches:
             )
         groups = self.data.groups.numpy()[idx] if self.data.groups is not None else None
         tokens = self.data.texts.numpy()[idx]
+        if tokens.dtype.kind in "iu":  # token ids: int32 in the pair set, int64 (what the embedding takes) per batch
+            tokens = tokens.astype(np.int64, copy=False)
         if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:
             self._label_text(idx, tokens, groups, epoch, micro, rank)
         return pixels, _tensor(tokens, pin), _tensor(groups, pin) if groups is not None else None, augment

@@ -23,7 +23,7 @@ PRETRAINED_LR = 1e-5
 SCRATCH_LR = 5e-4
 # Settings that may differ when a run is resumed: they do not change what is computed.
 # ``output`` is one of them: a run folder is identified by itself, not by how it was spelled.
-RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict", "output")
+RESUME_FREE = ("device", "workers", "checkpoint_every", "log_every", "resume", "strict", "output", "cache")
 _PATH_SETTINGS = ("data", "model_dir")
 
 
@@ -92,6 +92,7 @@ class TrainConfig:
     # kernels and fewer launches on a GPU; the first steps of each shape pay the compilation.
     compile: bool = False
     workers: int = 1  # threads preparing batches ahead of the step (0: in the training thread)
+    cache: bool = True  # decoded pixels and caption tokens from (and to) MEDCLIP_HOME/cache; the same values either way
     checkpoint_every: int = 200  # steps; a checkpoint is also written at every epoch end
     log_every: int = 10
     resume: bool = False

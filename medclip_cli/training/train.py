@@ -174,7 +174,7 @@ class _Run:
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
-        soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets)
+        soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets, cache=cfg.cache)
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None

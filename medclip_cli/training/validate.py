@@ -20,7 +20,7 @@ def pair_features(module: nn.Module, data: PairSet, preprocess, device, precisio
         pix = normalize_batch(data.pixel_batch(start, start + batch), preprocess, device)
         with autocast(precision, device):
             images.append(encode_image_pooled(module, pix).float())
-            texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())
+            texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device).long()).float())
     return torch.cat(images), torch.cat(texts)
 
 
