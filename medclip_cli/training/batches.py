@@ -1,10 +1,10 @@
 """The training data of a run: decoded pairs (:class:`PairSet`) and the batches of each step.
 
 The split is decoded once into a uint8 array; each step slices a batch out of it, normalised on
-the device, with pre-tokenised captions (int32, from the token cache: ``models/token_cache.py``;
-int64 per batch). The data order of epoch e is a permutation seeded by
-(seed, e), and every random choice of a batch (crop, label text) is seeded by its place in the
-run, so a checkpoint needs only (epoch, position) to continue exactly where it stopped.
+the device, with pre-tokenised captions (int32, from the token cache ``models/token_cache.py``;
+int64 per batch). The data order of epoch e is a permutation seeded by (seed, e), and every
+random choice of a batch (crop, label text) is seeded by its place in the run, so a checkpoint
+needs only (epoch, position) to continue exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class PairSet:
     """Decoded images with their pre-tokenised captions (and labels) in the same order."""
 
     pixels: np.ndarray  # [N, H, W, 3] uint8
-    tokens: torch.Tensor  # [N, context] int32 (a memory map of the token cache); int64 per batch
+    tokens: torch.Tensor  # [N, context] int32 (a memory map of the token cache file); int64 per batch
     captions: list[str]
     labels: list[dict]
     groups: torch.Tensor | None  # [N] soft-target group ids, or [N, 2 + fields] keys with label prompts
@@ -114,7 +114,8 @@ def load_pairs(
     if len(keep) < len(pixel_set):
         progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
-    pairs = PairSet(pixel_set.array, tokens, captions, [dict(s.labels) for s in samples], groups, skipped, rows=rows)
+    # The samples' own label dicts (read, never written): no copy per pair of a large split.
+    pairs = PairSet(pixel_set.array, tokens, captions, [s.labels for s in samples], groups, skipped, rows=rows)
     if label_text is not None:
         add_label_text(pairs, dataset, model, *label_text, label_targets=soft and not soft_label)
     return pairs
