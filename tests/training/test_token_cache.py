@@ -184,3 +184,16 @@ def test_finetune_no_cache_is_free_on_resume():
     from medclip_cli.training.config import RESUME_FREE
 
     assert "cache" in RESUME_FREE and TrainConfig(output=Path("o"), data=Path("d")).cache is True
+
+
+def test_finetune_no_cache_leaves_no_cache_files_and_a_cached_run_fills_both(cli, small_medpix, tmp_path):
+    from medclip_cli.data.home import cache_dir
+
+    common = ("finetune", "--encoder", "test-vit", "--data", small_medpix, "--batch-size", "8", "--max-steps", "1",
+              "--val-split", "none", "--device", "cpu", "--json")  # fmt: skip
+    result = cli(*common, "--output", tmp_path / "bare", "--no-cache")
+    assert result.exit_code == 0, result.output
+    assert not (cache_dir() / "tokens").exists() and not (cache_dir() / "pixels").exists()
+    result = cli(*common, "--output", tmp_path / "cached")
+    assert result.exit_code == 0, result.output
+    assert len(list((cache_dir() / "tokens").glob("*.npy"))) == 1 and (cache_dir() / "pixels").is_dir()
