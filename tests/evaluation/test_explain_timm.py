@@ -51,7 +51,9 @@ def _grad_cam_by_hand(model, pixels: np.ndarray, label: int) -> np.ndarray:
     activations = kept["a"].detach()
     if target.reshape is not None:
         activations, grads = target.reshape(activations), target.reshape(grads)
-    assert activations.dim() == 4  # [1, C, h, w]
+    trunk = model.module.visual.trunk
+    channels = trunk.embed_dim if hasattr(trunk, "blocks") else trunk.feature_info[-1]["num_chs"]
+    assert activations.dim() == 4 and activations.shape[1] == channels  # [1, C, h, w], whatever the trunk's layout
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * activations).sum(dim=1))[0].numpy()
     return _min_max(cv2.resize(_min_max(cam), (pixels.shape[1], pixels.shape[0])))
