@@ -137,7 +137,8 @@ def findings_markdown(findings: dict) -> list[str]:
             continue
         lines += [f"**{row['model']} − {row['reference']}** (paired bootstrap, same images)", "",
                   "| metric | difference [95 % interval] |", "| --- | --- |"]
-        lines += [f"| {name.replace(':', ' ')} | {_cell(d['point'], d, signed=True)} |" for name, d in row.get("differences", {}).items()]
+        differences = sorted(row.get("differences", {}).items(), key=lambda item: not item[0].startswith("macro_"))  # macro first
+        lines += [f"| {name.replace(':', ' ')} | {_cell(d['point'], d, signed=True)} |" for name, d in differences]
         lines.append("")
     return lines
 
