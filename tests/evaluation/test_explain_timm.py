@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medclip_cli.evaluation.explain import UnsupportedTowerError, cam_layer, explain_pixels
+from medclip_cli.evaluation.explain import cam_layer, explain_pixels
 from medclip_cli.models import resolve_model
 
 LABELS = ["left", "right"]
