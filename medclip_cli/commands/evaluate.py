@@ -120,7 +120,7 @@ def evaluate(
         calibration = load_dataset(data, calibrate_on, dataset_kind, **data_options)
     if dataset.multilabel_fields and not task:
         _evaluate_findings(sources, dataset, data, dataset_kind, data_options, prompts, uncertain, threshold_split,
-                           threshold_rule, batch_size, device, seed, not no_cache, output, as_json)
+                           threshold_rule, batch_size, device, seed, not no_cache, output, as_json, bootstrap)
         return
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),
@@ -149,9 +149,9 @@ def evaluate(
 
 
 def _evaluate_findings(sources, dataset, data, dataset_kind, data_options, prompts, uncertain, threshold_split,
-                       threshold_rule, batch_size, device, seed, cache, output, as_json) -> None:
+                       threshold_rule, batch_size, device, seed, cache, output, as_json, bootstrap) -> None:
     from medclip_cli.data import load_dataset
-    from medclip_cli.evaluation.multilabel import run_findings, write_findings_outputs
+    from medclip_cli.evaluation.multilabel import findings_json, run_findings, write_findings_outputs
 
     if threshold_split is not None and threshold_split == dataset.split:
         raise UsageError(f"--threshold-split {threshold_split!r} is the evaluated --split", hint="choose thresholds on another split, e.g. dev")
@@ -160,20 +160,38 @@ def _evaluate_findings(sources, dataset, data, dataset_kind, data_options, promp
         results = run_findings(
             sources, dataset, validation=validation, prompts=prompts, uncertain=uncertain,
             threshold_rule=threshold_rule, batch_size=batch_size, device=device, seed=seed, cache=cache, progress=reporter,
+            bootstrap=bootstrap,
         )
     written = write_findings_outputs(results, dataset, output) if output is not None else []
     if as_json:
-        ui.print_json({"models": [{"label": label, **r.to_json()} for label, r in results]})
+        ui.print_json(findings_json(results))
         return
-    columns = ["finding", "labelled", "positive", "AUROC", "AUPRC", "threshold", "F1", "sensitivity", "specificity"]
-    keys = ["finding", "n_labelled", "n_positive", "auroc", "auprc", "threshold", "f1", "sensitivity", "specificity"]
     for label, r in results:
-        rows = [tuple(e[k] for k in keys) for e in r.metrics["per_finding"]]
-        m = r.metrics
-        rows.append(("macro", "", "", m["macro_auroc"], m["macro_auprc"], "", m["macro_f1"], m["macro_sensitivity"], m["macro_specificity"]))
-        ui.show(ui.table(f"{r.field} ({label}); uncertain: {r.uncertain}; thresholds: {r.thresholds_from}", columns, rows))
+        ui.show(ui.table(f"{r.field} ({label}); uncertain: {r.uncertain}; thresholds: {r.thresholds_from}", *findings_rows(r)))
+    if len(results) > 1:
+        for row in findings_json(results).get("comparisons", []):
+            _show_findings_difference(row)
     if written:
         ui.info(f"wrote {len(written)} files to {output}")
+
+
+def findings_rows(r) -> tuple[list[str], list[tuple]]:
+    """Columns and rows of one model's findings table: each metric with its 95 % interval."""
+    from medclip_cli.evaluation.findings_uncertainty import METRICS
+
+    columns = ["finding", "labelled", "positive", "threshold", "AUROC", "AUPRC", "F1", "sensitivity", "specificity"]
+    rows = [(e["finding"], e["n_labelled"], e["n_positive"], e["threshold"], *[r.cell(f"{m}:{e['finding']}") for m in METRICS])
+            for e in r.metrics["per_finding"]]
+    rows.append(("macro", "", "", "", *[r.cell(f"macro_{m}") for m in METRICS]))
+    return columns, rows
+
+
+def _show_findings_difference(row: dict) -> None:
+    if not row["same_images"]:
+        ui.warning(f"findings: {row['model']} vs {row['reference']} not compared: the models were scored on different images")
+        return
+    rows = [(name.replace(":", " "), _signed(d)) for name, d in row.get("differences", {}).items() if name.startswith("macro_")]
+    ui.show(ui.table(f"findings: {row['model']} − {row['reference']} (paired bootstrap, same images)", ["metric", "difference [95 % interval]"], rows))
 
 
 def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None):

@@ -10,6 +10,7 @@ from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableErro
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
 from medclip_cli.experiments.network import needs_network  # noqa: F401  (re-exported)
 from medclip_cli.experiments.results import results_json, supervision, write_json, write_text  # noqa: F401  (re-exported)
+from medclip_cli.experiments.findings_step import check_findings, run_findings_step
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
 OFFLINE_EXPERIMENT = "offline-minilm-lit"
@@ -25,6 +26,7 @@ class SeedRun:
     evaluation: object  # evaluation.evaluate.EvalResult
     train: object | None  # training TrainResult
     probe: dict | None = None  # ProbeResult.to_json() of the [probe] step (first seed only)
+    findings: dict | None = None  # the [findings] step (findings_step.run_findings_step)
 
 
 @dataclass
@@ -199,7 +201,8 @@ def _run_seed(
     if probe is not None:
         models = [(source.label, source.load()) for source in sources]
         probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
-    return SeedRun(seed, output, evaluation, train_result, probe_result)
+    findings = run_findings_step(experiment, sources, eval_set, data_root, device, seed, progress)
+    return SeedRun(seed, output, evaluation, train_result, probe_result, findings)
 
 
 def check_experiment(experiment: Experiment, data: Path | None = None):
@@ -212,6 +215,7 @@ def check_experiment(experiment: Experiment, data: Path | None = None):
         if str(experiment.settings["data"]["val_split"]).lower() != "none":
             _load_split(experiment, data_root, "val_split")
     _check_settings(experiment, eval_set, data_root)
+    check_findings(experiment, data_root, eval_set)
     return data_root, eval_set
 
 
@@ -294,7 +298,6 @@ def _compared_models(experiment: Experiment) -> list:
     except PretrainedUnavailableError as exc:
         raise PretrainedUnavailableError(f"experiment {experiment.name!r}: {exc.message}", hint=exc.hint) from exc
     return [ModelSource(ref, lambda ref=ref: open_model(ref)) for ref in refs]
-
 
 
 def _finetune(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):

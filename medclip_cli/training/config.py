@@ -48,6 +48,11 @@ class TrainConfig:
     split: str = "train"
     val_split: str | None = "dev"  # None: no validation
     val_tasks: list[str] = field(default_factory=list)  # label fields scored zero-shot each epoch
+    # A multi-label field ("findings": the --finding-columns of a manifest) scored each epoch with
+    # prompt pairs: findings_macro_auroc/auprc and each finding's AUROC (training/findings_validation.py).
+    val_findings: str | None = None
+    findings_uncertain: str = "ignore"  # uncertain (-1) labels at validation: ignore, positive, negative
+    findings_prompts: str | None = None  # prompt set whose [pairs] word the findings; None: the seed's
     select_metric: str = "val_loss"  # picks best/ ; lower_is_better says which way
     strict: bool = False  # an unreadable image stops the run instead of being skipped
     # Loss.
@@ -109,12 +114,15 @@ class TrainConfig:
         return cls(**values)
 
 
-def metric_names(val_tasks: Sequence[str]) -> list[str]:
+def metric_names(val_tasks: Sequence[str], val_findings: str | None = None) -> list[str]:
+    """The validation metrics a run can select ``best/`` on."""
+    from medclip_cli.training.findings_validation import FINDINGS_METRICS
+
     names = ["val_loss"]
     for k in (1, 5, 10):
         names += [f"image_to_text_R@{k}", f"text_to_image_R@{k}"]
     names += ["image_to_text_median_rank", "text_to_image_median_rank"]
-    return names + [f"zeroshot_{t}_acc" for t in val_tasks]
+    return names + [f"zeroshot_{t}_acc" for t in val_tasks] + (list(FINDINGS_METRICS) if val_findings else [])
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -161,9 +169,16 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"data-set options must be a table of option names, not {cfg.dataset_options!r}")
     if cfg.val_split is None and cfg.val_tasks:
         raise UsageError(f"{flag('val_tasks')} needs a validation split (drop --val-split none)")
-    known = metric_names(cfg.val_tasks)
+    if cfg.val_split is None and cfg.val_findings:
+        raise UsageError(f"{flag('val_findings')} needs a validation split (drop --val-split none)")
+    if cfg.val_findings:
+        from medclip_cli.data.findings import uncertain_policy
+
+        uncertain_policy(cfg.findings_uncertain)
+    known = metric_names(cfg.val_tasks, cfg.val_findings)
     if cfg.select_metric not in known:
-        raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})")
+        hint = "validate findings with --finding-columns (or --val-findings FIELD)" if cfg.select_metric.startswith("findings_") else None
+        raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})", hint=hint)
 
 
 def resolve_precision(precision: str, device) -> str:

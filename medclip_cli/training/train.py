@@ -37,6 +37,7 @@ from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
 from medclip_cli.training.towers import build_model
 from medclip_cli.training.trainer import build_trainer, default_lr
+from medclip_cli.training.findings_validation import findings_labels
 from medclip_cli.training.validate import validate
 
 __all__ = [
@@ -192,6 +193,8 @@ class _Run:
                     f"{cfg.data}: the {cfg.val_split!r} split has no readable image with a caption",
                     hint="pass --val-split none",
                 )
+            if cfg.val_findings:  # a missing field or a bad finding value fails before the first step
+                findings_labels(val_set, val_ds, cfg.val_findings, cfg.findings_uncertain)
         return train_ds, train_set, val_ds, val_set
 
     # -- the run ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Validation during fine-tuning: loss, retrieval recall and zero-shot accuracy of one epoch."""
+"""Validation during fine-tuning: loss, retrieval recall, zero-shot accuracy and (with
+``val_findings``) multi-label findings AUROC of one epoch."""
 
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
             logits = zero_shot_logits(image_n[rows], classifier, model.logit_scale)
             truth = torch.tensor([classes.index(data.labels[i][task]) for i in rows], device=logits.device)
             record[f"zeroshot_{task}_acc"] = float((logits.argmax(dim=1) == truth).float().mean())
+        if cfg.val_findings:
+            from medclip_cli.training.findings_validation import findings_record
+
+            record.update(findings_record(model, image_n, data, dataset, cfg))
     finally:
         module.train(was_training)
     return record
