@@ -35,6 +35,7 @@ from medclip_cli.training.config import TrainConfig, check_config, check_resume,
 from medclip_cli.training.guard import NonFiniteLoss, StopFlag, TrainingInterrupted
 from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
+from medclip_cli.training.stream_batches import StreamBatches, open_stream
 from medclip_cli.training.towers import build_model
 from medclip_cli.training.trainer import build_trainer, default_lr
 from medclip_cli.training.validate import validate
@@ -126,6 +127,7 @@ class _Run:
         self.model = model
         self.trainer = build_trainer(cfg, self.plan.total_steps, device=device, info=info, model=model)
         self.best: dict | None = None
+        self.resumed_stream = resume.state.get("stream") if resume is not None else None
         self.history: list[dict] = []
         self.epoch_loss = [0.0, 0]  # the epoch's summed loss and steps so far
         self.shown_loss: float | None = None
@@ -170,7 +172,10 @@ class _Run:
 
         cfg = self.cfg
         options = cfg.dataset_options
-        train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
+        if cfg.stream:  # the shards, read as the steps go (training/stream_batches.py)
+            train_ds = train_set = open_stream(cfg, model)
+        else:
+            train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
@@ -178,7 +183,8 @@ class _Run:
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
-        train_set = load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        if not cfg.stream:
+            train_set = load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
         if len(train_set) == 0:
             raise TrainingError(
                 f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
@@ -230,7 +236,10 @@ class _Run:
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
             epoch, position = epoch + 1, 0
-        batches = Batches(self.train_set, cfg, self.device, self.info, segments)
+        if cfg.stream:
+            batches = self.stream = StreamBatches(self.train_set, cfg, self.device, self.info, segments, self.resumed_stream, self.progress)
+        else:
+            batches = Batches(self.train_set, cfg, self.device, self.info, segments)
         with closing(iter(batches)) as batch_iter:
             while t.step < plan.total_steps:
                 before = t.step
@@ -372,6 +381,7 @@ class _Run:
                 "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]],
                 "world_size": self.info.world_size,
                 "data_fingerprint": self.fingerprint,
+                "stream": self.stream.progress() if self.cfg.stream else None,  # the shards done this epoch
                 "manifest": self.model.manifest,
                 "config": saved_config(self.cfg),  # resume checks against it even without config.json
             }
