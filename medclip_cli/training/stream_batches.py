@@ -105,8 +105,16 @@ class StreamBatches:
         self.keys: list[str] = []  # shard/key of each pair of the last batch handed out
 
     def progress(self) -> dict:
-        """What a checkpoint records: the epoch and its shards whose samples have all been trained on."""
-        return {"epoch": self.epoch, "done": sorted(self.done)}
+        """What a checkpoint records: the epoch and its shards whose samples have all been trained
+        on, by any rank (every rank calls this: it gathers their sets)."""
+        done = set(self.done)
+        if self.info.enabled:
+            import torch.distributed as dist
+
+            parts: list = [None] * self.info.world_size
+            dist.all_gather_object(parts, sorted(done))
+            done = done.union(*parts)
+        return {"epoch": self.epoch, "done": sorted(done)}
 
     def _remaining(self, epoch: int, first: int, order: list[str]) -> list[str]:
         self.epoch, self.done = epoch, set()

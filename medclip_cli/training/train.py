@@ -172,10 +172,8 @@ class _Run:
 
         cfg = self.cfg
         options = cfg.dataset_options
-        if cfg.stream:  # the shards, read as the steps go (training/stream_batches.py)
-            train_ds = train_set = open_stream(cfg, model)
-        else:
-            train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
+        # --stream: the shards, read as the steps go (training/stream_batches.py)
+        train_ds = open_stream(cfg, model) if cfg.stream else load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
@@ -183,8 +181,7 @@ class _Run:
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
-        if not cfg.stream:
-            train_set = load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        train_set = train_ds if cfg.stream else load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
         if len(train_set) == 0:
             raise TrainingError(
                 f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
@@ -236,10 +233,8 @@ class _Run:
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
             epoch, position = epoch + 1, 0
-        if cfg.stream:
-            batches = self.stream = StreamBatches(self.train_set, cfg, self.device, self.info, segments, self.resumed_stream, self.progress)
-        else:
-            batches = Batches(self.train_set, cfg, self.device, self.info, segments)
+        extra = (self.resumed_stream, self.progress) if cfg.stream else ()
+        batches = self.batches = (StreamBatches if cfg.stream else Batches)(self.train_set, cfg, self.device, self.info, segments, *extra)
         with closing(iter(batches)) as batch_iter:
             while t.step < plan.total_steps:
                 before = t.step
@@ -373,6 +368,7 @@ class _Run:
         t = self.trainer
         t.check_finite()
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{t.step:08d}"
+        stream = self.batches.progress() if self.cfg.stream else None  # every rank's shards: a collective
         if self.info.is_main:
             state = {
                 **t.state(),
@@ -381,7 +377,7 @@ class _Run:
                 "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]],
                 "world_size": self.info.world_size,
                 "data_fingerprint": self.fingerprint,
-                "stream": self.stream.progress() if self.cfg.stream else None,  # the shards done this epoch
+                "stream": stream,  # the epoch's shards done (training/stream_batches.py)
                 "manifest": self.model.manifest,
                 "config": saved_config(self.cfg),  # resume checks against it even without config.json
             }

@@ -167,3 +167,29 @@ def test_bad_tars_are_skipped_and_counted_in_one_line_or_stop_a_strict_run(tmp_p
     assert "\n" not in message and ("00002.tar" in message or "00003.tar" in message)
     with pytest.raises(DataError, match="not a readable tar shard"):
         open_shard_set(folder, "all")  # counting reads every header: a truncated tar is named
+
+
+def test_resuming_inside_an_epoch_rereads_only_unfinished_shards_and_loses_no_sample(tmp_path):
+    from medclip_cli.training.stream_batches import StreamBatches, StreamSource
+
+    import torch
+
+    all_keys = write_shard_set(tmp_path / "s", [6] * 6)
+    cfg = TrainConfig(output=tmp_path / "run", data=tmp_path / "s", split="all", stream=True, batch_size=4, workers=2, shuffle_buffer=3, seed=9)
+    source = StreamSource(open_shard_set(tmp_path / "s", "all"), _Model())
+    before = StreamBatches(source, cfg, torch.device("cpu"), DistInfo(), [(0, 0, 9)])
+    taken = []
+    for k, _ in enumerate(before):
+        taken += before.keys
+        if k == 3:  # "killed" after 4 batches: the checkpoint holds this record
+            record = before.progress()
+            break
+    assert record["epoch"] == 0 and record["done"]
+    for shard in record["done"]:  # a shard counts as done only once all its samples were trained on
+        assert {k for k in all_keys if k.startswith(shard)} <= set(taken)
+    after = StreamBatches(source, cfg, torch.device("cpu"), DistInfo(), [(0, 4, 5)], resumed=record)
+    rest = [key for _ in after for key in after.keys]
+    remaining = [n for n in epoch_shards(source.shards.names, 9, 0) if n not in record["done"]]
+    assert len(rest) == 20 and {k.split("/")[0] for k in rest} == set(remaining)  # read again from their start
+    again = set(taken) & set(rest)  # trained on twice this epoch: only samples of shards unfinished at the "kill"
+    assert again and not {k.split("/")[0] for k in again} & set(record["done"])
