@@ -37,7 +37,7 @@ from scale import cpu_name  # noqa: E402
 
 
 def write_set(folder: Path, samples: int, size: int, per_shard: int) -> Path:
-    """``folder/img/*.png`` + ``pairs.csv``, and the same as shards under ``folder/shards/all``."""
+    """``folder/img/*.png`` + ``pairs.csv``, and the same as shards under ``folder/shards``."""
     import numpy as np
     from PIL import Image
 
@@ -54,7 +54,7 @@ def write_set(folder: Path, samples: int, size: int, per_shard: int) -> Path:
         Image.fromarray(image).save(folder / "img" / f"{k:06d}.png")
         rows.append(f"img/{k:06d}.png,a scan of case number {k} showing a finding,train")
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
-    write_shards(load_dataset(folder / "pairs.csv", "train"), folder / "shards" / "all", per_shard)
+    write_shards(load_dataset(folder / "pairs.csv", "train"), folder / "shards", per_shard)
     return folder
 
 
@@ -113,7 +113,7 @@ def run_webdataset(folder: Path, args) -> int:
 
     transform = open_clip.image_transform(args.size, is_train=True)
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
-    urls = sorted(str(p) for p in (folder / "shards" / "all").glob("*.tar"))
+    urls = sorted(str(p) for p in (folder / "shards").glob("*.tar"))
     pipeline = (
         wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=wds.split_by_node, empty_check=False)
         .shuffle(1000)
