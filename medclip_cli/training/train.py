@@ -8,7 +8,7 @@ validation, bundles and checkpoints. The parts it drives, each in its own module
 - :mod:`~medclip_cli.training.towers`: the model built or reloaded, locked towers, modes;
 - :mod:`~medclip_cli.training.guard`: non-finite losses, Ctrl-C;
 - :mod:`~medclip_cli.training.runlog`: ``metrics.jsonl`` / TensorBoard, ``config.json``;
-- :mod:`~medclip_cli.training.batches` (the data), :mod:`~medclip_cli.training.validate`.
+- :mod:`~medclip_cli.training.batches` (the data; ``stream_batches`` with ``--stream``), :mod:`~medclip_cli.training.validate`.
 
 A checkpoint needs only (epoch, position) to continue exactly where the run stopped, since the
 data order and every random choice of a batch are seeded by their place in the run.
@@ -172,7 +172,6 @@ class _Run:
 
         cfg = self.cfg
         options = cfg.dataset_options
-        # --stream: the shards, read as the steps go (training/stream_batches.py)
         train_ds = open_stream(cfg, model) if cfg.stream else load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
@@ -233,8 +232,8 @@ class _Run:
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
             epoch, position = epoch + 1, 0
-        extra = (self.resumed_stream, self.progress) if cfg.stream else ()
-        batches = self.batches = (StreamBatches if cfg.stream else Batches)(self.train_set, cfg, self.device, self.info, segments, *extra)
+        stream = (self.resumed_stream, self.progress) if cfg.stream else ()  # --stream: training/stream_batches.py
+        batches = self.batches = (StreamBatches if cfg.stream else Batches)(self.train_set, cfg, self.device, self.info, segments, *stream)
         with closing(iter(batches)) as batch_iter:
             while t.step < plan.total_steps:
                 before = t.step
