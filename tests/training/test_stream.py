@@ -154,3 +154,21 @@ def test_torchrun_two_processes_stream_their_own_shards_and_checkpoint_both_rank
     done = set(state["stream"]["done"])
     for rank in range(2):  # rank 1's finished shards reach rank 0's checkpoint too
         assert done & set(shard_stream.split_shards(order, rank, 2, 0, 1))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--stream", "--label-text-field", "modality", "--label-text-prob", "0.5"], "--label-text-prob does not work with --stream"),
+        (["--stream", "--shuffle-buffer", "0"], "--shuffle-buffer must be a positive whole number"),
+        (["--samples-per-epoch", "100"], "--samples-per-epoch applies to --stream"),
+    ],
+)
+def test_stream_settings_that_cannot_work_are_one_line_usage_errors(cli, tmp_path, extra, message):
+    result = cli("finetune", "--encoder", "test-vit", "--data", tmp_path, "--output", tmp_path / "run", "--device", "cpu", *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_stream_over_a_data_set_that_is_not_shards_names_it(cli, small_medpix, tmp_path):
+    result = cli("finetune", "--encoder", "test-vit", "--data", small_medpix, "--stream", "--output", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 2 and "is not a folder of WebDataset .tar shards" in result.output, result.output
