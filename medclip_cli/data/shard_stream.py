@@ -105,7 +105,7 @@ def count_samples(tar: Path) -> int:
     """Samples with an image member in ``tar``, from its headers (the member data is skipped)."""
     keys = set()
     try:
-        size = tar.stat().st_size
+        size = float("inf") if _compressed(tar) else tar.stat().st_size
         with tarfile.open(tar, mode="r:*") as archive:
             for member in archive:
                 if member.offset_data + member.size > size:  # tarfile itself reads a cut-off tar quietly
@@ -119,10 +119,15 @@ def count_samples(tar: Path) -> int:
     return len(keys)
 
 
+def _compressed(tar: Path) -> bool:
+    with open(tar, "rb") as fh:
+        return fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))  # gzip, bzip2, xz
+
+
 def _check_end(tar: Path, archive: tarfile.TarFile) -> None:
     """A tar cut off between members or inside a header ends tarfile's iteration without an error:
     after the last member, an uncompressed tar holds zero blocks and nothing else."""
-    if getattr(archive.fileobj, "comptype", "tar") != "tar" or archive.name is None and not tar.is_file():
+    if _compressed(tar):  # its offsets are not the file's
         return
     with open(tar, "rb") as fh:
         fh.seek(archive.offset)

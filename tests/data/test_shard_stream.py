@@ -133,6 +133,12 @@ def test_sample_counts_come_from_sizes_json_else_from_the_headers(tmp_path, cli)
     write_shard_set(tmp_path / "b", [5, 3], sizes_json=False)
     assert len(open_shard_set(tmp_path / "b", "all")) == 8
     assert len(open_shard_set(tmp_path / "b", "all", samples_per_epoch=6)) == 6
+    import gzip
+
+    (tmp_path / "g").mkdir()  # a gzip-compressed tar under a .tar name (tarfile reads it as it is)
+    (tmp_path / "g" / "00000.tar").write_bytes(gzip.compress((tmp_path / "b" / "00000.tar").read_bytes()))
+    assert len(open_shard_set(tmp_path / "g", "all")) == 5
+    assert len(_stream(tmp_path / "g", batch_size=5, workers=0)) == 1
     write_png(tmp_path / "src" / "img" / "x.png", 1)
     (tmp_path / "src" / "pairs.csv").write_text("image,caption\nimg/x.png,one\n")
     assert cli("data", "shard", tmp_path / "src" / "pairs.csv", "--output", tmp_path / "c").exit_code == 0
