@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from medclip_cli.data import shards
+from medclip_cli.data import limits, shards
 from medclip_cli.data.dataset import file_identity
 from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.errors import DataError, ImageError, UsageError
@@ -167,6 +167,7 @@ class RawSample:
     key: str
     members: dict[str, bytes]
     primary: bool = True  # False: read again to top a worker's epoch up (its shard is done already)
+    problem: str | None = None  # why it cannot train, found before its bytes were read
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,9 @@ def read_shard(tar: Path, primary: bool = True) -> Iterator[RawSample | _Skip | 
                     current = None
                 if current is None:
                     current = RawSample(tar.name, key, {}, primary)
-                if f".{ext}" in wanted:
+                if member.size > limits.value(limits.BYTES):  # never read into memory
+                    current.problem = f"{tar.name}/{member.name}: {member.size:,} bytes, over {limits.BYTES.option}; skipped"
+                elif f".{ext}" in wanted:
                     data = archive.extractfile(member).read()
                     if len(data) != member.size:  # a cut-off tar reads short, quietly
                         raise tarfile.ReadError(f"truncated in member {member.name}")
@@ -225,6 +228,8 @@ def decode_sample(raw: RawSample, preprocess) -> tuple[np.ndarray, str, dict[str
     from medclip_cli.data.preprocess import resize_to_uint8
 
     where = f"{raw.shard}/{raw.key}"
+    if raw.problem is not None:
+        raise DataError(raw.problem)
     image_ext = next((ext for ext in raw.members if f".{ext}" in IMAGE_SUFFIXES), None)
     if image_ext is None:
         raise DataError(f"{where}: has no image member; skipped")

@@ -199,3 +199,14 @@ def test_resuming_inside_an_epoch_rereads_only_unfinished_shards_and_loses_no_sa
     assert len(rest) == 20 and {k.split("/")[0] for k in rest} == set(remaining)  # read again from their start
     again = set(taken) & set(rest)  # trained on twice this epoch: only samples of shards unfinished at the "kill"
     assert again and not {k.split("/")[0] for k in again} & set(record["done"])
+
+
+def test_a_member_over_the_byte_limit_is_skipped_without_being_read(tmp_path, monkeypatch):
+    from medclip_cli.data.shard_stream import decode_sample, read_shard
+
+    write_shard_set(tmp_path / "s", [2])
+    monkeypatch.setenv("MEDCLIP_MAX_IMAGE_BYTES", "100")  # smaller than any PNG written above
+    samples = [item for item in read_shard(tmp_path / "s" / "00000.tar") if hasattr(item, "members")]
+    assert len(samples) == 2 and all("png" not in s.members for s in samples)
+    with pytest.raises(DataError, match=r"00000\.tar/s0_0\.png: .* bytes, over --max-image-bytes; skipped"):
+        decode_sample(samples[0], PreprocessConfig(image_size=12))
