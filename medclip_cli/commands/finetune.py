@@ -154,6 +154,24 @@ def finetune(
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")
     ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Train straight from WebDataset .tar shards (nothing unpacked or cached); --workers loader processes per process.",
+        ),
+    ] = False,
+    shuffle_buffer: Annotated[
+        int, typer.Option("--shuffle-buffer", help="With --stream: samples each loader worker shuffles among.")
+    ] = 1000,
+    samples_per_epoch: Annotated[
+        Optional[int],
+        typer.Option(
+            "--samples-per-epoch",
+            help="With --stream: samples in an epoch (default: the shards' sizes.json, else counted).",
+            show_default=False,
+        ),
+    ] = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -176,6 +194,8 @@ def finetune(
         medclip finetune --encoder vit-b-32 --data chexpert.csv --caption-column report --finding-columns "Edema,Pleural Effusion" --select-metric findings_macro_auroc --output runs/cxr
 
         medclip finetune --encoder vit-b-32 --pretrained openai --data pairs.csv --image-column path --caption-column report --output runs/pairs
+
+        medclip finetune --encoder vit-b-16 --pretrained openai --data shards/ --stream --workers 4 --output runs/stream
 
         torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50
     """

@@ -9,8 +9,11 @@ Each sample is the members sharing one key (the name up to its first dot): an im
 Reading: each shard is read once, front to back (``tarfile`` streaming mode), and its images are
 unpacked under ``MEDCLIP_HOME/cache/shards/<shard identity>/`` so that every command (and the
 decode cache) sees ordinary files; a shard that has not changed (same path, size, mtime) is not
-unpacked again. This needs the shards' size again on disk; streaming training straight from the
-tars (a shuffle buffer, shards split over ranks and workers) is not done yet.
+unpacked again. This needs the shards' size again on disk; ``finetune --stream`` instead trains
+straight from the tars (:mod:`medclip_cli.data.shard_stream`, nothing unpacked or cached).
+
+Writing also leaves ``sizes.json`` (``{"00000.tar": samples, ...}``, open_clip_train's file) next
+to the shards, so a streamed run knows its epoch's length without reading them first.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from medclip_cli.errors import DataError, UsageError
 from medclip_cli.progress import NullProgress, ProgressReporter
 
 ALL_SPLIT = "all"
+SIZES_FILE = "sizes.json"
 _DONE = ".complete"
 
 
@@ -50,6 +54,19 @@ def splits(path: Path, **options: object) -> list[str]:
     if _tars(path):
         return [ALL_SPLIT]
     return [d.name for d in _split_dirs(path)]
+
+
+def split_tars(path: Path, split: str) -> list[Path]:
+    """The shards of ``split`` in the shard set at ``path``, in name order."""
+    available = splits(path)
+    if split not in available:
+        raise DataError(f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split")
+    return _tars(path if split == ALL_SPLIT else path / split)
+
+
+def sample_key(name: str) -> tuple[str, str]:
+    """A member's (sample key, lower-case extension): ``a/b/0001.seg.png`` -> (``a/b/0001``, ``seg.png``)."""
+    return _key(name)
 
 
 def _key(name: str) -> tuple[str, str]:
@@ -113,10 +130,7 @@ def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
 
 
 def load(path: Path, split: str = ALL_SPLIT) -> Dataset:
-    available = splits(path)
-    if split not in available:
-        raise DataError(f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split")
-    tars = _tars(path if split == ALL_SPLIT else path / split)
+    tars = split_tars(path, split)
     samples: list[Sample] = []
     problems: list[str] = []
     for tar in tars:
@@ -139,7 +153,8 @@ def load(path: Path, split: str = ALL_SPLIT) -> Dataset:
 def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: ProgressReporter | None = None) -> list[Path]:
     """Write ``dataset`` as ``out/00000.tar``...: per sample its image file's bytes as they are,
     ``.txt`` (caption, when it has one) and ``.json`` (id, caption, labels). Each shard is written
-    under a temporary name and renamed. Unreadable images are skipped; returns the shards."""
+    under a temporary name and renamed, then ``sizes.json`` (samples per shard). Unreadable images
+    are skipped; returns the shards."""
     import io
 
     if per_shard < 1:
@@ -147,7 +162,7 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
     out.mkdir(parents=True, exist_ok=True)
     progress = progress or NullProgress()
     task = progress.task(f"sharding {dataset.split}", total=len(dataset))
-    written = []
+    written, sizes = [], {}
     for first in range(0, len(dataset), per_shard):
         path = out / f"{first // per_shard:05d}.tar"
         with atomic_open(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as archive:
@@ -157,6 +172,7 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
                 except OSError:
                     progress.advance(task)
                     continue
+                sizes[path.name] = sizes.get(path.name, 0) + 1
                 key = f"{k:09d}"
                 ext = sample.image.suffix.lower() or ".dcm"
                 meta = {"id": sample.id, "caption": sample.caption, "labels": dict(sample.labels)}
@@ -169,5 +185,8 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
                     archive.addfile(info, io.BytesIO(blob))
                 progress.advance(task)
         written.append(path)
+        sizes.setdefault(path.name, 0)
+    with atomic_open(out / SIZES_FILE) as fh:
+        fh.write(json.dumps(sizes, indent=1).encode())
     progress.done(task)
     return written

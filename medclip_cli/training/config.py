@@ -55,6 +55,12 @@ class TrainConfig:
     findings_prompts: str | None = None  # prompt set whose [pairs] word the findings; None: the seed's
     select_metric: str = "val_loss"  # picks best/ ; lower_is_better says which way
     strict: bool = False  # an unreadable image stops the run instead of being skipped
+    # Train straight from WebDataset tar shards (``data/shard_stream.py``): nothing unpacked or
+    # decoded into the cache; samples shuffled within a buffer of ``shuffle_buffer`` per loader
+    # worker; an epoch is ``samples_per_epoch`` samples (None: the shards' sizes.json or count).
+    stream: bool = False
+    shuffle_buffer: int = 1000
+    samples_per_epoch: int | None = None
     # Loss.
     loss_weight: float = 0.5  # λ of λ·CE(image→text) + (1−λ)·CE(text→image)
     soft_targets: bool = False
@@ -175,10 +181,27 @@ def check_config(cfg: TrainConfig) -> None:
         from medclip_cli.data.findings import uncertain_policy
 
         uncertain_policy(cfg.findings_uncertain)
+    _check_stream(cfg)
     known = metric_names(cfg.val_tasks, cfg.val_findings)
     if cfg.select_metric not in known:
         hint = "validate findings with --finding-columns (or --val-findings FIELD)" if cfg.select_metric.startswith("findings_") else None
         raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})", hint=hint)
+
+
+def _check_stream(cfg: TrainConfig) -> None:
+    if not cfg.stream:
+        if cfg.samples_per_epoch is not None:
+            raise UsageError("--samples-per-epoch applies to --stream (a cached split counts its own pairs)")
+        return
+    if isinstance(cfg.shuffle_buffer, bool) or not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
+        raise UsageError(f"--shuffle-buffer must be a positive whole number, not {cfg.shuffle_buffer}")
+    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < 1:
+        raise UsageError(f"--samples-per-epoch must be a positive whole number, not {cfg.samples_per_epoch}")
+    # Both need every text of the split before the first step; a stream sees each one when it comes.
+    if cfg.label_text_prob > 0:
+        raise UsageError("--label-text-prob does not work with --stream (label prompts need the whole split's labels)", hint="drop one of them")
+    if cfg.text_feature_cache:
+        raise UsageError("--text-feature-cache does not work with --stream (it embeds every text before the first step)", hint="drop one of them")
 
 
 def resolve_precision(precision: str, device) -> str:

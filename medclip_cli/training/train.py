@@ -8,7 +8,7 @@ validation, bundles and checkpoints. The parts it drives, each in its own module
 - :mod:`~medclip_cli.training.towers`: the model built or reloaded, locked towers, modes;
 - :mod:`~medclip_cli.training.guard`: non-finite losses, Ctrl-C;
 - :mod:`~medclip_cli.training.runlog`: ``metrics.jsonl`` / TensorBoard, ``config.json``;
-- :mod:`~medclip_cli.training.batches` (the data), :mod:`~medclip_cli.training.validate`.
+- :mod:`~medclip_cli.training.batches` (the data; ``stream_batches`` with ``--stream``), :mod:`~medclip_cli.training.validate`.
 
 A checkpoint needs only (epoch, position) to continue exactly where the run stopped, since the
 data order and every random choice of a batch are seeded by their place in the run.
@@ -35,6 +35,7 @@ from medclip_cli.training.config import TrainConfig, check_config, check_resume,
 from medclip_cli.training.guard import NonFiniteLoss, StopFlag, TrainingInterrupted
 from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
+from medclip_cli.training.stream_batches import StreamBatches, open_stream
 from medclip_cli.training.towers import build_model
 from medclip_cli.training.trainer import build_trainer, default_lr
 from medclip_cli.training.findings_validation import findings_labels
@@ -127,6 +128,7 @@ class _Run:
         self.model = model
         self.trainer = build_trainer(cfg, self.plan.total_steps, device=device, info=info, model=model)
         self.best: dict | None = None
+        self.resumed_stream = resume.state.get("stream") if resume is not None else None
         self.history: list[dict] = []
         self.epoch_loss = [0.0, 0]  # the epoch's summed loss and steps so far
         self.shown_loss: float | None = None
@@ -171,7 +173,7 @@ class _Run:
 
         cfg = self.cfg
         options = cfg.dataset_options
-        train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
+        train_ds = open_stream(cfg, model) if cfg.stream else load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
@@ -179,7 +181,7 @@ class _Run:
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
-        train_set = load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        train_set = train_ds if cfg.stream else load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
         if len(train_set) == 0:
             raise TrainingError(
                 f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
@@ -233,7 +235,8 @@ class _Run:
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
             epoch, position = epoch + 1, 0
-        batches = Batches(self.train_set, cfg, self.device, self.info, segments)
+        stream = (self.resumed_stream, self.progress) if cfg.stream else ()  # --stream: training/stream_batches.py
+        batches = self.batches = (StreamBatches if cfg.stream else Batches)(self.train_set, cfg, self.device, self.info, segments, *stream)
         with closing(iter(batches)) as batch_iter:
             while t.step < plan.total_steps:
                 before = t.step
@@ -367,6 +370,7 @@ class _Run:
         t = self.trainer
         t.check_finite()
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{t.step:08d}"
+        stream = self.batches.progress() if self.cfg.stream else None  # every rank's shards: a collective
         if self.info.is_main:
             state = {
                 **t.state(),
@@ -375,6 +379,7 @@ class _Run:
                 "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]],
                 "world_size": self.info.world_size,
                 "data_fingerprint": self.fingerprint,
+                "stream": stream,  # the epoch's shards done (training/stream_batches.py)
                 "manifest": self.model.manifest,
                 "config": saved_config(self.cfg),  # resume checks against it even without config.json
             }
