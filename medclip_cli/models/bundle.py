@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
@@ -33,30 +35,43 @@ def save_bundle(model, directory: str | Path, provenance: dict | None = None) ->
         return save_hf_dual_encoder(model, directory, provenance)
 
     directory = Path(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{directory}: cannot write the model bundle here ({exc.strerror})") from exc
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(f"{directory}: exists and is not a folder", hint="choose another --output")
+    model_cfg = _portable_cfg(model.model_cfg)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": model.preprocess.to_open_clip(), "medclip": saved_manifest(model, provenance)}
+    with new_model_folder(directory, "model bundle") as tmp:
+        save_model(model.module, str(tmp / WEIGHTS_NAME))
+        config["medclip"]["weights_sha256"] = _sha256(tmp / WEIGHTS_NAME)  # checked when loaded
+        if "hf_model_name" in model_cfg["text_cfg"]:
+            model.module.text.transformer.config.save_pretrained(tmp)
+            model.tokenizer.tokenizer.save_pretrained(tmp)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return directory
+
+
+def saved_manifest(model, provenance: dict | None) -> dict:
+    """The medclip manifest a saved model carries: the model's own, its provenance, scale and context."""
     manifest = dict(model.manifest)
     if provenance:
         manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
     manifest["logit_scale"] = model.logit_scale
     manifest["context_length"] = model.context_length
-    model_cfg = _portable_cfg(model.model_cfg)
-    config = {"model_cfg": model_cfg, "preprocess_cfg": model.preprocess.to_open_clip(), "medclip": manifest}
+    return manifest
+
+
+@contextmanager
+def new_model_folder(directory: Path, what: str) -> Iterator[Path]:
+    """A temporary folder that replaces ``directory`` when the block ends (a complete new model or
+    the old one untouched); a file system error is an :class:`OutputError` naming ``what``."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{directory}: cannot write the {what} here ({exc.strerror})") from exc
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: exists and is not a folder", hint="choose another --output")
     try:
         with atomic_dir(directory) as tmp:
-            save_model(model.module, str(tmp / WEIGHTS_NAME))
-            config["medclip"]["weights_sha256"] = _sha256(tmp / WEIGHTS_NAME)  # checked when loaded
-            if "hf_model_name" in model_cfg["text_cfg"]:
-                model.module.text.transformer.config.save_pretrained(tmp)
-                model.tokenizer.tokenizer.save_pretrained(tmp)
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+            yield tmp
     except OSError as exc:
-        raise OutputError(f"{directory}: writing the model bundle failed ({exc.strerror or exc})") from exc
-    return directory
+        raise OutputError(f"{directory}: writing the {what} failed ({exc.strerror or exc})") from exc
 
 
 def _portable_cfg(model_cfg: dict) -> dict:
