@@ -217,7 +217,7 @@ def _show(result) -> None:
             continue
         model = result.models[0]
         t = model.tasks[task]
-        ui.show(ui.table(_title(task, t, model.label), ["metric", "value"], _summary(t)))
+        ui.show(ui.table(_title(task, model.label), ["metric", "value"], _summary(t)))
         _show_calibration(result, task)
         if t.kind == "classification":
             rows = [
@@ -236,7 +236,7 @@ def _show(result) -> None:
             ui.warning(f"skipped {len(model.skipped_images) - 5} more unreadable images (see results.json)")
 
 
-def _title(task: str, t, label: str) -> str:
+def _title(task: str, label: str) -> str:
     return f"{task} ({label})"
 
 
@@ -275,7 +275,7 @@ def _comparison_table(result, task: str):
     absent = first.metrics.get("absent_classes")
     if absent:
         rows.append(("absent from this split", *[", ".join(absent)] * len(models)))
-    return ui.table(_title(task, first, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
+    return ui.table(_title(task, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
 
 
 def _with_interval(t, name: str) -> object:

@@ -109,7 +109,7 @@ def _sources(data, dataset_kind, data_options, train_split, eval_split, tasks, m
         if model_dirs or encoders:
             raise UsageError("pass either --embeddings FILE or models (--model/--encoder), not both")
         source = file_probe_source(embeddings)
-        return [source], list(tasks) or _default_tasks(source.table.labels, train_split, source.table)
+        return [source], list(tasks) or _default_tasks(train_split, source.table, embeddings)
     sources = model_sources(model_dirs, encoders, pretrained, text_encoder, seed)
     from medclip_cli.data import default_data_root, load_dataset
 
@@ -130,11 +130,15 @@ def _sources(data, dataset_kind, data_options, train_split, eval_split, tasks, m
     return built, chosen
 
 
-def _default_tasks(labels: dict, train_split: str, table) -> list[str]:
+def _default_tasks(train_split: str, table, paths: list[Path]) -> list[str]:
+    """Every label field with 2 or more classes among the embeddings' ``train_split`` rows."""
     train = table.split(train_split)
     chosen = [name for name, values in train.labels.items() if len({v for v in values if v is not None}) >= 2]
     if not chosen:
-        raise UsageError("the embeddings have no label field with 2 or more classes to probe")
+        raise UsageError(
+            f"{', '.join(map(str, paths))}: no label field with 2 or more classes in split {train_split!r} to probe",
+            hint="embed a labelled data set (medclip embed --data ...), or pick another --train-split",
+        )
     return chosen
 
 
