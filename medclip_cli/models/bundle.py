@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
-from medclip_cli.errors import ModelError, OutputError
+from medclip_cli.errors import ModelError
 from medclip_cli.files import read_regular
+from medclip_cli.models.model_folder import new_model_folder, saved_manifest
 from medclip_cli.models.portable import portable_hf_name
 from medclip_cli.models.weights import WEIGHTS_NAME, load_into, load_state_dict_file
 
@@ -45,33 +43,6 @@ def save_bundle(model, directory: str | Path, provenance: dict | None = None) ->
             model.tokenizer.tokenizer.save_pretrained(tmp)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return directory
-
-
-def saved_manifest(model, provenance: dict | None) -> dict:
-    """The medclip manifest a saved model carries: the model's own, its provenance, scale and context."""
-    manifest = dict(model.manifest)
-    if provenance:
-        manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
-    manifest["logit_scale"] = model.logit_scale
-    manifest["context_length"] = model.context_length
-    return manifest
-
-
-@contextmanager
-def new_model_folder(directory: Path, what: str) -> Iterator[Path]:
-    """A temporary folder that replaces ``directory`` when the block ends (a complete new model or
-    the old one untouched); a file system error is an :class:`OutputError` naming ``what``."""
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{directory}: cannot write the {what} here ({exc.strerror})") from exc
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(f"{directory}: exists and is not a folder", hint="choose another --output")
-    try:
-        with atomic_dir(directory) as tmp:
-            yield tmp
-    except OSError as exc:
-        raise OutputError(f"{directory}: writing the {what} failed ({exc.strerror or exc})") from exc
 
 
 def _portable_cfg(model_cfg: dict) -> dict:

@@ -225,7 +225,7 @@ def _preprocess(folder: Path, config) -> PreprocessConfig:
 def save_hf_dual_encoder(model, directory: str | Path, provenance: dict | None = None) -> Path:
     """Write ``model`` with ``save_pretrained`` (weights, config, tokenizer, image processor) plus
     ``medclip.json``: the folder loads in transformers and in medclip."""
-    from medclip_cli.models.bundle import new_model_folder, saved_manifest
+    from medclip_cli.models.model_folder import new_model_folder, saved_manifest
 
     directory = Path(directory)
     manifest = saved_manifest(model, provenance)
