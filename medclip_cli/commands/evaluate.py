@@ -35,7 +35,7 @@ def evaluate(
     ] = None,
     pretrained: Annotated[
         Optional[List[str]],
-        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one per --encoder.", show_default=False),
+        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one per --encoder. Default: the encoder's canonical weights.", show_default=False),
     ] = None,
     text_encoder: options.TextEncoder = None,
     prompts: Annotated[
@@ -108,7 +108,7 @@ def evaluate(
         check_output(output)
     if data is None:
         data = default_data_root()
-    sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
+    sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder, seed)
     data_options = options.column_options(image_column, caption_column, label_columns, split_column)
     if finding_columns:
         data_options.update(finding_columns=finding_columns, findings_convention=findings_convention)
@@ -194,29 +194,19 @@ def _show_findings_difference(row: dict) -> None:
     ui.show(ui.table(f"findings: {row['model']} − {row['reference']} (paired bootstrap, same images)", ["metric", "difference [95 % interval]"], rows))
 
 
-def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None):
+def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None, seed: int):
+    """The models to compare, named for the tables: a folder by as much of its path as tells it
+    apart, an encoder by ``name/tag``, a name given twice with ``#N``."""
     from medclip_cli.evaluation.evaluate import ModelSource
-    from medclip_cli.models import resolve_model
+    from medclip_cli.models.source import build_from_source, model_sources
 
-    from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
-
-    if pretrained and model_dirs and not encoders:
-        raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
-    if not model_dirs and not encoders:  # the study's model: ViT-B/32 with the OpenAI weights
-        encoders = [DEFAULT_ENCODER]
-    if len(pretrained) > 1 and len(pretrained) != len(encoders):
-        raise UsageError(
-            f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
-            hint="give one --pretrained for all encoders, or one per --encoder",
-        )
-    given = pretrained if len(pretrained) > 1 else (pretrained or [None]) * len(encoders)
-    tags = [default_pretrained(name, tag) for name, tag in zip(encoders, given)]
-    names = run_names(model_dirs)
-    sources = [ModelSource(name, lambda path=path: resolve_model(path), bundle=path) for name, path in zip(names, model_dirs)]
-    for name, tag in zip(encoders, tags):
-        load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
-        sources.append(ModelSource(f"{name}/{tag}", load))
-    labels = [s.label for s in sources]
+    specs = model_sources(model_dirs, encoders, pretrained, text_encoder, seed, default_model=True)
+    labels = run_names(model_dirs) + [f"{s['encoder']}/{s['pretrained']}" for s in specs[len(model_dirs):]]
+    bundles = [*model_dirs, *[None] * (len(specs) - len(model_dirs))]  # results name a folder as it was given
+    sources = [
+        ModelSource(label, lambda spec=spec: build_from_source(spec), bundle=bundle)
+        for label, spec, bundle in zip(labels, specs, bundles)
+    ]
     for i, source in enumerate(sources):
         if labels.count(source.label) > 1:
             source.label = f"{source.label}#{i + 1}"
@@ -245,7 +235,7 @@ def _show(result) -> None:
             continue
         model = result.models[0]
         t = model.tasks[task]
-        ui.show(ui.table(_title(task, t, model.label), ["metric", "value"], _summary(t)))
+        ui.show(ui.table(_title(task, model.label), ["metric", "value"], _summary(t)))
         _show_calibration(result, task)
         if t.kind == "classification":
             rows = [
@@ -264,7 +254,7 @@ def _show(result) -> None:
             ui.warning(f"skipped {len(model.skipped_images) - 5} more unreadable images (see results.json)")
 
 
-def _title(task: str, t, label: str) -> str:
+def _title(task: str, label: str) -> str:
     return f"{task} ({label})"
 
 
@@ -303,7 +293,7 @@ def _comparison_table(result, task: str):
     absent = first.metrics.get("absent_classes")
     if absent:
         rows.append(("absent from this split", *[", ".join(absent)] * len(models)))
-    return ui.table(_title(task, first, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
+    return ui.table(_title(task, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
 
 
 def _with_interval(t, name: str) -> object:

@@ -27,7 +27,7 @@ def explain(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -41,10 +41,13 @@ def explain(
     """
     from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
     from medclip_cli.models import resolve_model
+    from medclip_cli.models.defaults import default_pretrained
     from medclip_cli.runtime.devices import resolve_device
 
     names = options.label_list(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
+    if encoder is not None:  # random weights only when asked: --pretrained none
+        pretrained = default_pretrained(encoder, pretrained)
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
     write_explanations(model, images, names, templates, output, options.dicom_window(window), as_json)
 

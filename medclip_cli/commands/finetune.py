@@ -235,14 +235,14 @@ def finetune(
     try:
         with ui.progress(enabled=not as_json and main_process) as reporter:
             result = train(config, reporter, events)
+            temperatures = None
+            if main_process:
+                from medclip_cli.training.temperature import store_run_temperatures
+
+                temperatures = store_run_temperatures(config, result, reporter)
     except TrainingInterrupted as exc:
         exc.hint = f"continue with: medclip finetune --output {output} --resume"
         raise
-    temperatures = None
-    if main_process:
-        from medclip_cli.training.temperature import store_run_temperatures
-
-        temperatures = store_run_temperatures(config, result)
     summary = {
         "output": str(result.output),
         "last": str(result.last),

@@ -102,7 +102,10 @@ def run_experiment(
     settings = experiment.settings
     data_root, eval_set = check_experiment(experiment, data)
     probe = probe_settings(experiment)
-    probe_train = _probe_train_split(experiment, data_root, probe["train_split"]) if probe is not None else None
+    probe_train = None
+    if probe is not None:
+        role = "draws its probe's images from it (probe.train_split)"
+        probe_train = _load_split_named(experiment, data_root, probe["train_split"], "probe.train_split", role)
     calibration = None
     if settings["evaluate"].get("calibrate_on"):
         calibration = _load_split_named(experiment, data_root, settings["evaluate"]["calibrate_on"], "evaluate.calibrate_on")
@@ -234,7 +237,8 @@ def _load_split(experiment: Experiment, root: Path, key: str):
     return _load_split_named(experiment, root, experiment.settings["data"][key], f"data.{key}")
 
 
-def _load_split_named(experiment: Experiment, root: Path, split: str, key: str):
+def _load_split_named(experiment: Experiment, root: Path, split: str, key: str, role: str | None = None):
+    """The split the setting ``key`` names; a split the data set lacks is refused naming that setting."""
     from medclip_cli.data import load_dataset
 
     try:
@@ -242,22 +246,8 @@ def _load_split_named(experiment: Experiment, root: Path, split: str, key: str):
     except DataError as exc:
         if "has no split" in exc.message:
             raise ExperimentConfigError(
-                f"{exc.message}; experiment {experiment.name!r} reads it as {key}",
+                f"{exc.message}; experiment {experiment.name!r} {role or f'reads it as {key}'}",
                 hint=f"pick another with --set {key}=NAME",
-            ) from exc
-        raise
-
-
-def _probe_train_split(experiment: Experiment, root: Path, split: str):
-    from medclip_cli.data import load_dataset
-
-    try:
-        return load_dataset(root, split, experiment.settings["data"].get("dataset"), **experiment.dataset_options)
-    except DataError as exc:
-        if "has no split" in exc.message:
-            raise ExperimentConfigError(
-                f"{exc.message}; experiment {experiment.name!r} draws its probe's images from it (probe.train_split)",
-                hint="pick another with --set probe.train_split=NAME",
             ) from exc
         raise
 

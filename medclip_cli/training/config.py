@@ -15,7 +15,6 @@ from typing import Collection, Sequence
 
 from medclip_cli.errors import UsageError
 from medclip_cli.flags import flag
-from medclip_cli.evaluation.metrics import lower_is_better
 from medclip_cli.training.loss import check_loss_weight
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

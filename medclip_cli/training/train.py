@@ -332,7 +332,7 @@ class _Run:
         if self.info.is_main:
             if self.val_set is not None:
                 batch = cfg.batch_size * self.info.world_size
-                record.update(validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.plan.precision, batch))
+                record.update(validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.plan.precision, batch, self.progress))
                 value = record[cfg.select_metric]
                 better = (lambda a, b: a < b) if lower_is_better(cfg.select_metric) else (lambda a, b: a > b)
                 if math.isfinite(value) and (self.best is None or better(value, self.best["value"])):

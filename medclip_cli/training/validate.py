@@ -13,21 +13,25 @@ from medclip_cli.training.config import TrainConfig
 
 
 @torch.no_grad()
-def pair_features(module: nn.Module, data: PairSet, preprocess, device, precision: str, batch: int):
+def pair_features(module: nn.Module, data: PairSet, preprocess, device, precision: str, batch: int, progress, stage: str):
     from medclip_cli.data.preprocess import normalize_batch
 
     images, texts = [], []
+    task = progress.task(stage, total=len(data))
     for start in range(0, len(data), batch):
         pix = normalize_batch(data.pixel_batch(start, start + batch), preprocess, device)
         with autocast(precision, device):
             images.append(encode_image_pooled(module, pix).float())
             texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device)).float())
+        progress.advance(task, min(batch, len(data) - start))
+    progress.done(task)
     return torch.cat(images), torch.cat(texts)
 
 
 @torch.no_grad()
-def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int) -> dict:
+def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int, progress=None) -> dict:
     """Validation loss, retrieval recall both ways and zero-shot accuracy on ``cfg.val_tasks``."""
+    from medclip_cli.progress import NullProgress
     import torch.nn.functional as F
 
     from medclip_cli.training.loss import weighted_clip_loss
@@ -39,7 +43,8 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
     was_training = module.training
     module.eval()
     try:
-        image_f, text_f = pair_features(module, data, model.preprocess, device, precision, batch)
+        stage = f"validating on {dataset.split} ({len(data)} pairs)"
+        image_f, text_f = pair_features(module, data, model.preprocess, device, precision, batch, progress or NullProgress(), stage)
         scale = module.logit_scale.detach()
         total = 0.0
         for start in range(0, len(data), batch):
