@@ -244,6 +244,9 @@ def _run_one(exp, out: Path, data, device, command, as_json, resume=False):
         write_json(work / "results.json", _moved(results_json(run, command), work, out))
         write_text(work / "report.md", experiment_report(run, command, pictures, curves).replace(str(work), str(out)))
         if staged:
+            from medclip_cli.experiments.staging import rebase_paths
+
+            rebase_paths(work, work, out)  # every file names the final folder, not the staging one
             replace_dir(work, out)
     finally:
         if staged:

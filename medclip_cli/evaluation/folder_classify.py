@@ -111,34 +111,71 @@ class PredictionWriter:
             self._fh.flush()
 
     def _read_done(self) -> set[str]:
+        self._check_own()  # before anything is cut: a file medclip did not write is left as it is
         _cut_torn_line(self.path)
         done: set[str] = set()
-        with open(self.path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a file saved again by a spreadsheet starts with a byte-order mark
+        with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             if self.kind == ".csv":
                 reader = csv.reader(fh)
-                header = next(reader, None)
-                if header is not None and header != self.columns:
-                    raise OutputError(
-                        f"--output {self.path}: was written with other labels or columns",
-                        hint="use the same --labels to resume, or another --output",
-                    )
+                next(reader, None)  # the header, checked above
                 done.update(row[0] for row in reader if row)
             else:
                 for lineno, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        raise OutputError(f"--output {self.path} line {lineno}: not JSON", hint="use another --output") from None
-                    probs = record.get("probabilities")
-                    if probs is not None and list(probs) != self.labels:
-                        raise OutputError(
-                            f"--output {self.path}: was written with other labels",
-                            hint="use the same --labels to resume, or another --output",
-                        )
-                    done.add(record["path"])
+                    if line.strip():
+                        done.add(self._record_path(line, lineno))
         return done
+
+    def _check_own(self) -> None:
+        """Refuse an existing file that is not this command's output with these labels."""
+        with open(self.path, "rb") as fh:
+            head = fh.read(1 << 16)
+        first, newline, _ = head.partition(b"\n")
+        text = first.decode("utf-8-sig", errors="replace").rstrip("\r")
+        if self.kind == ".csv":
+            try:
+                header = next(csv.reader([text]), [])
+            except csv.Error:  # e.g. a lone carriage return: not a line this command wrote
+                header = []
+            if not newline and ",".join(self.columns).startswith(text):
+                return  # a header cut short by a killed run: cut off with it
+            if header == self.columns:
+                return
+            ours = header[:2] == self.columns[:2] and header[-1:] == ["error"]
+        else:
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = None
+            if not newline and text.startswith('{"path": ') and not isinstance(record, dict):
+                return  # one row cut short by a killed run: cut off below
+            if isinstance(record, dict) and isinstance(record.get("path"), str):
+                return  # its labels are checked line by line
+            ours = False
+        if ours:
+            raise OutputError(
+                f"--output {self.path}: was written with other labels or columns",
+                hint="use the same --labels to resume, or another --output",
+            )
+        raise OutputError(
+            f"--output {self.path}: exists and is not a prediction file of `medclip classify`; left as it is",
+            hint="choose another --output",
+        )
+
+    def _record_path(self, line: str, lineno: int) -> str:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            raise OutputError(f"--output {self.path} line {lineno}: not a prediction record", hint="use another --output")
+        probs = record.get("probabilities")
+        if probs is not None and (not isinstance(probs, dict) or list(probs) != self.labels):
+            raise OutputError(
+                f"--output {self.path}: was written with other labels",
+                hint="use the same --labels to resume, or another --output",
+            )
+        return record["path"]
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:
