@@ -225,7 +225,7 @@ class _Run:
             return min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)
 
         # position == the epoch's steps: stopped after its last step, before its end (validation, bundles)
-        if not (0 <= t.position <= steps_in(t.epoch) and t.step <= t.epoch * plan.steps_per_epoch + t.position):
+        if not (0 <= t.position <= max(0, steps_in(t.epoch)) and t.step <= t.epoch * plan.steps_per_epoch + t.position):
             raise TrainingError(  # a checkpoint of another plan would loop without a step
                 f"{cfg.output}: the checkpoint (epoch {t.epoch + 1}, step {t.step}) does not fit this run's plan "
                 f"of {plan.steps_per_epoch} steps per epoch",

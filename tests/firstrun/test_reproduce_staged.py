@@ -44,6 +44,9 @@ def test_a_staged_rerun_names_only_the_final_folder_and_resumes(medpix_root, tmp
     assert config["config"]["output"] == str(final / "finetune")
     before = json.loads((final / "results.json").read_text(encoding="utf-8"))["comparison"]
 
-    resumed = _reproduce(medpix_root, out, "--resume")
+    # The swapped-in fine-tune resumes from its own folder (the staging one is gone).
+    resumed = subprocess.run([sys.executable, "-m", "medclip_cli.cli", "finetune", "--output", str(final / "finetune"),
+                              "--resume", "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["output"] == str(final / "finetune")
     assert json.loads((final / "results.json").read_text(encoding="utf-8"))["comparison"] == before

@@ -158,6 +158,9 @@ def test_a_stop_request_abandons_a_long_step_and_resume_replays_it_exactly(refer
     resumed = _medclip("finetune", "--output", str(out), "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_run(ref, out)
+    finished = _medclip("finetune", "--output", str(out), "--resume", "--json")  # a finished run resumes to its end
+    assert finished.returncode == 0, finished.stderr
+    _assert_same_run(ref, out)
 
 
 def test_a_stop_request_during_validation_keeps_the_epochs_steps_and_resume_validates_again(reference, tmp_path):
