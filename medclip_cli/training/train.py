@@ -148,7 +148,7 @@ class _Run:
         if cfg.resume:
             found = ckpt.find_checkpoint(out)
             if found is None:
-                before = " (it stopped before its first checkpoint)" if _unfinished_leftovers(out) else ""
+                before = " (it stopped before its first checkpoint)" if ckpt.unfinished_leftovers(out) else ""
                 raise TrainingError(
                     f"{out}: nothing to resume{before}: no checkpoint under {out / ckpt.CHECKPOINT_DIR}",
                     hint="run the same command without --resume to start it again",
@@ -156,7 +156,7 @@ class _Run:
             resume = ckpt.load_checkpoint(found)
             check_resume(cfg, resume.state.get("config"))
             return resume
-        leftovers = _unfinished_leftovers(out)
+        leftovers = ckpt.unfinished_leftovers(out)
         if leftovers is not None:  # a run that failed before its first checkpoint: start it again
             for item in leftovers:
                 shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
@@ -392,18 +392,3 @@ class _Run:
         dist_.barrier()
         t.last_checkpoint, self._saved_at = path, here
         return path
-
-
-# What a run writes before its first checkpoint (a run that failed there left only these).
-_EARLY_FILES = ("config.json", "metrics.jsonl", "tensorboard", ckpt.CHECKPOINT_DIR, runlock.LOCK_NAME)
-
-
-def _unfinished_leftovers(out: Path) -> list[Path] | None:
-    """The files of a run in ``out`` that stopped before its first checkpoint, or None when ``out``
-    holds anything else (a checkpoint, a bundle, a file medclip did not write)."""
-    if not out.is_dir() or not (out / "config.json").is_file():
-        return None
-    items = list(out.iterdir())
-    if any(p.name not in _EARLY_FILES for p in items) or ckpt.find_checkpoint(out) is not None:
-        return None
-    return [p for p in items if p.name != runlock.LOCK_NAME]
