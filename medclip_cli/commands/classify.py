@@ -88,7 +88,7 @@ def classify(
     if output is not None:
         from medclip_cli.evaluation.folder_classify import PredictionWriter
 
-        PredictionWriter.check(output)
+        PredictionWriter.check(output, options.label_list(labels, label))  # before the model is built
     if model_dir is None:  # the study's model when none is named: ViT-B/32 with the OpenAI weights
         encoder = encoder or DEFAULT_ENCODER
         pretrained = default_pretrained(encoder, pretrained)

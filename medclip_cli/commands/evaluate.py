@@ -110,6 +110,8 @@ def evaluate(
         data = default_data_root()
     sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder, seed)
     data_options = options.column_options(image_column, caption_column, label_columns, split_column)
+    if finding_columns is not None and not [c for c in finding_columns.split(",") if c.strip()]:
+        raise UsageError(f"--finding-columns {finding_columns!r}: no column names", hint="e.g. --finding-columns Cardiomegaly,Edema")
     if finding_columns:
         data_options.update(finding_columns=finding_columns, findings_convention=findings_convention)
     dataset = load_dataset(data, split, dataset_kind, **data_options)

@@ -23,12 +23,14 @@ import json
 import tarfile
 from pathlib import Path
 
-from medclip_cli.atomic import atomic_open
+import re
+
+from medclip_cli.atomic import atomic_dir, atomic_open
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.labels import LabelField
-from medclip_cli.errors import DataError, UsageError
+from medclip_cli.errors import DataError, OutputError, UsageError
 from medclip_cli.progress import NullProgress, ProgressReporter
 
 ALL_SPLIT = "all"
@@ -159,8 +161,43 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
 
     if per_shard < 1:
         raise UsageError(f"--samples-per-shard {per_shard}: must be 1 or more")
-    out.mkdir(parents=True, exist_ok=True)
-    progress = progress or NullProgress()
+    check_shard_output(dataset.root, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--output {out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    # The split's folder is replaced whole: no shard of an earlier, larger run is left beside these.
+    with atomic_dir(out) as tmp:
+        names = _write_tars(dataset, tmp, per_shard, progress or NullProgress())
+    return [out / name for name in names]
+
+
+def check_shard_output(data: Path, out: Path) -> None:
+    """Refuse a split folder ``out`` that would mix shards into the data set being read, or
+    replace files ``data shard`` did not write."""
+    data, target = Path(data).resolve(), Path(out).resolve()
+    # A folder data set would find the shards among its own files next time; a manifest lists its images.
+    inside = data.is_dir() and (target == data or data in target.parents)
+    if inside or target in data.parents:
+        raise UsageError(
+            f"--output {out.parent}: is inside the data set being sharded ({data}), or holds it",
+            hint="write the shards to a folder outside the data set",
+        )
+    if out.exists() or out.is_symlink():
+        foreign = [p.name for p in out.iterdir() if not (_SHARD_NAME.fullmatch(p.name) or p.name == SIZES_FILE)] if out.is_dir() and not out.is_symlink() else [out.name]
+        if foreign:
+            raise OutputError(
+                f"--output {out.parent}: {out.name}/ holds {foreign[0]!r}, which `medclip data shard` did not write; left as it is",
+                hint="choose another --output",
+            )
+
+
+_SHARD_NAME = re.compile(r"\d{5}\.tar")
+
+
+def _write_tars(dataset: Dataset, out: Path, per_shard: int, progress: ProgressReporter) -> list[str]:
+    import io
+
     task = progress.task(f"sharding {dataset.split}", total=len(dataset))
     written, sizes = [], {}
     for first in range(0, len(dataset), per_shard):
@@ -184,7 +221,7 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
                     info.size = len(blob)
                     archive.addfile(info, io.BytesIO(blob))
                 progress.advance(task)
-        written.append(path)
+        written.append(path.name)
         sizes.setdefault(path.name, 0)
     with atomic_open(out / SIZES_FILE) as fh:
         fh.write(json.dumps(sizes, indent=1).encode())

@@ -32,7 +32,7 @@ from medclip_cli.training import checkpoint as ckpt
 from medclip_cli.training import distributed as dist_
 from medclip_cli.training.batches import Batches, load_pairs
 from medclip_cli.training.config import TrainConfig, check_config, check_resume, resolve_precision, saved_config
-from medclip_cli.training.guard import NonFiniteLoss, StopFlag, TrainingInterrupted
+from medclip_cli.training.guard import NonFiniteLoss, StepAbandoned, StopFlag, TrainingInterrupted
 from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
 from medclip_cli.training.stream_batches import StreamBatches, open_stream
@@ -132,6 +132,8 @@ class _Run:
         self.history: list[dict] = []
         self.epoch_loss = [0.0, 0]  # the epoch's summed loss and steps so far
         self.shown_loss: float | None = None
+        self.stop = StopFlag(abandon=False)  # replaced by the run's own in run()
+        self._saved_at: tuple[int, int, int] | None = None  # (step, epoch, position) of last_checkpoint
         if resume is not None:
             self.trainer.restore(resume)
             self.best = resume.state.get("best")
@@ -149,7 +151,7 @@ class _Run:
         if cfg.resume:
             found = ckpt.find_checkpoint(out)
             if found is None:
-                before = " (it stopped before its first checkpoint)" if _unfinished_leftovers(out) else ""
+                before = " (it stopped before its first checkpoint)" if ckpt.unfinished_leftovers(out) else ""
                 raise TrainingError(
                     f"{out}: nothing to resume{before}: no checkpoint under {out / ckpt.CHECKPOINT_DIR}",
                     hint="run the same command without --resume to start it again",
@@ -157,7 +159,7 @@ class _Run:
             resume = ckpt.load_checkpoint(found)
             check_resume(cfg, resume.state.get("config"))
             return resume
-        leftovers = _unfinished_leftovers(out)
+        leftovers = ckpt.unfinished_leftovers(out)
         if leftovers is not None:  # a run that failed before its first checkpoint: start it again
             for item in leftovers:
                 shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
@@ -202,7 +204,9 @@ class _Run:
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
         try:
-            with StopFlag() as stop:
+            # One process abandons a step half-way on a stop request; several agree at step ends.
+            with StopFlag(abandon=not self.info.enabled) as stop:
+                self.stop = stop
                 self._loop(stop)
         finally:
             self.scalars.close()
@@ -225,7 +229,8 @@ class _Run:
         def steps_in(epoch: int) -> int:
             return min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)
 
-        if not (0 <= t.position < plan.steps_per_epoch and t.step <= t.epoch * plan.steps_per_epoch + t.position):
+        # position == the epoch's steps: stopped after its last step, before its end (validation, bundles)
+        if not (0 <= t.position <= max(0, steps_in(t.epoch)) and t.step <= t.epoch * plan.steps_per_epoch + t.position):
             raise TrainingError(  # a checkpoint of another plan would loop without a step
                 f"{cfg.output}: the checkpoint (epoch {t.epoch + 1}, step {t.step}) does not fit this run's plan "
                 f"of {plan.steps_per_epoch} steps per epoch",
@@ -238,12 +243,15 @@ class _Run:
         stream = (self.resumed_stream, self.progress) if cfg.stream else ()  # --stream: training/stream_batches.py
         batches = self.batches = (StreamBatches if cfg.stream else Batches)(self.train_set, cfg, self.device, self.info, segments, *stream)
         with closing(iter(batches)) as batch_iter:
-            while t.step < plan.total_steps:
-                before = t.step
-                self._epoch(batch_iter, steps_in(t.epoch), stop)
-                if t.step == before:
-                    raise TrainingError(f"{cfg.output}: an epoch ran no step; stopped", hint="start a new --output")
-                self._end_epoch()
+            while t.step < plan.total_steps or t.position:
+                before, ended = t.step, t.position == steps_in(t.epoch)
+                try:
+                    self._epoch(batch_iter, steps_in(t.epoch), stop)
+                    if t.step == before and not ended:
+                        raise TrainingError(f"{cfg.output}: an epoch ran no step; stopped", hint="start a new --output")
+                    self._end_epoch()
+                except StepAbandoned:  # a step or the validation stopped half-way: the last one done is kept
+                    raise TrainingInterrupted(t.step, self._checkpoint()) from None
                 if dist_.any_rank(stop.requested, self.device):  # Ctrl-C during validation or saving
                     raise TrainingInterrupted(t.step, t.last_checkpoint)
 
@@ -258,7 +266,7 @@ class _Run:
         each_step = self.device.type != "cuda"
         self.shown_loss = None
         while t.position < steps_this_epoch:
-            loss = t.train_step(batch_iter)
+            loss = t.train_step(batch_iter, stop)
             window["loss"] = window["loss"] + loss
             window["steps"] += 1
             window["data"] += t.data_wait
@@ -332,7 +340,9 @@ class _Run:
         if self.info.is_main:
             if self.val_set is not None:
                 batch = cfg.batch_size * self.info.world_size
-                record.update(validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.plan.precision, batch, self.progress))
+                with self.stop.interruptible():  # nothing is written before it ends
+                    scores = validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.plan.precision, batch, self.progress)
+                record.update(scores)
                 value = record[cfg.select_metric]
                 better = (lambda a, b: a < b) if lower_is_better(cfg.select_metric) else (lambda a, b: a > b)
                 if math.isfinite(value) and (self.best is None or better(value, self.best["value"])):
@@ -369,6 +379,9 @@ class _Run:
     def _checkpoint(self) -> Path:
         t = self.trainer
         t.check_finite()
+        here = (t.step, t.epoch, t.position)
+        if t.last_checkpoint is not None and self._saved_at == here and t.last_checkpoint.is_dir():
+            return t.last_checkpoint  # a stop right after a periodic save: that one is this state
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{t.step:08d}"
         stream = self.batches.progress() if self.cfg.stream else None  # every rank's shards: a collective
         if self.info.is_main:
@@ -385,20 +398,5 @@ class _Run:
             }
             path = ckpt.save_checkpoint(self.out, self.model, state, t.step)
         dist_.barrier()
-        t.last_checkpoint = path
+        t.last_checkpoint, self._saved_at = path, here
         return path
-
-
-# What a run writes before its first checkpoint (a run that failed there left only these).
-_EARLY_FILES = ("config.json", "metrics.jsonl", "tensorboard", ckpt.CHECKPOINT_DIR, runlock.LOCK_NAME)
-
-
-def _unfinished_leftovers(out: Path) -> list[Path] | None:
-    """The files of a run in ``out`` that stopped before its first checkpoint, or None when ``out``
-    holds anything else (a checkpoint, a bundle, a file medclip did not write)."""
-    if not out.is_dir() or not (out / "config.json").is_file():
-        return None
-    items = list(out.iterdir())
-    if any(p.name not in _EARLY_FILES for p in items) or ckpt.find_checkpoint(out) is not None:
-        return None
-    return [p for p in items if p.name != runlock.LOCK_NAME]
