@@ -240,6 +240,8 @@ def main() -> None:
         return
 
     sizes = sorted(set(args.sizes + ([200_000] if args.with_200k else [])))
+    if args.scratch is not None:
+        args.scratch.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="medclip-scale-", dir=args.scratch))
     rows = []
     try:

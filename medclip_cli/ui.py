@@ -129,22 +129,24 @@ class _PlainTask:
         self.done = 0
         self.fields: dict[str, object] = {}
         self.start = self.last_line = now
-        self.lines = 0
 
 
 class PlainProgress:
     """The engine's :class:`ProgressReporter` as plain log lines, for output that is not a terminal.
 
-    A task says nothing while it is short; once ``interval`` seconds have passed since its last
-    line it logs one (time, stage, step/total, its fields such as loss and samples/s, elapsed, ETA),
-    and a last line when it ends. Rich bars would draw nothing in a log until the run ends.
+    Each task logs a line when it starts (what it does, how many items), one every ``interval``
+    seconds while it runs (time, stage, step/total, its fields such as loss and samples/s,
+    elapsed, ETA) and one when it ends (items, fields, seconds). Rich bars would draw nothing in
+    a log until the run ends.
     """
 
     def __init__(self, write, interval: float, clock=time.monotonic) -> None:
         self._write, self._interval, self._clock = write, interval, clock
 
     def task(self, description: str, total: int | None = None) -> object:
-        return _PlainTask(description, total, self._clock())
+        task = _PlainTask(description, total, self._clock())
+        self._write(f"{_stamp()}  {description}: start" + (f", {total} to do" if total is not None else ""))
+        return task
 
     def advance(self, task: object, n: int = 1, **fields: object) -> None:
         assert isinstance(task, _PlainTask)
@@ -156,28 +158,41 @@ class PlainProgress:
 
     def done(self, task: object) -> None:
         assert isinstance(task, _PlainTask)
-        if task.lines:  # a short task stays silent, as it started
-            self._line(task, self._clock(), finished=True)
+        now = self._clock()
+        parts = [f"{_stamp()}  {task.description}: done", _count(task), *_field_parts(task)]
+        parts.append(f"in {_duration(now - task.start)}")
+        self._write("  ".join(parts))
 
     def log(self, message: str) -> None:
-        self._write(message)
+        self._write(f"{_stamp()}  {message}")
 
-    def _line(self, task: _PlainTask, now: float, finished: bool = False) -> None:
+    def _line(self, task: _PlainTask, now: float) -> None:
         task.last_line = now
-        task.lines += 1
         elapsed = now - task.start
-        parts = [time.strftime("%Y-%m-%d %H:%M:%S"), f"{task.description}:"]
-        if task.total:
-            parts.append(f"{task.done}/{task.total} ({100 * task.done / task.total:.0f}%)")
-        else:
-            parts.append(str(task.done))
-        parts += [f"{k} {_fmt(v)}" for k, v in task.fields.items()]
+        parts = [f"{_stamp()}  {task.description}:", _count(task), *_field_parts(task)]
         parts.append(f"elapsed {_clock_time(elapsed)}")
-        if finished:
-            parts.append("done")
-        elif task.total and task.done:
+        if task.total and task.done:
             parts.append(f"ETA {_clock_time(elapsed / task.done * max(task.total - task.done, 0))}")
         self._write("  ".join(parts))
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _count(task: _PlainTask) -> str:
+    if task.total:
+        return f"{task.done}/{task.total} ({100 * task.done / task.total:.0f}%)"
+    return str(task.done)
+
+
+def _field_parts(task: _PlainTask) -> list[str]:
+    return [f"{k} {_fmt(v)}" for k, v in task.fields.items()]
+
+
+def _duration(seconds: float) -> str:
+    """``3.2 s`` under a minute, else ``0:04:05``."""
+    return f"{seconds:.1f} s" if seconds < 60 else _clock_time(seconds)
 
 
 def _clock_time(seconds: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,13 @@ def run_medclip(*args: str, env: dict | None = None, timeout: float = 300, **kwa
         timeout=timeout,
         **kwargs,
     )
+
+
+#: A plain progress line (``ui.PlainProgress``: output that is not a terminal, as under CliRunner).
+_PROGRESS_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ")
+
+
+def message_lines(stderr: str) -> list[str]:
+    """The non-blank lines of ``stderr`` other than timestamped progress lines (a stage's start,
+    periodic and done lines, which a log holds before any error)."""
+    return [line for line in stderr.splitlines() if line.strip() and not _PROGRESS_LINE.match(line)]

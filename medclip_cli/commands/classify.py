@@ -69,9 +69,9 @@ def classify(
     from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
     from medclip_cli.models import resolve_model
 
-    names = _labels(labels, label)
+    names = options.label_list(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
-    dicom_window = _window(window)
+    dicom_window = options.dicom_window(window)
     from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
     from medclip_cli.models.origin import warn_if_random, weights_origin
     from medclip_cli.training.temperature import MANIFEST_KEY, bundle_temperature
@@ -88,7 +88,7 @@ def classify(
     if output is not None:
         from medclip_cli.evaluation.folder_classify import PredictionWriter
 
-        PredictionWriter.check(output)
+        PredictionWriter.check(output, options.label_list(labels, label))  # before the model is built
     if model_dir is None:  # the study's model when none is named: ViT-B/32 with the OpenAI weights
         encoder = encoder or DEFAULT_ENCODER
         pretrained = default_pretrained(encoder, pretrained)
@@ -152,8 +152,3 @@ def _classify_to_file(model, images, names, templates, output, recursive, window
         + (f"; {summary.n_already_done} already there, skipped" if summary.n_already_done else "")
         + (f"; {summary.n_errors} unreadable (see the error column)" if summary.n_errors else "")
     )
-
-
-# Shared with `medclip explain` (options.py, so the two commands need not import each other).
-_labels = options.label_list
-_window = options.dicom_window

@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from medclip_cli import options, ui
+from medclip_cli.errors import UsageError
 
 
 def embed(
@@ -27,7 +28,7 @@ def embed(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     text_pretrained: options.TextPretrained = "auto",
     image_size: options.ImageSize = None,
     no_captions: Annotated[bool, typer.Option("--no-captions", help="Embed images only, not their captions.")] = False,
@@ -55,7 +56,7 @@ def embed(
     """
     from medclip_cli.evaluation.embed_file import model_identity
     from medclip_cli.evaluation.export import check_output_file, load_embed_datasets, run_embed
-    from medclip_cli.models.source import build_from_source, model_source, source_label
+    from medclip_cli.models.source import build_from_source, one_model_source, source_label
     from medclip_cli.runtime.devices import resolve_device
 
     check_output_file(output)
@@ -65,7 +66,9 @@ def embed(
         data = default_data_root()
     data_options = options.column_options(image_column, caption_column, label_column, split_column)
     datasets = load_embed_datasets(data, split or [], dataset_kind, **data_options)
-    source = _source(model_dir, encoder, text_encoder, pretrained, text_pretrained, image_size, seed, model_source)
+    source = one_model_source(model_dir, encoder, text_encoder, pretrained, text_pretrained, image_size, seed)
+    if source is None:
+        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
     model = build_from_source(source).to(resolve_device(device))
     identity = model_identity(model, source_label(source), source)
     with ui.progress(enabled=not as_json) as reporter:
@@ -106,16 +109,6 @@ def embed(
         ui.warning(f"skipped image {item['id']} ({item['split']}): {item['reason']}")
     if len(table.skipped) > 5:
         ui.warning(f"skipped {len(table.skipped) - 5} more unreadable images (see the file's metadata)")
-
-
-def _source(model_dir, encoder, text_encoder, pretrained, text_pretrained, image_size, seed, model_source) -> dict:
-    from medclip_cli.errors import UsageError
-
-    if model_dir is not None and encoder is not None:
-        raise UsageError("pass either --model DIR or --encoder NAME, not both")
-    if model_dir is None and encoder is None:
-        raise UsageError("no model given", hint="pass --model DIR or --encoder NAME (see `medclip encoders`)")
-    return model_source(model_dir, encoder, text_encoder, pretrained, text_pretrained, image_size, seed)
 
 
 def _nan_rows(matrix):

@@ -35,7 +35,7 @@ def evaluate(
     ] = None,
     pretrained: Annotated[
         Optional[List[str]],
-        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one per --encoder.", show_default=False),
+        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one per --encoder. Default: the encoder's canonical weights.", show_default=False),
     ] = None,
     text_encoder: options.TextEncoder = None,
     prompts: Annotated[
@@ -108,8 +108,10 @@ def evaluate(
         check_output(output)
     if data is None:
         data = default_data_root()
-    sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder)
+    sources = _model_sources(model_dir or [], encoder or [], pretrained or [], text_encoder, seed)
     data_options = options.column_options(image_column, caption_column, label_columns, split_column)
+    if finding_columns is not None and not [c for c in finding_columns.split(",") if c.strip()]:
+        raise UsageError(f"--finding-columns {finding_columns!r}: no column names", hint="e.g. --finding-columns Cardiomegaly,Edema")
     if finding_columns:
         data_options.update(finding_columns=finding_columns, findings_convention=findings_convention)
     dataset = load_dataset(data, split, dataset_kind, **data_options)
@@ -120,7 +122,7 @@ def evaluate(
         calibration = load_dataset(data, calibrate_on, dataset_kind, **data_options)
     if dataset.multilabel_fields and not task:
         _evaluate_findings(sources, dataset, data, dataset_kind, data_options, prompts, uncertain, threshold_split,
-                           threshold_rule, batch_size, device, seed, not no_cache, output, as_json)
+                           threshold_rule, batch_size, device, seed, not no_cache, output, as_json, bootstrap)
         return
     config = EvalConfig(
         tasks=resolve_tasks(dataset, task or []),
@@ -149,9 +151,9 @@ def evaluate(
 
 
 def _evaluate_findings(sources, dataset, data, dataset_kind, data_options, prompts, uncertain, threshold_split,
-                       threshold_rule, batch_size, device, seed, cache, output, as_json) -> None:
+                       threshold_rule, batch_size, device, seed, cache, output, as_json, bootstrap) -> None:
     from medclip_cli.data import load_dataset
-    from medclip_cli.evaluation.multilabel import run_findings, write_findings_outputs
+    from medclip_cli.evaluation.multilabel import findings_json, run_findings, write_findings_outputs
 
     if threshold_split is not None and threshold_split == dataset.split:
         raise UsageError(f"--threshold-split {threshold_split!r} is the evaluated --split", hint="choose thresholds on another split, e.g. dev")
@@ -160,45 +162,53 @@ def _evaluate_findings(sources, dataset, data, dataset_kind, data_options, promp
         results = run_findings(
             sources, dataset, validation=validation, prompts=prompts, uncertain=uncertain,
             threshold_rule=threshold_rule, batch_size=batch_size, device=device, seed=seed, cache=cache, progress=reporter,
+            bootstrap=bootstrap,
         )
     written = write_findings_outputs(results, dataset, output) if output is not None else []
     if as_json:
-        ui.print_json({"models": [{"label": label, **r.to_json()} for label, r in results]})
+        ui.print_json(findings_json(results))
         return
-    columns = ["finding", "labelled", "positive", "AUROC", "AUPRC", "threshold", "F1", "sensitivity", "specificity"]
-    keys = ["finding", "n_labelled", "n_positive", "auroc", "auprc", "threshold", "f1", "sensitivity", "specificity"]
     for label, r in results:
-        rows = [tuple(e[k] for k in keys) for e in r.metrics["per_finding"]]
-        m = r.metrics
-        rows.append(("macro", "", "", m["macro_auroc"], m["macro_auprc"], "", m["macro_f1"], m["macro_sensitivity"], m["macro_specificity"]))
-        ui.show(ui.table(f"{r.field} ({label}); uncertain: {r.uncertain}; thresholds: {r.thresholds_from}", columns, rows))
+        ui.show(ui.table(f"{r.field} ({label}); uncertain: {r.uncertain}; thresholds: {r.thresholds_from}", *findings_rows(r)))
+    if len(results) > 1:
+        for row in findings_json(results).get("comparisons", []):
+            _show_findings_difference(row)
     if written:
         ui.info(f"wrote {len(written)} files to {output}")
 
 
-def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None):
+def findings_rows(r) -> tuple[list[str], list[tuple]]:
+    """Columns and rows of one model's findings table: each metric with its 95 % interval."""
+    from medclip_cli.evaluation.findings_uncertainty import METRICS
+
+    columns = ["finding", "labelled", "positive", "threshold", "AUROC", "AUPRC", "F1", "sensitivity", "specificity"]
+    rows = [(e["finding"], e["n_labelled"], e["n_positive"], e["threshold"], *[r.cell(f"{m}:{e['finding']}") for m in METRICS])
+            for e in r.metrics["per_finding"]]
+    rows.append(("macro", "", "", "", *[r.cell(f"macro_{m}") for m in METRICS]))
+    return columns, rows
+
+
+def _show_findings_difference(row: dict) -> None:
+    if not row["same_images"]:
+        ui.warning(f"findings: {row['model']} vs {row['reference']} not compared: the models were scored on different images")
+        return
+    rows = [(name.replace(":", " "), _signed(d)) for name, d in row.get("differences", {}).items() if name.startswith("macro_")]
+    ui.show(ui.table(f"findings: {row['model']} − {row['reference']} (paired bootstrap, same images)", ["metric", "difference [95 % interval]"], rows))
+
+
+def _model_sources(model_dirs: list[Path], encoders: list[str], pretrained: list[str], text_encoder: str | None, seed: int):
+    """The models to compare, named for the tables: a folder by as much of its path as tells it
+    apart, an encoder by ``name/tag``, a name given twice with ``#N``."""
     from medclip_cli.evaluation.evaluate import ModelSource
-    from medclip_cli.models import resolve_model
+    from medclip_cli.models.source import build_from_source, model_sources
 
-    from medclip_cli.models.defaults import DEFAULT_ENCODER, default_pretrained
-
-    if pretrained and model_dirs and not encoders:
-        raise UsageError("--pretrained applies to --encoder models; a --model bundle carries its weights")
-    if not model_dirs and not encoders:  # the study's model: ViT-B/32 with the OpenAI weights
-        encoders = [DEFAULT_ENCODER]
-    if len(pretrained) > 1 and len(pretrained) != len(encoders):
-        raise UsageError(
-            f"{len(pretrained)} --pretrained values for {len(encoders)} --encoder values",
-            hint="give one --pretrained for all encoders, or one per --encoder",
-        )
-    given = pretrained if len(pretrained) > 1 else (pretrained or [None]) * len(encoders)
-    tags = [default_pretrained(name, tag) for name, tag in zip(encoders, given)]
-    names = run_names(model_dirs)
-    sources = [ModelSource(name, lambda path=path: resolve_model(path), bundle=path) for name, path in zip(names, model_dirs)]
-    for name, tag in zip(encoders, tags):
-        load = lambda name=name, tag=tag: resolve_model(None, name, text_encoder, tag)  # noqa: E731
-        sources.append(ModelSource(f"{name}/{tag}", load))
-    labels = [s.label for s in sources]
+    specs = model_sources(model_dirs, encoders, pretrained, text_encoder, seed, default_model=True)
+    labels = run_names(model_dirs) + [f"{s['encoder']}/{s['pretrained']}" for s in specs[len(model_dirs):]]
+    bundles = [*model_dirs, *[None] * (len(specs) - len(model_dirs))]  # results name a folder as it was given
+    sources = [
+        ModelSource(label, lambda spec=spec: build_from_source(spec), bundle=bundle)
+        for label, spec, bundle in zip(labels, specs, bundles)
+    ]
     for i, source in enumerate(sources):
         if labels.count(source.label) > 1:
             source.label = f"{source.label}#{i + 1}"
@@ -227,7 +237,7 @@ def _show(result) -> None:
             continue
         model = result.models[0]
         t = model.tasks[task]
-        ui.show(ui.table(_title(task, t, model.label), ["metric", "value"], _summary(t)))
+        ui.show(ui.table(_title(task, model.label), ["metric", "value"], _summary(t)))
         _show_calibration(result, task)
         if t.kind == "classification":
             rows = [
@@ -246,7 +256,7 @@ def _show(result) -> None:
             ui.warning(f"skipped {len(model.skipped_images) - 5} more unreadable images (see results.json)")
 
 
-def _title(task: str, t, label: str) -> str:
+def _title(task: str, label: str) -> str:
     return f"{task} ({label})"
 
 
@@ -285,7 +295,7 @@ def _comparison_table(result, task: str):
     absent = first.metrics.get("absent_classes")
     if absent:
         rows.append(("absent from this split", *[", ".join(absent)] * len(models)))
-    return ui.table(_title(task, first, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
+    return ui.table(_title(task, f"{len(models)} models"), ["metric", *[m.label for m in models]], rows)
 
 
 def _with_interval(t, name: str) -> object:

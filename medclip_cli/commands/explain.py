@@ -27,7 +27,7 @@ def explain(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -41,10 +41,13 @@ def explain(
     """
     from medclip_cli.evaluation.zeroshot import DEFAULT_TEMPLATE, check_template
     from medclip_cli.models import resolve_model
+    from medclip_cli.models.defaults import default_pretrained
     from medclip_cli.runtime.devices import resolve_device
 
     names = options.label_list(labels, label)
     templates = [check_template(t) for t in (template or [DEFAULT_TEMPLATE])]
+    if encoder is not None:  # random weights only when asked: --pretrained none
+        pretrained = default_pretrained(encoder, pretrained)
     model = resolve_model(model_dir, encoder, text_encoder, pretrained).to(resolve_device(device))
     write_explanations(model, images, names, templates, output, options.dicom_window(window), as_json)
 
@@ -54,10 +57,12 @@ def write_explanations(model, images, names, templates, output: Path, window, as
     from medclip_cli.evaluation.explain import cam_layer, explain_image, save_explanations
 
     layer = cam_layer(model.module.visual)  # an unsupported tower fails before any image is read
+    _check_folder(output)
+    stems = _stems(images)
     report = []
     for path in images:
         pixels, explanations = explain_image(model, path, names, templates, window=window)
-        written = save_explanations(pixels, explanations, output, Path(path).stem)
+        written = save_explanations(pixels, explanations, output, stems[str(path)])
         report.append({
             "image": str(path),
             "method": f"Grad-CAM on {layer.where}",
@@ -71,3 +76,30 @@ def write_explanations(model, images, names, templates, output: Path, window, as
         rows = [(x["label"], f"{x['probability']:.4f}", f"{x['similarity']:.4f}") for x in item["labels"]]
         ui.show(ui.table(f"{item['image']} ({item['method']})", ["label", "probability", "cosine"], rows))
     ui.info(f"wrote {sum(len(i['files']) for i in report)} files to {output}")
+
+
+def _check_folder(output: Path) -> None:
+    from medclip_cli.errors import OutputError
+
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"--output {output}: is a file, not a folder", hint="name a folder for the maps")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--output {output}: cannot create the folder ({exc.strerror or exc})") from None
+
+
+def _stems(images) -> dict[str, str]:
+    """A file-name stem per image: its own, plus a short digest of its path where two images of
+    different folders share one (a/x.png and b/X.png never overwrite each other's maps)."""
+    import hashlib
+
+    counts: dict[str, int] = {}
+    for path in images:
+        counts[Path(path).stem.lower()] = counts.get(Path(path).stem.lower(), 0) + 1
+    return {
+        str(path): Path(path).stem
+        if counts[Path(path).stem.lower()] == 1
+        else f"{Path(path).stem}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]}"
+        for path in images
+    }

@@ -39,8 +39,26 @@ def finetune(
         typer.Option("--val-task", help="Label field scored zero-shot at validation (repeat).", show_default=False),
     ] = None,
     select_metric: Annotated[
-        str, typer.Option("--select-metric", help="Validation metric that picks best/ (e.g. zeroshot_modality_acc).")
+        str, typer.Option("--select-metric", help="Validation metric that picks best/ (e.g. zeroshot_modality_acc, findings_macro_auroc).")
     ] = "val_loss",
+    finding_columns: Annotated[
+        Optional[str],
+        typer.Option("--finding-columns", help="CSV/JSONL: comma-separated finding columns (1/0/-1/blank), validated each epoch with prompt pairs.", show_default=False),
+    ] = None,
+    findings_convention: Annotated[
+        str, typer.Option("--findings-convention", help="chexpert (1/0/-1/blank) or binary (1/0/blank).")
+    ] = "chexpert",
+    val_findings: Annotated[
+        Optional[str],
+        typer.Option("--val-findings", help="Multi-label field validated each epoch (default with --finding-columns: findings).", show_default=False),
+    ] = None,
+    findings_uncertain: Annotated[
+        str, typer.Option("--uncertain", help="Uncertain (-1) findings at validation: ignore (U-Ignore), as-positive (U-Ones), as-negative (U-Zeros).")
+    ] = "ignore",
+    findings_prompts: Annotated[
+        Optional[str],
+        typer.Option("--findings-prompts", help="Prompt set (or file) whose [pairs] word the findings (default: the seed's).", show_default=False),
+    ] = None,
     loss_weight: Annotated[
         float, typer.Option("--loss-weight", help="λ in λ·CE(image→text) + (1−λ)·CE(text→image); 0.5 is CLIP's.")
     ] = 0.5,
@@ -139,6 +157,24 @@ def finetune(
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at an unreadable image instead of skipping it.")
     ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Train straight from WebDataset .tar shards (nothing unpacked or cached); --workers loader processes per process.",
+        ),
+    ] = False,
+    shuffle_buffer: Annotated[
+        int, typer.Option("--shuffle-buffer", help="With --stream: samples each loader worker shuffles among.")
+    ] = 1000,
+    samples_per_epoch: Annotated[
+        Optional[int],
+        typer.Option(
+            "--samples-per-epoch",
+            help="With --stream: samples in an epoch (default: the shards' sizes.json, else counted).",
+            show_default=False,
+        ),
+    ] = None,
     device: options.Device = "auto",
     as_json: options.Json = False,
 ) -> None:
@@ -158,7 +194,11 @@ def finetune(
 
         medclip finetune --model biomedclip --data ../shared/medpix2 --output runs/biomedclip --val-task modality
 
+        medclip finetune --encoder vit-b-32 --data chexpert.csv --caption-column report --finding-columns "Edema,Pleural Effusion" --select-metric findings_macro_auroc --output runs/cxr
+
         medclip finetune --encoder vit-b-32 --pretrained openai --data pairs.csv --image-column path --caption-column report --output runs/pairs
+
+        medclip finetune --encoder vit-b-16 --pretrained openai --data shards/ --stream --workers 4 --output runs/stream
 
         torchrun --nproc-per-node 4 -m medclip_cli.cli finetune --encoder rn50 --pretrained openai --output runs/rn50
     """
@@ -178,6 +218,11 @@ def finetune(
         precision=precision.strip().lower(),
         dataset_options=options.column_options(image_column, caption_column, label_columns, split_column),
     )
+    if finding_columns:
+        from medclip_cli.data.findings import DEFAULT_FIELD
+
+        settings["dataset_options"].update(finding_columns=finding_columns, findings_convention=findings_convention)
+        settings["val_findings"] = val_findings or DEFAULT_FIELD
     if resume:
         settings = resume_settings(output, settings, given=options.given(ctx))
     if settings["data"] is None:
@@ -193,14 +238,14 @@ def finetune(
     try:
         with ui.progress(enabled=not as_json and main_process) as reporter:
             result = train(config, reporter, events)
+            temperatures = None
+            if main_process:
+                from medclip_cli.training.temperature import store_run_temperatures
+
+                temperatures = store_run_temperatures(config, result, reporter)
     except TrainingInterrupted as exc:
         exc.hint = f"continue with: medclip finetune --output {output} --resume"
         raise
-    temperatures = None
-    if main_process:
-        from medclip_cli.training.temperature import store_run_temperatures
-
-        temperatures = store_run_temperatures(config, result)
     summary = {
         "output": str(result.output),
         "last": str(result.last),

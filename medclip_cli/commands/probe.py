@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -10,6 +11,9 @@ import typer
 
 from medclip_cli import options, ui
 from medclip_cli.errors import UsageError
+
+#: What ``probe --output`` writes (a rerun may replace them; other files make it refuse the folder).
+PROBE_FILES = re.compile(r"results\.json|learning_curve_.+\.png")
 
 
 def probe(
@@ -28,7 +32,8 @@ def probe(
     shots: Annotated[str, typer.Option("--shots", help="Images per class: comma-separated numbers and/or all.")] = "1,2,4,8,16,all",
     repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Draws per k (different seeds).")] = 5,
     model_dir: Annotated[
-        Optional[List[Path]], typer.Option("--model", help="A model bundle folder; repeat to compare.", show_default=False)
+        Optional[List[Path]],
+        typer.Option("--model", help="A model (folder, .pt file, name such as biomedclip, or hf-hub:org/name); repeat to compare.", show_default=False),
     ] = None,
     encoder: Annotated[
         Optional[List[str]],
@@ -36,7 +41,7 @@ def probe(
     ] = None,
     pretrained: Annotated[
         Optional[List[str]],
-        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one each.", show_default=False),
+        typer.Option("--pretrained", "-p", help="Pretrained tag, weights file or none: one for all encoders, or one each. Default: the encoder's canonical weights.", show_default=False),
     ] = None,
     text_encoder: options.TextEncoder = None,
     embeddings: Annotated[
@@ -74,9 +79,9 @@ def probe(
 
     config = ProbeConfig(shots=parse_shots(shots), repeats=repeats, seed=seed)
     if output is not None:
-        from medclip_cli.evaluation.evaluate import check_output
+        from medclip_cli.evaluation.outputs import check_output
 
-        check_output(output)
+        check_output(output, "probe", PROBE_FILES)
     with ui.progress(enabled=not as_json) as reporter:
         sources, tasks = _sources(
             data, dataset_kind, options.column_options(image_column, caption_column, label_column, split_column),
@@ -104,7 +109,7 @@ def _sources(data, dataset_kind, data_options, train_split, eval_split, tasks, m
         if model_dirs or encoders:
             raise UsageError("pass either --embeddings FILE or models (--model/--encoder), not both")
         source = file_probe_source(embeddings)
-        return [source], list(tasks) or _default_tasks(source.table.labels, train_split, source.table)
+        return [source], list(tasks) or _default_tasks(train_split, source.table, embeddings)
     sources = model_sources(model_dirs, encoders, pretrained, text_encoder, seed)
     from medclip_cli.data import default_data_root, load_dataset
 
@@ -125,11 +130,15 @@ def _sources(data, dataset_kind, data_options, train_split, eval_split, tasks, m
     return built, chosen
 
 
-def _default_tasks(labels: dict, train_split: str, table) -> list[str]:
+def _default_tasks(train_split: str, table, paths: list[Path]) -> list[str]:
+    """Every label field with 2 or more classes among the embeddings' ``train_split`` rows."""
     train = table.split(train_split)
     chosen = [name for name, values in train.labels.items() if len({v for v in values if v is not None}) >= 2]
     if not chosen:
-        raise UsageError("the embeddings have no label field with 2 or more classes to probe")
+        raise UsageError(
+            f"{', '.join(map(str, paths))}: no label field with 2 or more classes in split {train_split!r} to probe",
+            hint="embed a labelled data set (medclip embed --data ...), or pick another --train-split",
+        )
     return chosen
 
 

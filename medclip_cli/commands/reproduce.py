@@ -199,6 +199,9 @@ def _parse_seeds(text: str) -> list[int]:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    out_of_range = [s for s in seeds if not 0 <= s < 2**32]
+    if out_of_range:  # refused now, not after the baseline's evaluation
+        raise UsageError(f"--seeds {text!r}: {out_of_range[0]} is not a seed from 0 to {2**32 - 1:,}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {text!r}: give one or more different seeds, e.g. 0,1,2")
     return seeds
@@ -244,6 +247,9 @@ def _run_one(exp, out: Path, data, device, command, as_json, resume=False):
         write_json(work / "results.json", _moved(results_json(run, command), work, out))
         write_text(work / "report.md", experiment_report(run, command, pictures, curves).replace(str(work), str(out)))
         if staged:
+            from medclip_cli.experiments.staging import rebase_paths
+
+            rebase_paths(work, work, out)  # every file names the final folder, not the staging one
             replace_dir(work, out)
     finally:
         if staged:

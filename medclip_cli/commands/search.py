@@ -25,7 +25,7 @@ def search(
     model_dir: options.ModelDir = None,
     encoder: options.Encoder = None,
     text_encoder: options.TextEncoder = None,
-    pretrained: options.Pretrained = "none",
+    pretrained: options.Pretrained = None,
     backend: Annotated[str, typer.Option("--backend", help="auto (faiss past a size, where installed), numpy or faiss.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of random-init towers (as given to `medclip embed`).")] = 0,
     device: options.Device = "auto",
@@ -47,7 +47,7 @@ def search(
     from medclip_cli.evaluation.embed_file import read_embedding_file
     from medclip_cli.evaluation.search import choose_backend
     from medclip_cli.evaluation.search_query import image_query, query_model, search_table, text_query
-    from medclip_cli.models.source import model_source
+    from medclip_cli.models.source import one_model_source
 
     if (query is None) == (image is None):
         raise UsageError("give a query text or --image FILE (one of the two)")
@@ -57,11 +57,7 @@ def search(
     table = read_embedding_file(embeddings)
     if split is not None:
         table = table.split(split)
-    source = None
-    if model_dir is not None or encoder is not None:
-        if model_dir is not None and encoder is not None:
-            raise UsageError("pass either --model DIR or --encoder NAME, not both")
-        source = model_source(model_dir, encoder, text_encoder, pretrained, seed=seed)
+    source = one_model_source(model_dir, encoder, text_encoder, pretrained, seed=seed)
     model = query_model(table, source, str(embeddings), device)
     vector = image_query(model, image) if image is not None else text_query(model, query)
     hits, used = search_table(table, vector, top_k, backend)

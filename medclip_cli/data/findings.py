@@ -98,23 +98,28 @@ def resolve(value: int | None, uncertain: str = "ignore", blank: str = "negative
 
 def label_matrix(dataset, field: FindingsField, indices: Sequence[int], *, uncertain: str = "ignore", blank: str = "negative"):
     """``(y, mask)``: float arrays ``[len(indices), n_findings]``; ``mask`` is 0 where a label is left out."""
+    samples = [dataset.samples[i] for i in indices]
+    return labels_matrix([s.labels for s in samples], field, [s.id for s in samples], dataset.root, uncertain=uncertain, blank=blank)
+
+
+def labels_matrix(labels: Sequence[dict], field: FindingsField, ids: Sequence[str], where, *, uncertain: str = "ignore", blank: str = "negative"):
+    """:func:`label_matrix` from each image's ``Sample.labels`` (``ids`` and ``where`` name a bad value)."""
     import numpy as np
 
     uncertain = uncertain_policy(uncertain)
     if blank not in BLANK_POLICIES:
         raise UsageError(f"blank policy {blank!r}: use one of {', '.join(BLANK_POLICIES)}")
-    y = np.zeros((len(indices), len(field.keys)), dtype=np.float64)
+    y = np.zeros((len(labels), len(field.keys)), dtype=np.float64)
     mask = np.zeros_like(y)
-    for row, i in enumerate(indices):
-        sample = dataset.samples[i]
+    for row, values in enumerate(labels):
         for col, key in enumerate(field.keys):
-            raw = sample.labels.get(key)
+            raw = values.get(key)
             try:
                 value = resolve(read_value(raw, field.convention), uncertain, blank)
             except ValueError:
                 allowed = "1, 0, -1 or blank" if field.convention == "chexpert" else "1, 0 or blank"
                 raise DataError(
-                    f"{dataset.root}: image {sample.id!r}, finding {field.findings[col]!r}: value {raw!r} is not {allowed}",
+                    f"{where}: image {ids[row]!r}, finding {field.findings[col]!r}: value {raw!r} is not {allowed}",
                     hint="fix the manifest, or leave the finding out of --finding-columns",
                 ) from None
             if value is not None:

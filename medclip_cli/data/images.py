@@ -64,6 +64,23 @@ def load_image(path: str | Path, *, window: Sequence[float] | None = None) -> Im
         raise ImageError(f"{path}: not enough memory to decode this image", hint="lower the image limits") from exc
 
 
+def load_image_bytes(name: str, data: bytes, *, window: Sequence[float] | None = None) -> Image.Image:
+    """:func:`load_image` for an image held in memory (a tar member streamed from a shard):
+    ``name`` names it in messages and, by its suffix or the DICOM magic, picks the decoder."""
+    import io
+
+    path = Path(name)
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    fh = io.BytesIO(data)
+    try:
+        if is_dicom(path, fh):
+            return _load_dicom(path, fh, window)
+        return _load_pil(path, fh)
+    except MemoryError as exc:
+        raise ImageError(f"{name}: not enough memory to decode this image", hint="lower the image limits") from exc
+
+
 def _too_large(path: Path, geometry: ImageGeometry) -> None:
     why = limits.violation(geometry)
     if why is not None:

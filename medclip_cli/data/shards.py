@@ -9,8 +9,11 @@ Each sample is the members sharing one key (the name up to its first dot): an im
 Reading: each shard is read once, front to back (``tarfile`` streaming mode), and its images are
 unpacked under ``MEDCLIP_HOME/cache/shards/<shard identity>/`` so that every command (and the
 decode cache) sees ordinary files; a shard that has not changed (same path, size, mtime) is not
-unpacked again. This needs the shards' size again on disk; streaming training straight from the
-tars (a shuffle buffer, shards split over ranks and workers) is not done yet.
+unpacked again. This needs the shards' size again on disk; ``finetune --stream`` instead trains
+straight from the tars (:mod:`medclip_cli.data.shard_stream`, nothing unpacked or cached).
+
+Writing also leaves ``sizes.json`` (``{"00000.tar": samples, ...}``, open_clip_train's file) next
+to the shards, so a streamed run knows its epoch's length without reading them first.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ import json
 import tarfile
 from pathlib import Path
 
-from medclip_cli.atomic import atomic_open
+import re
+
+from medclip_cli.atomic import atomic_dir, atomic_open
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.labels import LabelField
-from medclip_cli.errors import DataError, UsageError
+from medclip_cli.errors import DataError, OutputError, UsageError
 from medclip_cli.progress import NullProgress, ProgressReporter
 
 ALL_SPLIT = "all"
+SIZES_FILE = "sizes.json"
 _DONE = ".complete"
 
 
@@ -50,6 +56,19 @@ def splits(path: Path, **options: object) -> list[str]:
     if _tars(path):
         return [ALL_SPLIT]
     return [d.name for d in _split_dirs(path)]
+
+
+def split_tars(path: Path, split: str) -> list[Path]:
+    """The shards of ``split`` in the shard set at ``path``, in name order."""
+    available = splits(path)
+    if split not in available:
+        raise DataError(f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split")
+    return _tars(path if split == ALL_SPLIT else path / split)
+
+
+def sample_key(name: str) -> tuple[str, str]:
+    """A member's (sample key, lower-case extension): ``a/b/0001.seg.png`` -> (``a/b/0001``, ``seg.png``)."""
+    return _key(name)
 
 
 def _key(name: str) -> tuple[str, str]:
@@ -113,10 +132,7 @@ def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
 
 
 def load(path: Path, split: str = ALL_SPLIT) -> Dataset:
-    available = splits(path)
-    if split not in available:
-        raise DataError(f"{path}: has no split {split!r} (available: {', '.join(available)})", hint="choose another --split")
-    tars = _tars(path if split == ALL_SPLIT else path / split)
+    tars = split_tars(path, split)
     samples: list[Sample] = []
     problems: list[str] = []
     for tar in tars:
@@ -139,15 +155,51 @@ def load(path: Path, split: str = ALL_SPLIT) -> Dataset:
 def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: ProgressReporter | None = None) -> list[Path]:
     """Write ``dataset`` as ``out/00000.tar``...: per sample its image file's bytes as they are,
     ``.txt`` (caption, when it has one) and ``.json`` (id, caption, labels). Each shard is written
-    under a temporary name and renamed. Unreadable images are skipped; returns the shards."""
+    under a temporary name and renamed, then ``sizes.json`` (samples per shard). Unreadable images
+    are skipped; returns the shards."""
     import io
 
     if per_shard < 1:
         raise UsageError(f"--samples-per-shard {per_shard}: must be 1 or more")
-    out.mkdir(parents=True, exist_ok=True)
-    progress = progress or NullProgress()
+    check_shard_output(dataset.root, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--output {out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    # The split's folder is replaced whole: no shard of an earlier, larger run is left beside these.
+    with atomic_dir(out) as tmp:
+        names = _write_tars(dataset, tmp, per_shard, progress or NullProgress())
+    return [out / name for name in names]
+
+
+def check_shard_output(data: Path, out: Path) -> None:
+    """Refuse a split folder ``out`` that would mix shards into the data set being read, or
+    replace files ``data shard`` did not write."""
+    data, target = Path(data).resolve(), Path(out).resolve()
+    # A folder data set would find the shards among its own files next time; a manifest lists its images.
+    inside = data.is_dir() and (target == data or data in target.parents)
+    if inside or target in data.parents:
+        raise UsageError(
+            f"--output {out.parent}: is inside the data set being sharded ({data}), or holds it",
+            hint="write the shards to a folder outside the data set",
+        )
+    if out.exists() or out.is_symlink():
+        foreign = [p.name for p in out.iterdir() if not (_SHARD_NAME.fullmatch(p.name) or p.name == SIZES_FILE)] if out.is_dir() and not out.is_symlink() else [out.name]
+        if foreign:
+            raise OutputError(
+                f"--output {out.parent}: {out.name}/ holds {foreign[0]!r}, which `medclip data shard` did not write; left as it is",
+                hint="choose another --output",
+            )
+
+
+_SHARD_NAME = re.compile(r"\d{5}\.tar")
+
+
+def _write_tars(dataset: Dataset, out: Path, per_shard: int, progress: ProgressReporter) -> list[str]:
+    import io
+
     task = progress.task(f"sharding {dataset.split}", total=len(dataset))
-    written = []
+    written, sizes = [], {}
     for first in range(0, len(dataset), per_shard):
         path = out / f"{first // per_shard:05d}.tar"
         with atomic_open(path) as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as archive:
@@ -157,6 +209,7 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
                 except OSError:
                     progress.advance(task)
                     continue
+                sizes[path.name] = sizes.get(path.name, 0) + 1
                 key = f"{k:09d}"
                 ext = sample.image.suffix.lower() or ".dcm"
                 meta = {"id": sample.id, "caption": sample.caption, "labels": dict(sample.labels)}
@@ -168,6 +221,9 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
                     info.size = len(blob)
                     archive.addfile(info, io.BytesIO(blob))
                 progress.advance(task)
-        written.append(path)
+        written.append(path.name)
+        sizes.setdefault(path.name, 0)
+    with atomic_open(out / SIZES_FILE) as fh:
+        fh.write(json.dumps(sizes, indent=1).encode())
     progress.done(task)
     return written

@@ -66,11 +66,17 @@ def cam_layer(visual) -> CamLayer:
         if info is not None and len(info):
             module_name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
             layer = trunk.get_submodule(module_name)
-            return CamLayer(layer, None, "conv", f"visual.trunk.{module_name}")
+            # Swin, MambaOut and other channels-last trunks give [B, H, W, C] stage outputs.
+            reshape = _channels_first if getattr(trunk, "output_fmt", "NCHW") == "NHWC" else None
+            return CamLayer(layer, reshape, "conv", f"visual.trunk.{module_name}")
     raise UnsupportedTowerError(
         f"--explain: the image tower {name} is not supported (Grad-CAM needs an open_clip ViT or ModifiedResNet, "
         "or a timm ViT or CNN)"
     )
+
+
+def _channels_first(activations):
+    return activations.permute(0, 3, 1, 2)
 
 
 def _token_reshape(grid: tuple[int, int], prefix: int) -> Callable:
@@ -83,6 +89,28 @@ def _token_reshape(grid: tuple[int, int], prefix: int) -> Callable:
         return patches.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[-1]).permute(0, 3, 1, 2)
 
     return reshape
+
+
+def _tower_name(visual) -> str:
+    trunk = getattr(visual, "trunk", None)
+    return f"{type(visual).__name__} ({type(trunk).__name__})" if trunk is not None else type(visual).__name__
+
+
+def _check_map(target: CamLayer, outputs: list, tower: str) -> None:
+    """Grad-CAM needs a ``[B, C, h, w]`` map at the layer; a token sequence (LeViT, hybrid stages)
+    would fail deep inside the package or weight the wrong axis."""
+    out = outputs[0] if outputs else None
+    if isinstance(out, (tuple, list)):
+        out = out[0] if out else None
+    shape = tuple(getattr(out, "shape", ()))
+    if target.reshape is not None and len(shape) in (3, 4):
+        shape = tuple(target.reshape(out).shape)
+    if len(shape) != 4:
+        raise UnsupportedTowerError(
+            f"--explain: the image tower {tower} is not supported: {target.where} gives an output of shape "
+            f"{list(shape)}, not a [batch, channels, height, width] map Grad-CAM can weight",
+            hint="explain supports open_clip ViTs and ModifiedResNets, timm ViTs and timm CNNs with spatial stages",
+        )
 
 
 class _SimilarityTarget:
@@ -122,10 +150,16 @@ def explain_pixels(model, pixels: np.ndarray, labels: Sequence[str], templates: 
     model.module.eval()
     classifier = build_zero_shot_classifier(model, labels, templates)  # [D, n_labels], normalised
     batch = normalize_batch(pixels[None], model.preprocess, device=model.device)
-    with torch.no_grad():
-        image = model.encode_images(batch)
-        similarity = (image.float() @ classifier.to(image.device).float())[0]
-        probs = zero_shot_probabilities(image, classifier, model.logit_scale)[0]
+    seen: list = []
+    hook = target.layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            image = model.encode_images(batch)
+            similarity = (image.float() @ classifier.to(image.device).float())[0]
+            probs = zero_shot_probabilities(image, classifier, model.logit_scale)[0]
+    finally:
+        hook.remove()
+    _check_map(target, seen, _tower_name(model.module.visual))
     tower = _image_tower(model)
     explanations = []
     with GradCAM(model=tower, target_layers=[target.layer], reshape_transform=target.reshape) as cam:

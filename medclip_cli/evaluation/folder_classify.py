@@ -13,6 +13,7 @@ Files are images by extension (PNG, JPEG, TIFF, BMP, DICOM) or, whatever their n
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -84,21 +85,30 @@ def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
 class PredictionWriter:
     """Rows appended to ``path`` (.csv or .jsonl) and flushed batch by batch; knows what is done."""
 
-    @staticmethod
-    def check(path: Path) -> None:
-        """Refuse an output name that cannot work, before a model is built."""
+    @classmethod
+    def check(cls, path: Path, labels: Sequence[str] | None = None) -> None:
+        """Refuse an output name that cannot work, and with ``labels`` an existing file that this
+        command cannot resume, before a model is built."""
         path = Path(path)
         if path.suffix.lower() not in OUTPUT_SUFFIXES:
             raise UsageError(f"--output {path}: use a .csv or .jsonl file name")
         if path.is_dir():
             raise OutputError(f"--output {path}: is a folder", hint="name a .csv or .jsonl file")
+        if labels is not None and path.is_file() and path.stat().st_size:
+            probe = cls.__new__(cls)
+            probe._setup(path, labels)
+            probe._check_own()
+            probe._scan()
 
-    def __init__(self, path: Path, labels: Sequence[str]):
-        self.check(path)
+    def _setup(self, path: Path, labels: Sequence[str]) -> None:
         self.path = Path(path)
         self.labels = list(labels)
         self.kind = self.path.suffix.lower()
         self.columns = ["path", "top_label", *[PROB_PREFIX + label for label in self.labels], "error"]
+
+    def __init__(self, path: Path, labels: Sequence[str]):
+        self.check(path)
+        self._setup(path, labels)
         self.done = self._read_done() if self.path.is_file() and self.path.stat().st_size else set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,34 +121,79 @@ class PredictionWriter:
             self._fh.flush()
 
     def _read_done(self) -> set[str]:
+        self._check_own()  # before anything is cut: a file medclip did not write is left as it is
         _cut_torn_line(self.path)
+        return self._scan()
+
+    def _scan(self) -> set[str]:
+        """The paths of the whole rows (a torn last line is left out), each row checked."""
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        # utf-8-sig: a file saved again by a spreadsheet starts with a byte-order mark
+        text = data[: data.rfind(b"\n") + 1].decode("utf-8-sig", errors="replace")
         done: set[str] = set()
-        with open(self.path, newline="", encoding="utf-8") as fh:
-            if self.kind == ".csv":
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if header is not None and header != self.columns:
-                    raise OutputError(
-                        f"--output {self.path}: was written with other labels or columns",
-                        hint="use the same --labels to resume, or another --output",
-                    )
-                done.update(row[0] for row in reader if row)
-            else:
-                for lineno, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        raise OutputError(f"--output {self.path} line {lineno}: not JSON", hint="use another --output") from None
-                    probs = record.get("probabilities")
-                    if probs is not None and list(probs) != self.labels:
-                        raise OutputError(
-                            f"--output {self.path}: was written with other labels",
-                            hint="use the same --labels to resume, or another --output",
-                        )
-                    done.add(record["path"])
+        if self.kind == ".csv":
+            try:
+                rows = list(csv.reader(io.StringIO(text, newline="")))
+            except csv.Error as exc:
+                raise OutputError(f"--output {self.path}: not a readable CSV ({exc})", hint="use another --output") from None
+            done.update(row[0] for row in rows[1:] if row)
+        else:
+            for lineno, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    done.add(self._record_path(line, lineno))
         return done
+
+    def _check_own(self) -> None:
+        """Refuse an existing file that is not this command's output with these labels."""
+        with open(self.path, "rb") as fh:
+            head = fh.read(1 << 16)
+        first, newline, _ = head.partition(b"\n")
+        text = first.decode("utf-8-sig", errors="replace").rstrip("\r")
+        if self.kind == ".csv":
+            try:
+                header = next(csv.reader([text]), [])
+            except csv.Error:  # e.g. a lone carriage return: not a line this command wrote
+                header = []
+            if not newline and ",".join(self.columns).startswith(text):
+                return  # a header cut short by a killed run: cut off with it
+            if header == self.columns:
+                return
+            ours = header[:2] == self.columns[:2] and header[-1:] == ["error"]
+        else:
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = None
+            if not newline and text.startswith('{"path": ') and not isinstance(record, dict):
+                return  # one row cut short by a killed run: cut off below
+            if isinstance(record, dict) and isinstance(record.get("path"), str):
+                return  # its labels are checked line by line
+            ours = False
+        if ours:
+            raise OutputError(
+                f"--output {self.path}: was written with other labels or columns",
+                hint="use the same --labels to resume, or another --output",
+            )
+        raise OutputError(
+            f"--output {self.path}: exists and is not a prediction file of `medclip classify`; left as it is",
+            hint="choose another --output",
+        )
+
+    def _record_path(self, line: str, lineno: int) -> str:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            raise OutputError(f"--output {self.path} line {lineno}: not a prediction record", hint="use another --output")
+        probs = record.get("probabilities")
+        if probs is not None and (not isinstance(probs, dict) or list(probs) != self.labels):
+            raise OutputError(
+                f"--output {self.path}: was written with other labels",
+                hint="use the same --labels to resume, or another --output",
+            )
+        return record["path"]
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:

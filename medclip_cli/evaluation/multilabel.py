@@ -170,9 +170,16 @@ class FindingsResult:
     blank: str
     prompts: dict[str, dict[str, list[str]]]
     rows: list[dict] = field(default_factory=list)  # predictions_findings.csv
+    # Bootstrap (findings_uncertainty.py): flat metric name ("macro_auroc", "auroc:CT") -> Interval,
+    # and the replicates they came from (kept for paired comparisons, not written).
+    intervals: dict = field(default_factory=dict)
+    replicates: dict = field(default_factory=dict, repr=False)
+    image_ids: list[str] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
-        return {
+        from medclip_cli.evaluation.findings_uncertainty import nested
+
+        out = {
             "kind": "multilabel",
             "field": self.field,
             "uncertain": self.uncertain,
@@ -181,6 +188,16 @@ class FindingsResult:
             "metrics": self.metrics,
             "prompts": self.prompts,
         }
+        if self.intervals:
+            out["intervals"] = nested(self.intervals)
+        return out
+
+    def cell(self, name: str) -> object:
+        """``0.914 [0.876, 0.947]`` when ``name`` (flat, e.g. ``auroc:CT``) has an interval, else the value."""
+        from medclip_cli.evaluation.findings_uncertainty import flat_metrics
+
+        interval = self.intervals.get(name)
+        return interval.format() if interval is not None and interval.low is not None else flat_metrics(self.metrics).get(name)
 
 
 def score_split(model, dataset, pairs, *, batch_size=64, cache=True, model_key=None, progress=None):
@@ -207,8 +224,11 @@ def evaluate_findings(
     cache: bool = True,
     model_key: str | None = None,
     progress=None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> FindingsResult:
-    """Zero-shot multi-label metrics of ``model`` on ``dataset``; thresholds from ``validation``."""
+    """Zero-shot multi-label metrics of ``model`` on ``dataset``; thresholds from ``validation``;
+    with ``bootstrap`` resamples of the images, a 95 % interval for every metric."""
     pairs = prompt_pairs(findings.findings, pairs_table)
     kw = dict(batch_size=batch_size, cache=cache, model_key=model_key, progress=progress)
     embeddings, probs = score_split(model, dataset, pairs, **kw)
@@ -228,6 +248,12 @@ def evaluate_findings(
         thresholds = [None] * len(findings.findings)
         source = f"fixed {FIXED_THRESHOLD} (no validation split)"
     metrics = multilabel_metrics(y, mask, probs, findings.findings, thresholds)
+    found, replicates = {}, {}
+    if bootstrap and len(y):
+        from medclip_cli.evaluation.findings_uncertainty import findings_intervals
+
+        used = [e["threshold"] for e in metrics["per_finding"]]
+        found, replicates = findings_intervals(y, mask, probs, findings.findings, used, metrics, bootstrap, seed)
     rows = []
     for p, i in enumerate(embeddings.indices):
         sample = dataset.samples[i]
@@ -239,6 +265,7 @@ def evaluate_findings(
     return FindingsResult(
         findings.name, metrics, source, uncertain, blank,
         {n: {"positive": list(pr.positive), "negative": list(pr.negative)} for n, pr in pairs.items()}, rows,
+        found, replicates, [dataset.samples[i].id for i in embeddings.indices],
     )
 
 
@@ -268,8 +295,10 @@ def run_findings(
     seed: int = 0,
     cache: bool = True,
     progress=None,
+    bootstrap: int = 0,
 ) -> list[tuple[str, FindingsResult]]:
-    """:func:`evaluate_findings` for every model of ``sources`` (``evaluate.ModelSource``)."""
+    """:func:`evaluate_findings` for every model of ``sources`` (``evaluate.ModelSource``); the
+    bootstrap is seeded by ``seed``, so every model is resampled on the same images."""
     import torch
 
     from medclip_cli.data.findings import findings_field, uncertain_policy
@@ -290,11 +319,27 @@ def run_findings(
         result = evaluate_findings(
             model, dataset, findings, pairs_table=pairs_table, validation=validation, uncertain=uncertain,
             blank=blank, threshold_rule=threshold_rule, batch_size=batch_size, cache=cache,
-            model_key=model_fingerprint(model), progress=progress,
+            model_key=model_fingerprint(model), progress=progress, bootstrap=bootstrap, seed=seed,
         )
         results.append((source.label, result))
         del model
     return results
+
+
+def findings_json(results: list[tuple[str, FindingsResult]]) -> dict:
+    """Every model's result and, with several, each one's paired differences from the first."""
+    from medclip_cli.evaluation.findings_uncertainty import paired_findings
+
+    out: dict = {"models": [{"label": label, **r.to_json()} for label, r in results]}
+    if len(results) > 1 and results[0][1].replicates:
+        (ref_label, ref), comparisons = results[0], []
+        for label, r in results[1:]:
+            row = {"reference": ref_label, "model": label, "same_images": r.image_ids == ref.image_ids}
+            if row["same_images"] and r.replicates:
+                row["differences"] = {k: iv.to_json() for k, iv in paired_findings(ref, r).items()}
+            comparisons.append(row)
+        out["comparisons"] = comparisons
+    return out
 
 
 def write_findings_outputs(results: list[tuple[str, FindingsResult]], dataset, output) -> list:
@@ -309,7 +354,7 @@ def write_findings_outputs(results: list[tuple[str, FindingsResult]], dataset, o
     several = len(results) > 1
     payload = {
         "dataset": {"format": dataset.format, "root": str(dataset.root), "split": dataset.split, "fingerprint": dataset.fingerprint()},
-        "models": [{"label": label, **r.to_json()} for label, r in results],
+        **findings_json(results),
     }
     rows = [{"model": label, **row} if several else row for label, r in results for row in r.rows]
     return [

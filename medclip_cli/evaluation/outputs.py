@@ -29,19 +29,20 @@ RESULTS = "results.json"
 _OWN = re.compile(r"(results(_findings)?\.json|predictions_.+\.csv|(confusion|reliability)_.+\.png)")
 
 
-def _foreign(output: Path) -> list[str]:
-    """Names in ``output`` that ``evaluate`` does not write."""
-    return sorted(p.name for p in output.iterdir() if p.name != LOCK_NAME and not _is_own(p))
+def _foreign(output: Path, own: re.Pattern) -> list[str]:
+    """Names in ``output`` that the command (whose file names ``own`` matches) does not write."""
+    return sorted(p.name for p in output.iterdir() if p.name != LOCK_NAME and not _is_own(p, own))
 
 
-def _is_own(path: Path) -> bool:
-    return (path.is_file() and not path.is_symlink() and bool(_OWN.fullmatch(path.name))) or (
+def _is_own(path: Path, own: re.Pattern = _OWN) -> bool:
+    return (path.is_file() and not path.is_symlink() and bool(own.fullmatch(path.name))) or (
         path.is_dir() and path.name.startswith(".evaluate-new-")
     )
 
 
-def check_output(output: str | Path) -> None:
-    """Refuse an ``--output`` that cannot be written before any image is embedded (creates nothing)."""
+def check_output(output: str | Path, command: str = "evaluate", own: re.Pattern = _OWN) -> None:
+    """Refuse an ``--output`` that cannot be written before any image is embedded (creates nothing):
+    one that is not a writable folder, or one holding files other than ``command``'s own (``own``)."""
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise OutputError(f"--output {output}: exists and is not a folder", hint="choose another --output")
@@ -54,11 +55,11 @@ def check_output(output: str | Path) -> None:
             hint="choose another --output",
         )
     if output.is_dir():
-        foreign = _foreign(output)
+        foreign = _foreign(output, own)
         if foreign:
             raise OutputError(
-                f"--output {output}: holds files evaluate did not write ({', '.join(foreign[:3])}"
-                + (", …" if len(foreign) > 3 else "") + "); a results folder holds one evaluation",
+                f"--output {output}: holds files {command} did not write ({', '.join(foreign[:3])}"
+                + (", …" if len(foreign) > 3 else "") + "); a results folder holds one run",
                 hint="choose a new or empty --output",
             )
 

@@ -72,7 +72,7 @@ def percentile_interval(point: float, replicates: np.ndarray, level: float = LEV
     return Interval(float(point), float(low), float(high), int(replicates.size), level, int(replicates.size - defined.size))
 
 
-def _counts(indices: np.ndarray, n: int) -> np.ndarray:
+def weighted_counts(indices: np.ndarray, n: int) -> np.ndarray:
     """How often each of ``n`` items is drawn in each resample: ``[resamples, n]``."""
     resamples = indices.shape[0]
     offsets = indices + n * np.arange(resamples)[:, None]
@@ -85,7 +85,7 @@ def classification_replicates(y_true: Sequence[int], scores: np.ndarray, indices
     y = np.asarray(y_true, dtype=int)
     scores = np.asarray(scores, dtype=np.float64)
     n, n_classes = scores.shape
-    counts = _counts(indices, n)
+    counts = weighted_counts(indices, n)
     onehot = np.eye(n_classes)[y]  # [n, C]
     pred = scores.argmax(axis=1)
     correct = (pred == y).astype(np.float64)
@@ -114,23 +114,32 @@ def classification_replicates(y_true: Sequence[int], scores: np.ndarray, indices
 
 
 def _auroc_replicates(y: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUROC of each class on each resample, ``[B, C]``: the Mann–Whitney statistic
-    with each image weighted by how often it was drawn (ties count one half)."""
-    resamples = counts.shape[0]
-    out = np.full((resamples, scores.shape[1]), np.nan)
+    """One-vs-rest AUROC of each class on each resample, ``[B, C]``."""
+    out = np.full((counts.shape[0], scores.shape[1]), np.nan)
     for c in range(scores.shape[1]):
-        order = np.argsort(scores[:, c], kind="mergesort")
-        s = scores[order, c]
-        positive = y[order] == c
-        weights = counts[:, order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # one group per distinct score
-        pos = np.add.reduceat(weights * positive, starts, axis=1)
-        neg = np.add.reduceat(weights * ~positive, starts, axis=1)
-        neg_below = np.cumsum(neg, axis=1) - neg
-        wins = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
-        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-        defined = (n_pos > 0) & (n_neg > 0)
-        out[defined, c] = wins[defined] / (n_pos[defined] * n_neg[defined])
+        out[:, c] = binary_auroc_replicates(y == c, scores[:, c], counts)
+    return out
+
+
+def binary_auroc_replicates(positive: np.ndarray, score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """AUROC of ``score`` for the ``positive`` items on each resample, ``[B]``: the Mann–Whitney
+    statistic with each item weighted by how often it was drawn (ties count one half); NaN where a
+    resample lacks a positive or a negative."""
+    out = np.full(counts.shape[0], np.nan)
+    if score.size == 0:
+        return out
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    positive = np.asarray(positive, dtype=bool)[order]
+    weights = counts[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # one group per distinct score
+    pos = np.add.reduceat(weights * positive, starts, axis=1)
+    neg = np.add.reduceat(weights * ~positive, starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    defined = (n_pos > 0) & (n_neg > 0)
+    out[defined] = wins[defined] / (n_pos[defined] * n_neg[defined])
     return out
 
 

@@ -45,8 +45,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "caption_column": None,
         "label_columns": None,
         "split_column": None,
-        # Multi-label findings: one column per finding (CheXpert 1/0/-1/blank), as --finding-columns.
+        # Multi-label findings: one column per finding (CheXpert 1/0/-1/blank), as --finding-columns,
+        # and how their values read (chexpert or binary; None: chexpert). [findings]: findings_step.py.
         "finding_columns": None,
+        "findings_convention": None,
     },
     "evaluate": {
         "tasks": ["modality", "location_category", "plane", "retrieval"],
@@ -56,9 +58,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "calibrate_on": None,  # a split to fit one temperature per model and task on
     },
 }
-OPTIONAL_SECTIONS = {"finetune", "probe"}  # [probe]: see experiments/probe_step.py
+OPTIONAL_SECTIONS = {"finetune", "probe", "findings"}  # [probe], [findings]: experiments/probe_step.py, findings_step.py
 #: ``[data]`` keys that are ``load_dataset`` options, passed on to every split the experiment reads.
-DATASET_OPTIONS = ("image_column", "caption_column", "label_columns", "split_column", "finding_columns")
+DATASET_OPTIONS = ("image_column", "caption_column", "label_columns", "split_column", "finding_columns", "findings_convention")
 
 
 class ExperimentConfigError(UsageError):
@@ -191,7 +193,10 @@ def _check_required(settings: dict, path: Path) -> None:
     tasks = settings["evaluate"].get("tasks")
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise ExperimentConfigError(f"{path}: evaluate.tasks must be a non-empty list of task names")
-    for key in DATASET_OPTIONS:
+    convention = settings["data"].get("findings_convention")
+    if convention is not None and convention not in ("chexpert", "binary"):
+        raise ExperimentConfigError(f"{path}: data.findings_convention must be chexpert or binary, not {convention!r}")
+    for key in DATASET_OPTIONS[:-1]:  # the column options (the last is findings_convention)
         value = settings["data"].get(key)
         lists = ("label_columns", "finding_columns")
         names = value if key in lists and isinstance(value, list) else [value]
@@ -234,10 +239,10 @@ def _apply_override(settings: dict, item: str) -> None:
             )
         settings["finetune"][name] = parse_value(value)
         return
-    if section == "probe":
-        if settings.get("probe") is None:
-            raise ExperimentConfigError(f"--set {item!r}: this experiment has no [probe] section")
-        settings["probe"][name] = parse_value(value)
+    if section in ("probe", "findings"):
+        if settings.get(section) is None:
+            raise ExperimentConfigError(f"--set {item!r}: this experiment has no [{section}] section")
+        settings[section][name] = parse_value(value)
         return
     if section not in SCHEMA:
         raise ExperimentConfigError(f"--set {item!r}: unknown section {section!r} (known: {', '.join([*SCHEMA, 'finetune'])})")

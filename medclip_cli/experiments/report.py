@@ -242,6 +242,11 @@ def experiment_report(run: ExperimentRun, command: str, pictures: list[Path], cu
         from medclip_cli.experiments.probe_step import probe_markdown
 
         parts += ["## Zero-shot, few-shot linear probe and fine-tuned", "", probe_markdown(run.probe)]
+    if run.seed_runs[0].findings is not None:
+        from medclip_cli.experiments.findings_step import findings_markdown
+
+        each = f" (seed {run.seeds[0]}; the other seeds' in results.json)" if len(run.seed_runs) > 1 else ""
+        parts += [f"## Multi-label findings{each}", ""] + findings_markdown(run.seed_runs[0].findings)
     parts += per_class_markdown(run)
     skipped = {m.label: m.skipped_images for m in evaluation.models if m.skipped_images}
     if skipped:

@@ -44,9 +44,11 @@ def results_json(run, command: str) -> dict:
         "training": _training_json(run.train),
         "evaluation": run.evaluation.to_json(),
         "per_seed": [
-            {"seed": r.seed, "training": _training_json(r.train), "evaluation": r.evaluation.to_json()} for r in run.seed_runs[1:]
+            {"seed": r.seed, "training": _training_json(r.train), "evaluation": r.evaluation.to_json(), "findings": r.findings}
+            for r in run.seed_runs[1:]
         ],
         "probe": run.probe,
+        "findings": run.seed_runs[0].findings,  # the [findings] step: per finding and macro, with intervals
     }
 
 

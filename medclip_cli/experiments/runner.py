@@ -10,6 +10,7 @@ from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableErro
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
 from medclip_cli.experiments.network import needs_network  # noqa: F401  (re-exported)
 from medclip_cli.experiments.results import results_json, supervision, write_json, write_text  # noqa: F401  (re-exported)
+from medclip_cli.experiments.findings_step import check_findings, run_findings_step
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
 OFFLINE_EXPERIMENT = "offline-minilm-lit"
@@ -25,6 +26,7 @@ class SeedRun:
     evaluation: object  # evaluation.evaluate.EvalResult
     train: object | None  # training TrainResult
     probe: dict | None = None  # ProbeResult.to_json() of the [probe] step (first seed only)
+    findings: dict | None = None  # the [findings] step (findings_step.run_findings_step)
 
 
 @dataclass
@@ -100,7 +102,10 @@ def run_experiment(
     settings = experiment.settings
     data_root, eval_set = check_experiment(experiment, data)
     probe = probe_settings(experiment)
-    probe_train = _probe_train_split(experiment, data_root, probe["train_split"]) if probe is not None else None
+    probe_train = None
+    if probe is not None:
+        role = "draws its probe's images from it (probe.train_split)"
+        probe_train = _load_split_named(experiment, data_root, probe["train_split"], "probe.train_split", role)
     calibration = None
     if settings["evaluate"].get("calibrate_on"):
         calibration = _load_split_named(experiment, data_root, settings["evaluate"]["calibrate_on"], "evaluate.calibrate_on")
@@ -199,7 +204,8 @@ def _run_seed(
     if probe is not None:
         models = [(source.label, source.load()) for source in sources]
         probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
-    return SeedRun(seed, output, evaluation, train_result, probe_result)
+    findings = run_findings_step(experiment, sources, eval_set, data_root, device, seed, progress)
+    return SeedRun(seed, output, evaluation, train_result, probe_result, findings)
 
 
 def check_experiment(experiment: Experiment, data: Path | None = None):
@@ -212,6 +218,7 @@ def check_experiment(experiment: Experiment, data: Path | None = None):
         if str(experiment.settings["data"]["val_split"]).lower() != "none":
             _load_split(experiment, data_root, "val_split")
     _check_settings(experiment, eval_set, data_root)
+    check_findings(experiment, data_root, eval_set)
     return data_root, eval_set
 
 
@@ -230,7 +237,8 @@ def _load_split(experiment: Experiment, root: Path, key: str):
     return _load_split_named(experiment, root, experiment.settings["data"][key], f"data.{key}")
 
 
-def _load_split_named(experiment: Experiment, root: Path, split: str, key: str):
+def _load_split_named(experiment: Experiment, root: Path, split: str, key: str, role: str | None = None):
+    """The split the setting ``key`` names; a split the data set lacks is refused naming that setting."""
     from medclip_cli.data import load_dataset
 
     try:
@@ -238,22 +246,8 @@ def _load_split_named(experiment: Experiment, root: Path, split: str, key: str):
     except DataError as exc:
         if "has no split" in exc.message:
             raise ExperimentConfigError(
-                f"{exc.message}; experiment {experiment.name!r} reads it as {key}",
+                f"{exc.message}; experiment {experiment.name!r} {role or f'reads it as {key}'}",
                 hint=f"pick another with --set {key}=NAME",
-            ) from exc
-        raise
-
-
-def _probe_train_split(experiment: Experiment, root: Path, split: str):
-    from medclip_cli.data import load_dataset
-
-    try:
-        return load_dataset(root, split, experiment.settings["data"].get("dataset"), **experiment.dataset_options)
-    except DataError as exc:
-        if "has no split" in exc.message:
-            raise ExperimentConfigError(
-                f"{exc.message}; experiment {experiment.name!r} draws its probe's images from it (probe.train_split)",
-                hint="pick another with --set probe.train_split=NAME",
             ) from exc
         raise
 
@@ -294,7 +288,6 @@ def _compared_models(experiment: Experiment) -> list:
     except PretrainedUnavailableError as exc:
         raise PretrainedUnavailableError(f"experiment {experiment.name!r}: {exc.message}", hint=exc.hint) from exc
     return [ModelSource(ref, lambda ref=ref: open_model(ref)) for ref in refs]
-
 
 
 def _finetune(experiment: Experiment, seed: int, data_root: Path, start_dir: Path, output: Path, device, progress, events, resume=False):

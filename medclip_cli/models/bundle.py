@@ -13,10 +13,10 @@ import copy
 import json
 from pathlib import Path
 
-from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
-from medclip_cli.errors import ModelError, OutputError
+from medclip_cli.errors import ModelError
 from medclip_cli.files import read_regular
+from medclip_cli.models.model_folder import new_model_folder, saved_manifest
 from medclip_cli.models.portable import portable_hf_name
 from medclip_cli.models.weights import WEIGHTS_NAME, load_into, load_state_dict_file
 
@@ -33,29 +33,15 @@ def save_bundle(model, directory: str | Path, provenance: dict | None = None) ->
         return save_hf_dual_encoder(model, directory, provenance)
 
     directory = Path(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{directory}: cannot write the model bundle here ({exc.strerror})") from exc
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(f"{directory}: exists and is not a folder", hint="choose another --output")
-    manifest = dict(model.manifest)
-    if provenance:
-        manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
-    manifest["logit_scale"] = model.logit_scale
-    manifest["context_length"] = model.context_length
     model_cfg = _portable_cfg(model.model_cfg)
-    config = {"model_cfg": model_cfg, "preprocess_cfg": model.preprocess.to_open_clip(), "medclip": manifest}
-    try:
-        with atomic_dir(directory) as tmp:
-            save_model(model.module, str(tmp / WEIGHTS_NAME))
-            config["medclip"]["weights_sha256"] = _sha256(tmp / WEIGHTS_NAME)  # checked when loaded
-            if "hf_model_name" in model_cfg["text_cfg"]:
-                model.module.text.transformer.config.save_pretrained(tmp)
-                model.tokenizer.tokenizer.save_pretrained(tmp)
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"{directory}: writing the model bundle failed ({exc.strerror or exc})") from exc
+    config = {"model_cfg": model_cfg, "preprocess_cfg": model.preprocess.to_open_clip(), "medclip": saved_manifest(model, provenance)}
+    with new_model_folder(directory, "model bundle") as tmp:
+        save_model(model.module, str(tmp / WEIGHTS_NAME))
+        config["medclip"]["weights_sha256"] = _sha256(tmp / WEIGHTS_NAME)  # checked when loaded
+        if "hf_model_name" in model_cfg["text_cfg"]:
+            model.module.text.transformer.config.save_pretrained(tmp)
+            model.tokenizer.tokenizer.save_pretrained(tmp)
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return directory
 
 

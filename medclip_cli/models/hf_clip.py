@@ -21,9 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medclip_cli.atomic import atomic_dir
 from medclip_cli.data.preprocess import PreprocessConfig
-from medclip_cli.errors import ModelError, OutputError
+from medclip_cli.errors import ModelError
 
 FORMAT = "transformers"
 MANIFEST_NAME = "medclip.json"  # beside config.json: what medclip knows about the model
@@ -226,29 +225,18 @@ def _preprocess(folder: Path, config) -> PreprocessConfig:
 def save_hf_dual_encoder(model, directory: str | Path, provenance: dict | None = None) -> Path:
     """Write ``model`` with ``save_pretrained`` (weights, config, tokenizer, image processor) plus
     ``medclip.json``: the folder loads in transformers and in medclip."""
+    from medclip_cli.models.model_folder import new_model_folder, saved_manifest
+
     directory = Path(directory)
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{directory}: cannot write the model here ({exc.strerror})") from exc
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(f"{directory}: exists and is not a folder", hint="choose another --output")
-    manifest = dict(model.manifest)
-    if provenance:
-        manifest["provenance"] = {**manifest.get("provenance", {}), **provenance}
-    manifest["logit_scale"] = model.logit_scale
-    manifest["context_length"] = model.context_length
+    manifest = saved_manifest(model, provenance)
     if model.logit_bias is not None:
         manifest["logit_bias"] = model.logit_bias
-    try:
-        with atomic_dir(directory) as tmp:
-            model.module.hf.save_pretrained(tmp)
-            model.tokenizer.tokenizer.save_pretrained(tmp)
-            _image_processor(model).save_pretrained(tmp)
-            payload = {"medclip": manifest, "preprocess_cfg": model.preprocess.to_open_clip()}
-            (tmp / MANIFEST_NAME).write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"{directory}: writing the model failed ({exc.strerror or exc})") from exc
+    with new_model_folder(directory, "model") as tmp:
+        model.module.hf.save_pretrained(tmp)
+        model.tokenizer.tokenizer.save_pretrained(tmp)
+        _image_processor(model).save_pretrained(tmp)
+        payload = {"medclip": manifest, "preprocess_cfg": model.preprocess.to_open_clip()}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return directory
 
 

@@ -40,6 +40,7 @@ class PairSet:
     # Pair k's image is ``pixels[rows[k]]`` (None: row k). A split with images that have no caption
     # indexes the decode cache's memory map instead of copying the kept rows into memory.
     rows: np.ndarray | None = None  # [N] int64
+    ids: list[str] | None = None  # each pair's Sample.id (names an image in a bad-label message)
 
     def pixel_rows(self, idx: np.ndarray) -> np.ndarray:
         """The rows of ``pixels`` that hold the images of pairs ``idx``."""
@@ -115,7 +116,9 @@ def load_pairs(
         progress.log(f"{dataset.split}: left out {len(pixel_set) - len(keep)} image(s) without a caption")
     skipped = len(dataset) - len(samples)
     # The samples' own label dicts (read, never written): no copy per pair of a large split.
-    pairs = PairSet(pixel_set.array, tokens, captions, [s.labels for s in samples], groups, skipped, rows=rows)
+    pairs = PairSet(
+        pixel_set.array, tokens, captions, [s.labels for s in samples], groups, skipped, rows=rows, ids=[s.id for s in samples]
+    )
     if label_text is not None:
         add_label_text(pairs, dataset, model, *label_text, label_targets=soft and not soft_label)
     return pairs

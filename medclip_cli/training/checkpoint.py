@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from medclip_cli import runlock
 from medclip_cli.atomic import atomic_dir, write_text_atomic
 from medclip_cli.errors import OutputError, TrainingError
 
@@ -142,3 +143,18 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# What a run writes before its first checkpoint (a run that failed there left only these).
+_EARLY_FILES = ("config.json", "metrics.jsonl", "tensorboard", CHECKPOINT_DIR, runlock.LOCK_NAME)
+
+
+def unfinished_leftovers(out: Path) -> list[Path] | None:
+    """The files of a run in ``out`` that stopped before its first checkpoint, or None when ``out``
+    holds anything else (a checkpoint, a bundle, a file medclip did not write)."""
+    if not out.is_dir() or not (out / "config.json").is_file():
+        return None
+    items = list(out.iterdir())
+    if any(p.name not in _EARLY_FILES for p in items) or find_checkpoint(out) is not None:
+        return None
+    return [p for p in items if p.name != runlock.LOCK_NAME]

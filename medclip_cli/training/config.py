@@ -15,7 +15,6 @@ from typing import Collection, Sequence
 
 from medclip_cli.errors import UsageError
 from medclip_cli.flags import flag
-from medclip_cli.evaluation.metrics import lower_is_better
 from medclip_cli.training.loss import check_loss_weight
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -48,8 +47,19 @@ class TrainConfig:
     split: str = "train"
     val_split: str | None = "dev"  # None: no validation
     val_tasks: list[str] = field(default_factory=list)  # label fields scored zero-shot each epoch
+    # A multi-label field ("findings": the --finding-columns of a manifest) scored each epoch with
+    # prompt pairs: findings_macro_auroc/auprc and each finding's AUROC (training/findings_validation.py).
+    val_findings: str | None = None
+    findings_uncertain: str = "ignore"  # uncertain (-1) labels at validation: ignore, positive, negative
+    findings_prompts: str | None = None  # prompt set whose [pairs] word the findings; None: the seed's
     select_metric: str = "val_loss"  # picks best/ ; lower_is_better says which way
     strict: bool = False  # an unreadable image stops the run instead of being skipped
+    # Train straight from WebDataset tar shards (``data/shard_stream.py``): nothing unpacked or
+    # decoded into the cache; samples shuffled within a buffer of ``shuffle_buffer`` per loader
+    # worker; an epoch is ``samples_per_epoch`` samples (None: the shards' sizes.json or count).
+    stream: bool = False
+    shuffle_buffer: int = 1000
+    samples_per_epoch: int | None = None
     # Loss.
     loss_weight: float = 0.5  # λ of λ·CE(image→text) + (1−λ)·CE(text→image)
     soft_targets: bool = False
@@ -110,12 +120,15 @@ class TrainConfig:
         return cls(**values)
 
 
-def metric_names(val_tasks: Sequence[str]) -> list[str]:
+def metric_names(val_tasks: Sequence[str], val_findings: str | None = None) -> list[str]:
+    """The validation metrics a run can select ``best/`` on."""
+    from medclip_cli.training.findings_validation import FINDINGS_METRICS
+
     names = ["val_loss"]
     for k in (1, 5, 10):
         names += [f"image_to_text_R@{k}", f"text_to_image_R@{k}"]
     names += ["image_to_text_median_rank", "text_to_image_median_rank"]
-    return names + [f"zeroshot_{t}_acc" for t in val_tasks]
+    return names + [f"zeroshot_{t}_acc" for t in val_tasks] + (list(FINDINGS_METRICS) if val_findings else [])
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -162,9 +175,33 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"data-set options must be a table of option names, not {cfg.dataset_options!r}")
     if cfg.val_split is None and cfg.val_tasks:
         raise UsageError(f"{flag('val_tasks')} needs a validation split (drop --val-split none)")
-    known = metric_names(cfg.val_tasks)
+    if cfg.val_split is None and cfg.val_findings:
+        raise UsageError(f"{flag('val_findings')} needs a validation split (drop --val-split none)")
+    if cfg.val_findings:
+        from medclip_cli.data.findings import uncertain_policy
+
+        uncertain_policy(cfg.findings_uncertain)
+    _check_stream(cfg)
+    known = metric_names(cfg.val_tasks, cfg.val_findings)
     if cfg.select_metric not in known:
-        raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})")
+        hint = "validate findings with --finding-columns (or --val-findings FIELD)" if cfg.select_metric.startswith("findings_") else None
+        raise UsageError(f"--select-metric {cfg.select_metric!r} is not computed (choose from: {', '.join(known)})", hint=hint)
+
+
+def _check_stream(cfg: TrainConfig) -> None:
+    if not cfg.stream:
+        if cfg.samples_per_epoch is not None:
+            raise UsageError("--samples-per-epoch applies to --stream (a cached split counts its own pairs)")
+        return
+    if isinstance(cfg.shuffle_buffer, bool) or not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
+        raise UsageError(f"--shuffle-buffer must be a positive whole number, not {cfg.shuffle_buffer}")
+    if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < 1:
+        raise UsageError(f"--samples-per-epoch must be a positive whole number, not {cfg.samples_per_epoch}")
+    # Both need every text of the split before the first step; a stream sees each one when it comes.
+    if cfg.label_text_prob > 0:
+        raise UsageError("--label-text-prob does not work with --stream (label prompts need the whole split's labels)", hint="drop one of them")
+    if cfg.text_feature_cache:
+        raise UsageError("--text-feature-cache does not work with --stream (it embeds every text before the first step)", hint="drop one of them")
 
 
 def resolve_precision(precision: str, device) -> str:

@@ -66,11 +66,27 @@ class FiniteGuard:
         return None
 
 
-class StopFlag:
-    """First Ctrl-C (or SIGTERM) asks the loop to checkpoint and stop; a second one aborts at once."""
+class StepAbandoned(BaseException):
+    """Raised by :class:`StopFlag` inside an interruptible part: its work is dropped, nothing of
+    it was committed. A ``BaseException``, so that no ``except Exception`` on the way swallows it."""
 
-    def __init__(self) -> None:
+
+class StopFlag:
+    """First Ctrl-C (or SIGTERM) asks the run to checkpoint and stop; a second one aborts at once.
+
+    A step is an interruptible compute part (batches, forward, backward) and a short commit part
+    (optimizer, schedule, weight average, counters). Inside :meth:`interruptible` a stop request
+    raises :class:`StepAbandoned` at once: the loop drops the half-done work and checkpoints the
+    last completed step, so ``--resume`` replays the abandoned batch and ends with the weights an
+    uninterrupted run has. Elsewhere (commit parts, checkpoints, bundles) the request is only
+    noted and honoured at the next boundary. ``abandon=False`` (several processes: ranks must
+    agree on where to stop, a rank leaving a collective alone would hang the others) always defers.
+    """
+
+    def __init__(self, abandon: bool = True) -> None:
         self.requested = False
+        self.abandon = abandon
+        self._armed = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopFlag":
@@ -83,7 +99,31 @@ class StopFlag:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        if self._armed:
+            self._armed = False
+            raise StepAbandoned
+
+    def interruptible(self) -> "_Interruptible":
+        """A block that a stop request abandons at once (raising :class:`StepAbandoned`)."""
+        return _Interruptible(self)
 
     def __exit__(self, *exc) -> None:
+        self._armed = False
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class _Interruptible:
+    def __init__(self, flag: StopFlag) -> None:
+        self.flag = flag
+
+    def __enter__(self) -> None:
+        flag = self.flag
+        flag._armed = flag.abandon  # armed first: a request arriving now raises or is seen below
+        if flag.requested and flag._armed:
+            flag._armed = False
+            raise StepAbandoned
+
+    def __exit__(self, *exc) -> bool:
+        self.flag._armed = False
+        return False

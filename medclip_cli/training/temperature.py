@@ -39,7 +39,9 @@ def fit_group_temperature(groups: list[tuple[np.ndarray, np.ndarray]]) -> tuple[
     return float(np.exp(found.x)), objective(0.0), float(found.fun)
 
 
-def store_temperature(bundle: Path, dataset, tasks: list[str], prompts: str | None, device: str = "auto", batch_size: int = 64) -> dict | None:
+def store_temperature(
+    bundle: Path, dataset, tasks: list[str], prompts: str | None, device: str = "auto", batch_size: int = 64, progress=None
+) -> dict | None:
     """Fit the temperature of the bundle at ``bundle`` on ``dataset`` (the validation split) and
     write it into the bundle's manifest; None when the split has no label field to fit on."""
     from medclip_cli.errors import DataError
@@ -53,7 +55,9 @@ def store_temperature(bundle: Path, dataset, tasks: list[str], prompts: str | No
     if not tasks:
         return None
     config = EvalConfig(tasks=tasks, prompts=prompts, batch_size=batch_size, device=device, bootstrap=0)
-    result = evaluate([ModelSource("bundle", lambda: load_bundle(bundle))], dataset, config)
+    # A bundle, even one trained from random init, is not warned about as random weights.
+    source = ModelSource(Path(bundle).name, lambda: load_bundle(bundle), bundle=bundle)
+    result = evaluate([source], dataset, config, progress)
     groups = [(t.arrays["logits"], t.arrays["y_true"]) for t in result.models[0].tasks.values()]
     value, before, after = fit_group_temperature(groups)
     entry = {
@@ -85,7 +89,7 @@ def bundle_temperature(manifest: dict) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def store_run_temperatures(config, result) -> dict[str, dict] | None:
+def store_run_temperatures(config, result, progress=None) -> dict[str, dict] | None:
     """After ``train(config)``: fit and store the temperature of each bundle the run kept (best
     and last) on its validation split; None without a validation split."""
     from medclip_cli.data import load_dataset
@@ -96,7 +100,11 @@ def store_run_temperatures(config, result) -> dict[str, dict] | None:
     out = {}
     for name, bundle in (("best", result.best), ("last", result.last)):
         if bundle is not None:
-            entry = store_temperature(Path(bundle), dataset, list(config.val_tasks), config.label_text_prompts, config.device, config.batch_size)
+            if progress is not None:
+                progress.log(f"fitting the temperature of {name}/ on {config.val_split}")
+            entry = store_temperature(
+                Path(bundle), dataset, list(config.val_tasks), config.label_text_prompts, config.device, config.batch_size, progress
+            )
             if entry is not None:
                 out[name] = entry
     return out or None

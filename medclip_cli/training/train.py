@@ -8,7 +8,7 @@ validation, bundles and checkpoints. The parts it drives, each in its own module
 - :mod:`~medclip_cli.training.towers`: the model built or reloaded, locked towers, modes;
 - :mod:`~medclip_cli.training.guard`: non-finite losses, Ctrl-C;
 - :mod:`~medclip_cli.training.runlog`: ``metrics.jsonl`` / TensorBoard, ``config.json``;
-- :mod:`~medclip_cli.training.batches` (the data), :mod:`~medclip_cli.training.validate`.
+- :mod:`~medclip_cli.training.batches` (the data; ``stream_batches`` with ``--stream``), :mod:`~medclip_cli.training.validate`.
 
 A checkpoint needs only (epoch, position) to continue exactly where the run stopped, since the
 data order and every random choice of a batch are seeded by their place in the run.
@@ -32,11 +32,13 @@ from medclip_cli.training import checkpoint as ckpt
 from medclip_cli.training import distributed as dist_
 from medclip_cli.training.batches import Batches, load_pairs
 from medclip_cli.training.config import TrainConfig, check_config, check_resume, resolve_precision, saved_config
-from medclip_cli.training.guard import NonFiniteLoss, StopFlag, TrainingInterrupted
+from medclip_cli.training.guard import NonFiniteLoss, StepAbandoned, StopFlag, TrainingInterrupted
 from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
+from medclip_cli.training.stream_batches import StreamBatches, open_stream
 from medclip_cli.training.towers import build_model
 from medclip_cli.training.trainer import build_trainer, default_lr
+from medclip_cli.training.findings_validation import findings_labels
 from medclip_cli.training.validate import validate
 
 __all__ = [
@@ -126,9 +128,12 @@ class _Run:
         self.model = model
         self.trainer = build_trainer(cfg, self.plan.total_steps, device=device, info=info, model=model)
         self.best: dict | None = None
+        self.resumed_stream = resume.state.get("stream") if resume is not None else None
         self.history: list[dict] = []
         self.epoch_loss = [0.0, 0]  # the epoch's summed loss and steps so far
         self.shown_loss: float | None = None
+        self.stop = StopFlag(abandon=False)  # replaced by the run's own in run()
+        self._saved_at: tuple[int, int, int] | None = None  # (step, epoch, position) of last_checkpoint
         if resume is not None:
             self.trainer.restore(resume)
             self.best = resume.state.get("best")
@@ -146,7 +151,7 @@ class _Run:
         if cfg.resume:
             found = ckpt.find_checkpoint(out)
             if found is None:
-                before = " (it stopped before its first checkpoint)" if _unfinished_leftovers(out) else ""
+                before = " (it stopped before its first checkpoint)" if ckpt.unfinished_leftovers(out) else ""
                 raise TrainingError(
                     f"{out}: nothing to resume{before}: no checkpoint under {out / ckpt.CHECKPOINT_DIR}",
                     hint="run the same command without --resume to start it again",
@@ -154,7 +159,7 @@ class _Run:
             resume = ckpt.load_checkpoint(found)
             check_resume(cfg, resume.state.get("config"))
             return resume
-        leftovers = _unfinished_leftovers(out)
+        leftovers = ckpt.unfinished_leftovers(out)
         if leftovers is not None:  # a run that failed before its first checkpoint: start it again
             for item in leftovers:
                 shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
@@ -170,7 +175,7 @@ class _Run:
 
         cfg = self.cfg
         options = cfg.dataset_options
-        train_ds = load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
+        train_ds = open_stream(cfg, model) if cfg.stream else load_dataset(cfg.data, cfg.split, cfg.dataset_format, **options)
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
@@ -178,7 +183,7 @@ class _Run:
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones
         label_text = (list(cfg.label_text_fields), cfg.label_text_prompts) if cfg.label_text_prob > 0 else None
-        train_set = load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
+        train_set = train_ds if cfg.stream else load_pairs(train_ds, model, progress=self.progress, label_text=label_text, **soft)
         if len(train_set) == 0:
             raise TrainingError(
                 f"{cfg.data}: the {cfg.split!r} split has no readable image with a caption",
@@ -192,12 +197,16 @@ class _Run:
                     f"{cfg.data}: the {cfg.val_split!r} split has no readable image with a caption",
                     hint="pass --val-split none",
                 )
+            if cfg.val_findings:  # a missing field or a bad finding value fails before the first step
+                findings_labels(val_set, val_ds, cfg.val_findings, cfg.findings_uncertain)
         return train_ds, train_set, val_ds, val_set
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
         try:
-            with StopFlag() as stop:
+            # One process abandons a step half-way on a stop request; several agree at step ends.
+            with StopFlag(abandon=not self.info.enabled) as stop:
+                self.stop = stop
                 self._loop(stop)
         finally:
             self.scalars.close()
@@ -220,7 +229,8 @@ class _Run:
         def steps_in(epoch: int) -> int:
             return min(plan.steps_per_epoch, plan.total_steps - epoch * plan.steps_per_epoch)
 
-        if not (0 <= t.position < plan.steps_per_epoch and t.step <= t.epoch * plan.steps_per_epoch + t.position):
+        # position == the epoch's steps: stopped after its last step, before its end (validation, bundles)
+        if not (0 <= t.position <= max(0, steps_in(t.epoch)) and t.step <= t.epoch * plan.steps_per_epoch + t.position):
             raise TrainingError(  # a checkpoint of another plan would loop without a step
                 f"{cfg.output}: the checkpoint (epoch {t.epoch + 1}, step {t.step}) does not fit this run's plan "
                 f"of {plan.steps_per_epoch} steps per epoch",
@@ -230,14 +240,18 @@ class _Run:
         while epoch * plan.steps_per_epoch < plan.total_steps:
             segments.append((epoch, position * cfg.grad_accum, (steps_in(epoch) - position) * cfg.grad_accum))
             epoch, position = epoch + 1, 0
-        batches = Batches(self.train_set, cfg, self.device, self.info, segments)
+        stream = (self.resumed_stream, self.progress) if cfg.stream else ()  # --stream: training/stream_batches.py
+        batches = self.batches = (StreamBatches if cfg.stream else Batches)(self.train_set, cfg, self.device, self.info, segments, *stream)
         with closing(iter(batches)) as batch_iter:
-            while t.step < plan.total_steps:
-                before = t.step
-                self._epoch(batch_iter, steps_in(t.epoch), stop)
-                if t.step == before:
-                    raise TrainingError(f"{cfg.output}: an epoch ran no step; stopped", hint="start a new --output")
-                self._end_epoch()
+            while t.step < plan.total_steps or t.position:
+                before, ended = t.step, t.position == steps_in(t.epoch)
+                try:
+                    self._epoch(batch_iter, steps_in(t.epoch), stop)
+                    if t.step == before and not ended:
+                        raise TrainingError(f"{cfg.output}: an epoch ran no step; stopped", hint="start a new --output")
+                    self._end_epoch()
+                except StepAbandoned:  # a step or the validation stopped half-way: the last one done is kept
+                    raise TrainingInterrupted(t.step, self._checkpoint()) from None
                 if dist_.any_rank(stop.requested, self.device):  # Ctrl-C during validation or saving
                     raise TrainingInterrupted(t.step, t.last_checkpoint)
 
@@ -252,7 +266,7 @@ class _Run:
         each_step = self.device.type != "cuda"
         self.shown_loss = None
         while t.position < steps_this_epoch:
-            loss = t.train_step(batch_iter)
+            loss = t.train_step(batch_iter, stop)
             window["loss"] = window["loss"] + loss
             window["steps"] += 1
             window["data"] += t.data_wait
@@ -326,7 +340,9 @@ class _Run:
         if self.info.is_main:
             if self.val_set is not None:
                 batch = cfg.batch_size * self.info.world_size
-                record.update(validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.plan.precision, batch))
+                with self.stop.interruptible():  # nothing is written before it ends
+                    scores = validate(self.model, self.val_set, self.val_ds, cfg, self.device, self.plan.precision, batch, self.progress)
+                record.update(scores)
                 value = record[cfg.select_metric]
                 better = (lambda a, b: a < b) if lower_is_better(cfg.select_metric) else (lambda a, b: a > b)
                 if math.isfinite(value) and (self.best is None or better(value, self.best["value"])):
@@ -363,7 +379,11 @@ class _Run:
     def _checkpoint(self) -> Path:
         t = self.trainer
         t.check_finite()
+        here = (t.step, t.epoch, t.position)
+        if t.last_checkpoint is not None and self._saved_at == here and t.last_checkpoint.is_dir():
+            return t.last_checkpoint  # a stop right after a periodic save: that one is this state
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{t.step:08d}"
+        stream = self.batches.progress() if self.cfg.stream else None  # every rank's shards: a collective
         if self.info.is_main:
             state = {
                 **t.state(),
@@ -372,25 +392,11 @@ class _Run:
                 "epoch_loss": [float(self.epoch_loss[0]), self.epoch_loss[1]],
                 "world_size": self.info.world_size,
                 "data_fingerprint": self.fingerprint,
+                "stream": stream,  # the epoch's shards done (training/stream_batches.py)
                 "manifest": self.model.manifest,
                 "config": saved_config(self.cfg),  # resume checks against it even without config.json
             }
             path = ckpt.save_checkpoint(self.out, self.model, state, t.step)
         dist_.barrier()
-        t.last_checkpoint = path
+        t.last_checkpoint, self._saved_at = path, here
         return path
-
-
-# What a run writes before its first checkpoint (a run that failed there left only these).
-_EARLY_FILES = ("config.json", "metrics.jsonl", "tensorboard", ckpt.CHECKPOINT_DIR, runlock.LOCK_NAME)
-
-
-def _unfinished_leftovers(out: Path) -> list[Path] | None:
-    """The files of a run in ``out`` that stopped before its first checkpoint, or None when ``out``
-    holds anything else (a checkpoint, a bundle, a file medclip did not write)."""
-    if not out.is_dir() or not (out / "config.json").is_file():
-        return None
-    items = list(out.iterdir())
-    if any(p.name not in _EARLY_FILES for p in items) or ckpt.find_checkpoint(out) is not None:
-        return None
-    return [p for p in items if p.name != runlock.LOCK_NAME]

@@ -25,7 +25,7 @@ from medclip_cli.training.batches import random_resized_crop
 from medclip_cli.training.config import PRETRAINED_LR, SCRATCH_LR, TrainConfig, resolve_precision
 from medclip_cli.training.distributed import DistInfo
 from medclip_cli.training.ema import WeightAverage
-from medclip_cli.training.guard import FiniteGuard, NonFiniteLoss
+from medclip_cli.training.guard import FiniteGuard, NonFiniteLoss, StepAbandoned, StopFlag
 from medclip_cli.training.loss import MAX_LOGIT_SCALE
 from medclip_cli.training.sigmoid_loss import make_loss
 from medclip_cli.training.optim import build_optimizer, build_scheduler, warmup_steps_for
@@ -91,13 +91,21 @@ class Trainer:
         if cfg.compile:
             compile_blocks(module)
         self.step_module = step_module
+        self._rng_before: dict | None = None
+        if device.type == "cpu" and not info.enabled and not cfg.compile:
+            # Backward on the CPU runs in this thread: a no-op hook per weight lets a stop request
+            # in (Python runs signal handlers only between its own instructions), so a long
+            # backward is abandoned within a layer, not at its end.
+            for p in module.parameters():
+                if p.requires_grad:
+                    p.register_hook(_signal_point)
         train_mode(module, cfg)  # a loaded bundle comes in eval mode (dropout, batch norm)
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def train_step(self, batch_iter) -> torch.Tensor:
+    def train_step(self, batch_iter, stop: StopFlag | None = None) -> torch.Tensor:
         """One optimizer step on the next ``grad_accum`` batches of ``batch_iter`` (each
         ``(pixels, tokens, groups, augment)`` as :class:`~medclip_cli.training.batches.Batches`
         yields them); returns its loss as a 0-dim tensor on the device, not yet read.
@@ -105,7 +113,30 @@ class Trainer:
         Nothing in the step waits for the device (no ``.item()``, no copy back): the host queues
         the next step's kernels while the device still runs this one. A non-finite loss is caught
         on the device where the fused AdamW can skip the update by itself (:class:`FiniteGuard`).
+
+        With ``stop``, a stop request during the compute part (batches, forward, backward) raises
+        :class:`~medclip_cli.training.guard.StepAbandoned`: nothing of the step is kept (gradients
+        dropped, the random state as before it), so the run's last step is still the last one
+        done. The commit part (update, schedule, average, counters) always runs to its end.
         """
+        if stop is not None and stop.abandon:
+            self._rng_before = ckpt.rng_state(self.device)
+        try:
+            with stop.interruptible() if stop is not None else nullcontext():
+                total = self._compute(batch_iter)
+        except StepAbandoned:
+            self.abandon_step()
+            raise
+        return self._commit(total)
+
+    def abandon_step(self) -> None:
+        """Drop a step stopped half-way: its gradients, and the random numbers it drew."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._rng_before is not None:
+            ckpt.restore_rng_state(self._rng_before, self.device)
+
+    def _compute(self, batch_iter) -> torch.Tensor:
+        """The step's loss and gradients; nothing of the run's state changes."""
         from medclip_cli.data.preprocess import normalize_batch
 
         cfg = self.cfg
@@ -128,7 +159,11 @@ class Trainer:
                 loss = self.loss_fn(image_f, text_f, scale, groups)
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total = loss.detach() if total is None else total + loss.detach()
-        total = dist_.all_mean_tensor(total / cfg.grad_accum)
+        return dist_.all_mean_tensor(total / cfg.grad_accum)
+
+    def _commit(self, total: torch.Tensor) -> torch.Tensor:
+        """The update of the computed step, then the counters (a stop request waits for its end)."""
+        cfg = self.cfg
         bad = self.guard.guard(total, self.step + 1)
         if bad is not None:
             self._raise_non_finite(bad, self.step + 1)
@@ -207,3 +242,8 @@ class Trainer:
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
         self.last_checkpoint = resume.path
 
+
+
+def _signal_point(grad):
+    """A weight's gradient hook that changes nothing (see ``Trainer.__init__``)."""
+    return None

@@ -1,4 +1,5 @@
-"""Validation during fine-tuning: loss, retrieval recall and zero-shot accuracy of one epoch."""
+"""Validation during fine-tuning: loss, retrieval recall, zero-shot accuracy and (with
+``val_findings``) multi-label findings AUROC of one epoch."""
 
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ from medclip_cli.training.config import TrainConfig
 
 
 @torch.no_grad()
-def pair_features(module: nn.Module, data: PairSet, preprocess, device, precision: str, batch: int):
+def pair_features(module: nn.Module, data: PairSet, preprocess, device, precision: str, batch: int, progress, stage: str):
     from medclip_cli.data.preprocess import normalize_batch
 
     images, texts = [], []
+    task = progress.task(stage, total=len(data))
     for start in range(0, len(data), batch):
         pix = normalize_batch(data.pixel_batch(start, start + batch), preprocess, device)
         with autocast(precision, device):
             images.append(encode_image_pooled(module, pix).float())
             texts.append(encode_text_trimmed(module, data.tokens[start : start + batch].to(device).long()).float())
+        progress.advance(task, min(batch, len(data) - start))
+    progress.done(task)
     return torch.cat(images), torch.cat(texts)
 
 
 @torch.no_grad()
-def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int) -> dict:
+def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision: str, batch: int, progress=None) -> dict:
     """Validation loss, retrieval recall both ways and zero-shot accuracy on ``cfg.val_tasks``."""
+    from medclip_cli.progress import NullProgress
     import torch.nn.functional as F
 
     from medclip_cli.training.loss import weighted_clip_loss
@@ -38,7 +43,8 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
     was_training = module.training
     module.eval()
     try:
-        image_f, text_f = pair_features(module, data, model.preprocess, device, precision, batch)
+        stage = f"validating on {dataset.split} ({len(data)} pairs)"
+        image_f, text_f = pair_features(module, data, model.preprocess, device, precision, batch, progress or NullProgress(), stage)
         scale = module.logit_scale.detach()
         total = 0.0
         for start in range(0, len(data), batch):
@@ -72,6 +78,10 @@ def validate(model, data: PairSet, dataset, cfg: TrainConfig, device, precision:
             logits = zero_shot_logits(image_n[rows], classifier, model.logit_scale)
             truth = torch.tensor([classes.index(data.labels[i][task]) for i in rows], device=logits.device)
             record[f"zeroshot_{task}_acc"] = float((logits.argmax(dim=1) == truth).float().mean())
+        if cfg.val_findings:
+            from medclip_cli.training.findings_validation import findings_record
+
+            record.update(findings_record(model, image_n, data, dataset, cfg))
     finally:
         module.train(was_training)
     return record

@@ -34,7 +34,7 @@ def test_shards_round_trip_samples_labels_and_pixels(tmp_path, cli):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["splits"]
     assert {k: v["samples"] for k, v in summary.items()} == {"train": 5, "dev": 2}
-    assert sorted(p.name for p in (out / "train").iterdir()) == ["00000.tar", "00001.tar", "00002.tar"]
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["00000.tar", "00001.tar", "00002.tar", "sizes.json"]
     assert list_splits(out) == ["dev", "train"]
     cfg = PreprocessConfig(image_size=16)
     for split in ("train", "dev"):

@@ -212,3 +212,25 @@ def test_written_file_round_trips_through_the_writer(tmp_path):
         back = read_embedding_file(write_embedding_file(tmp_path / name, table))
         assert back.captions == table.captions and back.labels == table.labels
         assert np.array_equal(np.isnan(back.text), np.isnan(table.text))
+
+
+def test_probe_writes_into_its_own_output_folder_again(cli, make_medpix, tmp_path):
+    """A second `probe --output` into the same folder replaces the first run's files (it used to be
+    refused by evaluate's check: 'holds files evaluate did not write (learning_curve_modality.png)');
+    someone else's file still makes it refuse the folder."""
+    data = make_medpix(RECORDS, split="train")
+    make_medpix([{**r, "image": r["image"] + "0"} for r in RECORDS], split="test")
+    emb = tmp_path / "emb.parquet"
+    assert _embed(cli, data, emb, "--split", "train", "--split", "test").exit_code == 0
+    out = tmp_path / "probe"
+    args = ["probe", "--embeddings", emb, "--train-split", "train", "--eval-split", "test", "--task", "modality",
+            "--shots", "1,2", "--repeats", "2", "--output", out]  # fmt: skip
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    assert sorted(p.name for p in out.iterdir()) == ["learning_curve_modality.png", "results.json"]
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    (out / "notes.txt").write_text("mine")
+    refused = cli(*args)
+    assert refused.exit_code == 1 and "holds files probe did not write (notes.txt)" in refused.stderr
+    assert (out / "notes.txt").read_text() == "mine"

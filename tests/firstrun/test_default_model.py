@@ -69,3 +69,40 @@ def test_a_weights_file_is_named_with_its_sha256(cli, scan, tmp_path):
     by_file = cli("classify", scan, "--labels", "brain,chest", "--encoder", "test-vit", "--pretrained", bundle / "model.safetensors", "--json")
     assert by_file.exit_code == 0, by_file.output
     assert json.loads(by_file.stdout)[0]["weights"] == f"file {bundle / 'model.safetensors'} (sha256 {digest})"
+
+
+@pytest.mark.parametrize("command", ["embed", "probe", "explain", "search"])
+def test_an_encoder_without_pretrained_gets_its_canonical_weights_in_every_command(command, scan, tmp_path):
+    """`--encoder vit-b-32` means the OpenAI weights everywhere (the help says so); embed, probe,
+    explain and search used to build random towers without a word."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    records = [{"image": f"a{i}", "modality": "CT" if i % 2 else "MR", "caption": f"scan {i}"} for i in range(4)]
+    data = write_medpix(tmp_path / "data", "train", records)
+    write_medpix(tmp_path / "data", "dev", records)
+    files = tmp_path / "embeddings.parquet"
+    if command == "search":  # a file embedded by random towers, searched with the encoder's default weights
+        made = run_medclip("embed", "--data", data, "--encoder", "test-vit", "--pretrained", "none", "-o", files, "--device", "cpu")
+        assert made.returncode == 0, made.stderr
+    args = {
+        "embed": ["--data", data, "-o", files],
+        "probe": ["--data", data, "--train-split", "train", "--eval-split", "dev", "--task", "modality"],
+        "explain": [scan, "--labels", "brain,chest", "--output", tmp_path / "maps"],
+        "search": [files, "brain"],
+    }[command]
+    result = run_medclip(command, *args, "--encoder", "vit-b-32", "--device", "cpu", env=env)
+    assert result.returncode == 1, result.stderr
+    assert "pretrained weights 'openai' for ViT-B-32 are not in the local cache" in result.stderr
+
+
+def test_a_model_name_stays_a_name_and_a_folder_becomes_absolute(tmp_path, monkeypatch):
+    from medclip_cli.models.source import model_source, model_sources
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "best").mkdir(parents=True)
+    # `probe --model biomedclip` / `embed --model hf-hub:org/name` were looked up as ./biomedclip.
+    assert model_source("biomedclip") == {"model": "biomedclip"}
+    assert model_source("hf-hub:org/name") == {"model": "hf-hub:org/name"}
+    assert model_source("runs/best") == {"model": str(tmp_path / "runs" / "best")}
+    sources = model_sources([], ["vit-b-32", "test-vit"], [])
+    assert [(s["encoder"], s["pretrained"]) for s in sources] == [("vit-b-32", "openai"), ("test-vit", "none")]
+    assert [s["encoder"] for s in model_sources([], [], [], default_model=True)] == ["vit-b-32"]

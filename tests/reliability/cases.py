@@ -541,3 +541,7 @@ CASES: list[Case] = [
 from tests.reliability.cases_hostile import HOSTILE_CASES  # noqa: E402  (issue 17; they use the helpers above)
 
 CASES += HOSTILE_CASES
+
+from tests.reliability.cases_session5 import SESSION5_CASES  # noqa: E402  (session 5's features; helpers above)
+
+CASES += SESSION5_CASES

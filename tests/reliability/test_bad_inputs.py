@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import message_lines
 from tests.reliability.cases import CASES, Env
 
 
@@ -22,7 +23,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 def _one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = message_lines(stderr)  # progress lines a log holds before the error do not count
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
     return lines[0]
 

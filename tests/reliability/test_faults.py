@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from medclip_cli.training import checkpoint
+from tests.conftest import message_lines
 from tests.reliability import inputs as make
 
 
@@ -56,7 +57,7 @@ def test_disk_full_while_checkpointing_stops_clearly_and_keeps_the_last_good_che
     result = cli(*_finetune_args(data, out, "--max-steps", "4"))
 
     assert result.exit_code == 1, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = message_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "No space left on device" in lines[0] and str(out / "checkpoints") in lines[0]
     assert "--resume" in lines[0]  # what to do once there is space again

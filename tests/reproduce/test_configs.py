@@ -187,11 +187,12 @@ def test_data_column_keys_parse_and_reach_every_split(cli, own_configs, tmp_path
         (
             "data.image_colum=path",
             "unknown key data.image_colum (known: path, dataset, train_split, val_split, eval_split, "
-            "image_column, caption_column, label_columns, split_column, finding_columns)",
+            "image_column, caption_column, label_columns, split_column, finding_columns, findings_convention)",
         ),
         ("data.label_columns=3", "data.label_columns must be a list of column names, not 3"),
         ("data.caption_column=[1]", "data.caption_column must be a column name"),
         ("data.finding_columns=3", "data.finding_columns must be a list of column names, not 3"),
+        ("data.findings_convention=chexpret", "data.findings_convention must be chexpert or binary, not 'chexpret'"),
     ],
 )
 def test_bad_data_column_keys_are_usage_errors(override, message):
