@@ -69,10 +69,23 @@ def read_regular(path: str | Path, error: type[MedclipError], what: str = "file"
         size = os.fstat(fh.fileno()).st_size
         if limit is not None and size > limit:
             raise error(f"{path}: {size:,} bytes, more than the limit of {limit:,} for {_article(what)}; refused")
-        data = fh.read() if limit is None else fh.read(limit + 1)
+        data = fh.read() if limit is None else _read_at_most(fh, limit + 1)
     if limit is not None and len(data) > limit:
         raise error(f"{path}: more than the limit of {limit:,} bytes for {_article(what)}; refused")
     return data
+
+
+def _read_at_most(fh, n: int) -> bytes:
+    """Up to ``n`` bytes, in pieces: ``fh.read(n)`` would reserve all ``n`` bytes at once (4 GiB for
+    a manifest's limit, whatever the file's size), which fails under an address-space limit."""
+    chunks, left = [], n
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _article(what: str) -> str:
