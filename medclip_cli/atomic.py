@@ -79,3 +79,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_png(figure, path: str | Path) -> Path:
+    """A matplotlib figure written atomically as ``path`` (PNG, 100 dpi)."""
+    path = Path(path)
+    with atomic_open(path) as fh:
+        figure.savefig(fh, format="png", dpi=100)
+    return path

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medclip_cli.atomic import atomic_open
+from medclip_cli.atomic import save_png
 
 ECE_BINS = 15
 #: Temperatures searched (log-uniform bounds): far wider than any useful value.
@@ -143,7 +143,4 @@ def save_reliability_png(logits: np.ndarray, y_true: Sequence[int], temperature:
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    path = Path(path)
-    with atomic_open(path) as fh:
-        figure.savefig(fh, format="png", dpi=100)
-    return path
+    return save_png(figure, path)

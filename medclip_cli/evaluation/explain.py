@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from medclip_cli.atomic import atomic_open
+from medclip_cli.atomic import atomic_open, save_png
 from medclip_cli.errors import UsageError
 
 
@@ -204,9 +204,7 @@ def save_explanations(pixels: np.ndarray, explanations: Sequence[Explanation], o
         axes.set_title(f"{e.label}: p={e.probability:.3f}, cos={e.similarity:.3f}", fontsize=10)
         axes.axis("off")
         figure.tight_layout()
-        with atomic_open(base.with_suffix(".png")) as fh:
-            figure.savefig(fh, format="png", dpi=100)
-        written.append(base.with_suffix(".png"))
+        written.append(save_png(figure, base.with_suffix(".png")))
     return written
 
 

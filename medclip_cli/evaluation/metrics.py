@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medclip_cli.atomic import atomic_open
+from medclip_cli.atomic import save_png
 
 TOP_K = 5  # accuracy@5 is reported only when a task has more classes than this
 # Metrics where a smaller number is the better model: losses and ranks (every other metric here,
@@ -109,10 +109,7 @@ def _number(value: float) -> float | None:
 def save_confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Draw the confusion matrix (rows: true, columns: predicted) as a PNG, written atomically."""
     figure = confusion_figure(matrix, class_names, title)
-    path = Path(path)
-    with atomic_open(path) as fh:
-        figure.savefig(fh, format="png", dpi=100)
-    return path
+    return save_png(figure, path)
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str = ""):

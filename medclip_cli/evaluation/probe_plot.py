@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medclip_cli.atomic import atomic_open
+from medclip_cli.atomic import save_png
 
 
 def save_learning_curve(task: dict, name: str, path: str | Path, metric: str = "accuracy@1") -> Path:
@@ -35,7 +35,4 @@ def save_learning_curve(task: dict, name: str, path: str | Path, metric: str = "
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="lower right")
     figure.tight_layout()
-    path = Path(path)
-    with atomic_open(path) as fh:
-        figure.savefig(fh, format="png", dpi=100)
-    return path
+    return save_png(figure, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medclip_cli.atomic import atomic_open
+from medclip_cli.atomic import save_png
 
 #: Validation figures drawn on the 0–1 panel (ranks and losses have their own scales).
 _UNIT_METRICS = ("_acc", "R@1", "R@5")
@@ -45,8 +45,5 @@ def save_training_curves_png(histories: dict[int, list[dict]], path: str | Path,
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as fh:
-        figure.savefig(fh, format="png", dpi=100)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save_png(figure, path)
