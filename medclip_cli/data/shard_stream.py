@@ -233,17 +233,14 @@ def decode_sample(raw: RawSample, preprocess) -> tuple[np.ndarray, str, dict[str
     image_ext = next((ext for ext in raw.members if f".{ext}" in IMAGE_SUFFIXES), None)
     if image_ext is None:
         raise DataError(f"{where}: has no image member; skipped")
-    meta: dict = {}
-    if "json" in raw.members:
-        try:
-            meta = json.loads(raw.members["json"].decode("utf-8"))
-        except ValueError:
-            meta = {}
-        meta = meta if isinstance(meta, dict) else {}
-    caption = raw.members["txt"].decode("utf-8", errors="replace").strip() if "txt" in raw.members else meta.get("caption")
+    txt = raw.members["txt"].decode("utf-8", errors="replace") if "txt" in raw.members else None
+    try:  # a .json that is not UTF-8 is ignored, as one that is not JSON
+        json_text = raw.members["json"].decode("utf-8") if "json" in raw.members else None
+    except UnicodeDecodeError:
+        json_text = None
+    caption, labels, _, _ = shards.sample_text(txt, json_text)
     if not isinstance(caption, str) or not caption.strip():
         raise DataError(f"{where}: no caption (.txt, or \"caption\" in .json); skipped")
-    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items() if v is not None}
     pixels = resize_to_uint8(load_image_bytes(f"{where}.{image_ext}", raw.members[image_ext]), preprocess)
     return pixels, caption.strip(), labels
 

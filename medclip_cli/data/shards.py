@@ -78,6 +78,21 @@ def _key(name: str) -> tuple[str, str]:
     return prefix + stem, ext.lower()
 
 
+def sample_text(txt: str | None, json_text: str | None) -> tuple[str | None, dict[str, str], dict, bool]:
+    """(caption, labels, metadata, whether the .json parsed) of a sample's ``.txt`` and ``.json``
+    members: the caption is the ``.txt``, else the JSON's ``caption``; labels are its ``labels``."""
+    meta, json_ok = {}, True
+    if json_text is not None:
+        try:
+            meta = json.loads(json_text)
+        except ValueError:
+            json_ok = False
+        meta = meta if isinstance(meta, dict) else {}
+    caption = txt.strip() if txt is not None else meta.get("caption")
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items() if v is not None}
+    return caption, labels, meta, json_ok
+
+
 def _unpack_dir(tar: Path) -> Path:
     st = tar.stat()
     ident = hashlib.sha256(f"{tar.absolute()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
@@ -118,15 +133,9 @@ def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
         if "image" not in entry:
             problems.append(f"{tar}: sample {key!r} has no image; skipped")
             continue
-        meta = {}
-        if "json" in entry:
-            try:
-                meta = json.loads(entry["json"])
-            except ValueError:
-                problems.append(f"{tar}: {key}.json is not JSON; its labels are ignored")
-            meta = meta if isinstance(meta, dict) else {}
-        caption = entry["txt"].strip() if "txt" in entry else meta.get("caption")
-        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items() if v is not None}
+        caption, labels, meta, json_ok = sample_text(entry.get("txt"), entry.get("json"))
+        if not json_ok:
+            problems.append(f"{tar}: {key}.json is not JSON; its labels are ignored")
         samples.append(Sample(str(meta.get("id") or f"{tar.stem}/{key}"), entry["image"], caption, labels))
     return samples, problems
 
@@ -157,8 +166,6 @@ def write_shards(dataset: Dataset, out: Path, per_shard: int = 1000, progress: P
     ``.txt`` (caption, when it has one) and ``.json`` (id, caption, labels). Each shard is written
     under a temporary name and renamed, then ``sizes.json`` (samples per shard). Unreadable images
     are skipped; returns the shards."""
-    import io
-
     if per_shard < 1:
         raise UsageError(f"--samples-per-shard {per_shard}: must be 1 or more")
     check_shard_output(dataset.root, out)
