@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from medclip_cli.data import limits, shards
+from medclip_cli.data import shards, tar_members
 from medclip_cli.data.dataset import file_identity
 from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.errors import DataError, ImageError, UsageError
@@ -105,7 +105,7 @@ def count_samples(tar: Path) -> int:
     """Samples with an image member in ``tar``, from its headers (the member data is skipped)."""
     keys = set()
     try:
-        size = float("inf") if _compressed(tar) else tar.stat().st_size
+        size = float("inf") if tar_members.compressed(tar) else tar.stat().st_size
         with tarfile.open(tar, mode="r:*") as archive:
             for member in archive:
                 if member.offset_data + member.size > size:  # tarfile itself reads a cut-off tar quietly
@@ -113,27 +113,10 @@ def count_samples(tar: Path) -> int:
                 key, ext = shards.sample_key(member.name)
                 if member.isfile() and f".{ext}" in IMAGE_SUFFIXES:
                     keys.add(key)
-            _check_end(tar, archive)
+            tar_members.check_end(tar, archive)
     except _BROKEN as exc:
         raise DataError(f"{tar}: not a readable tar shard ({exc})", hint="re-create it (medclip data shard) or remove it") from exc
     return len(keys)
-
-
-def _compressed(tar: Path) -> bool:
-    with open(tar, "rb") as fh:
-        return fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ"))  # gzip, bzip2, xz
-
-
-def _check_end(tar: Path, archive: tarfile.TarFile) -> None:
-    """A tar cut off between members or inside a header ends tarfile's iteration without an error:
-    after the last member, an uncompressed tar holds zero blocks and nothing else."""
-    if _compressed(tar):  # its offsets are not the file's
-        return
-    with open(tar, "rb") as fh:
-        fh.seek(archive.offset)
-        tail = fh.read(1 << 20)
-        if not tail or tail.strip(b"\0"):  # every writer ends a tar with zero blocks
-            raise tarfile.ReadError(f"cut off after byte {archive.offset}")
 
 
 def epoch_shards(names: Sequence[str], seed: int, epoch: int) -> list[str]:
@@ -168,6 +151,7 @@ class RawSample:
     members: dict[str, bytes]
     primary: bool = True  # False: read again to top a worker's epoch up (its shard is done already)
     problem: str | None = None  # why it cannot train, found before its bytes were read
+    last: bool = False  # the shard's last sample, the shard read to its end
 
 
 @dataclass(frozen=True)
@@ -187,37 +171,34 @@ class _Done:  # every sample of this shard is in a batch
 
 
 def read_shard(tar: Path, primary: bool = True) -> Iterator[RawSample | _Skip | _Read]:
-    """The samples of ``tar`` in order (consecutive members with one key), then a ``_Read``. A
-    shard that cannot be opened or breaks off (truncated) yields a ``_Skip`` saying so after the
-    samples read before it; the sample it broke in is dropped."""
-    wanted = IMAGE_SUFFIXES | {".txt", ".json"}
+    """The samples of ``tar`` in order (consecutive members with one key), then a ``_Read``; the
+    members come from :func:`~medclip_cli.data.tar_members.read_members`, with the cached path's
+    checks. The last sample of a shard read to its end is marked ``last``. A shard that cannot be
+    opened or breaks off (truncated) yields a ``_Skip`` saying so after the samples read before it;
+    the sample it broke in is dropped (kept when the tar broke off after its last member)."""
     current: RawSample | None = None
     read = 0
+    broken: tar_members.BrokenShard | None = None
     try:
-        with tarfile.open(tar, mode="r|*") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                key, ext = shards.sample_key(member.name)
-                if current is not None and key != current.key:
-                    yield current
-                    read += 1
-                    current = None
-                if current is None:
-                    current = RawSample(tar.name, key, {}, primary)
-                if member.size > limits.value(limits.BYTES):  # never read into memory
-                    current.problem = f"{tar.name}/{member.name}: {member.size:,} bytes, over {limits.BYTES.option}; skipped"
-                elif f".{ext}" in wanted:
-                    data = archive.extractfile(member).read()
-                    if len(data) != member.size:  # a cut-off tar reads short, quietly
-                        raise tarfile.ReadError(f"truncated in member {member.name}")
-                    current.members[ext] = data
-            if current is not None:  # complete: the tar broke off after it, if at all
+        for member in tar_members.read_members(tar):
+            if current is not None and member.key != current.key:
                 yield current
                 read += 1
-            _check_end(tar, archive)
-    except _BROKEN as exc:
-        yield _Skip(f"{tar}: unreadable after {read} sample(s) ({exc}); the rest of the shard is skipped")
+                current = None
+            if current is None:
+                current = RawSample(tar.name, member.key, {}, primary)
+            if member.problem is not None:
+                current.problem = current.problem or member.problem
+            else:
+                current.members[member.ext] = member.data
+    except tar_members.BrokenShard as exc:
+        broken = exc
+    if current is not None and (broken is None or broken.at_end):
+        current.last = broken is None
+        yield current
+        read += 1
+    if broken is not None:
+        yield _Skip(f"{tar}: unreadable after {read} sample(s) ({broken.reason}); the rest of the shard is skipped")
     yield _Read(tar.name, primary)
 
 
@@ -241,6 +222,9 @@ def decode_sample(raw: RawSample, preprocess) -> tuple[np.ndarray, str, dict[str
     caption, labels, _, _ = shards.sample_text(txt, json_text)
     if not isinstance(caption, str) or not caption.strip():
         raise DataError(f"{where}: no caption (.txt, or \"caption\" in .json); skipped")
+    refused = tar_members.caption_problem(f"{raw.shard}: sample {raw.key!r}", caption)
+    if refused is not None:
+        raise DataError(refused)
     pixels = resize_to_uint8(load_image_bytes(f"{where}.{image_ext}", raw.members[image_ext]), preprocess)
     return pixels, caption.strip(), labels
 
@@ -287,7 +271,7 @@ class WorkerStream:
 
         for item in source:
             if isinstance(item, _Read):
-                if item.primary:
+                if item.primary and item.shard not in read:
                     read.add(item.shard)
                     if not held.get(item.shard):
                         yield _Done(item.shard)
@@ -298,6 +282,8 @@ class WorkerStream:
             buf.append(item)
             if item.primary:
                 held[item.shard] = held.get(item.shard, 0) + 1
+                if item.last:  # known read to its end now: done with the batch that takes its last sample
+                    read.add(item.shard)
             if len(buf) >= self.buffer:
                 yield from pop()
         while buf:

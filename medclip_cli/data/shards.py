@@ -26,8 +26,8 @@ from pathlib import Path
 import re
 
 from medclip_cli.atomic import atomic_dir, atomic_open
+from medclip_cli.data import tar_members
 from medclip_cli.data.dataset import Dataset, Sample
-from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.labels import LabelField
 from medclip_cli.errors import DataError, OutputError, UsageError
@@ -68,14 +68,7 @@ def split_tars(path: Path, split: str) -> list[Path]:
 
 def sample_key(name: str) -> tuple[str, str]:
     """A member's (sample key, lower-case extension): ``a/b/0001.seg.png`` -> (``a/b/0001``, ``seg.png``)."""
-    return _key(name)
-
-
-def _key(name: str) -> tuple[str, str]:
-    base = name.rsplit("/", 1)[-1]
-    stem, _, ext = base.partition(".")
-    prefix = name[: len(name) - len(base)]
-    return prefix + stem, ext.lower()
+    return tar_members.sample_key(name)
 
 
 def sample_text(txt: str | None, json_text: str | None) -> tuple[str | None, dict[str, str], dict, bool]:
@@ -100,40 +93,42 @@ def _unpack_dir(tar: Path) -> Path:
 
 
 def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
-    """The samples of one shard, its images unpacked (once) into the shard cache."""
+    """The samples of one shard, its images unpacked (once) into the shard cache. Its members come
+    from :func:`~medclip_cli.data.tar_members.read_members`, with the streamed path's checks: a
+    sample with a refused member is skipped, listed among the problems; a broken tar stops here."""
     folder = _unpack_dir(tar)
     unpacked = (folder / _DONE).is_file()
     found: dict[str, dict] = {}
-    problems: list[str] = []
-    try:
-        with tarfile.open(tar, mode="r|*") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                key, ext = _key(member.name)
-                entry = found.setdefault(key, {})
-                if f".{ext}" in IMAGE_SUFFIXES:
-                    safe = hashlib.sha256(key.encode()).hexdigest()[:16]
-                    target = folder / f"{safe}.{ext}"
-                    entry["image"] = target
-                    if not unpacked:
-                        data = archive.extractfile(member).read()
-                        folder.mkdir(parents=True, exist_ok=True)
-                        with atomic_open(target) as fh:
-                            fh.write(data)
-                elif ext in ("txt", "json"):
-                    entry[ext] = archive.extractfile(member).read().decode("utf-8", errors="replace")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{tar}: not a readable tar shard ({exc})", hint="re-create it (medclip data shard) or remove it") from exc
+    for member in tar_members.read_members(tar, read_images=not unpacked):  # BrokenShard: one line
+        entry = found.setdefault(member.key, {})
+        if member.problem is not None:
+            entry.setdefault("problem", member.problem)
+        elif tar_members.is_image(member.ext):
+            safe = hashlib.sha256(member.key.encode()).hexdigest()[:16]
+            target = folder / f"{safe}.{member.ext}"  # never the member's own name
+            entry["image"] = target
+            if member.data is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                with atomic_open(target) as fh:
+                    fh.write(member.data)
+        else:
+            entry[member.ext] = member.data.decode("utf-8", errors="replace")
     if not unpacked:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / _DONE).write_text(str(tar.absolute()))
-    samples = []
+    samples, problems = [], []
     for key, entry in found.items():
+        if "problem" in entry:
+            problems.append(entry["problem"])
+            continue
         if "image" not in entry:
             problems.append(f"{tar}: sample {key!r} has no image; skipped")
             continue
         caption, labels, meta, json_ok = sample_text(entry.get("txt"), entry.get("json"))
+        refused = tar_members.caption_problem(f"{tar}: sample {key!r}", caption)
+        if refused is not None:
+            problems.append(refused)
+            continue
         if not json_ok:
             problems.append(f"{tar}: {key}.json is not JSON; its labels are ignored")
         samples.append(Sample(str(meta.get("id") or f"{tar.stem}/{key}"), entry["image"], caption, labels))

@@ -8,10 +8,13 @@ each epoch still to run it starts a ``torch.utils.data.DataLoader`` over :class:
 ``(m − first) mod workers``; the DataLoader returns them in that order, checked here.
 
 Resume, at shard granularity: :meth:`StreamBatches.progress` is the epoch and the shards done in
-it (every sample of them in a batch already trained on); a checkpoint stores it, and a resumed run
-reads the epoch's other shards (split again over ranks × workers) for the rest of the epoch. An
-epoch boundary resumes bit for bit; inside an epoch the rest of the epoch reads those shards, not
-the same batches (see the README, "Streaming from shards").
+it: those every sample of which was in a micro-batch that a *completed* optimizer step applied.
+Each micro-batch notes the shards it finishes; the checkpoint counts only those of the first
+``applied`` micro-batches of the epoch (the trainer's position × ``grad_accum``), so a batch handed
+out to a step that a stop request then abandons counts for nothing. A resumed run reads the epoch's
+other shards (split again over ranks × workers) for the rest of the epoch. An epoch boundary
+resumes bit for bit; inside an epoch the rest of the epoch reads those shards, not the same batches
+(see the README, "Streaming from shards").
 """
 
 from __future__ import annotations
@@ -101,13 +104,19 @@ class StreamBatches:
         self.resumed = resumed if isinstance(resumed, dict) else None
         self.report = progress
         self.epoch = self.segments[0][0] if self.segments else 0
-        self.done: set[str] = set()
+        # Shards done before this run resumed inside the epoch, then (micro-batch, shards it finished).
+        self.resumed_done: set[str] = self._resumed_done(*self.segments[0][:2]) if self.segments else set()
+        self.finished: list[tuple[int, list[str]]] = []
         self.keys: list[str] = []  # shard/key of each pair of the last batch handed out
 
-    def progress(self) -> dict:
-        """What a checkpoint records: the epoch and its shards whose samples have all been trained
-        on, by any rank (every rank calls this: it gathers their sets)."""
-        done = set(self.done)
+    def progress(self, epoch: int, applied: int) -> dict:
+        """What a checkpoint records when the trainer is in ``epoch`` with its first ``applied``
+        micro-batches applied by completed steps: the stream's epoch and the shards of it whose
+        samples have all been trained on, by any rank (every rank calls this: it gathers their sets).
+        Batches handed out beyond ``applied`` (a step abandoned half-way) count for nothing."""
+        if epoch != self.epoch:  # the stream's epoch ended (every batch of it applied), the next not begun
+            applied = None
+        done = self.resumed_done | {s for micro, names in self.finished if applied is None or micro < applied for s in names}
         if self.info.enabled:
             import torch.distributed as dist
 
@@ -116,11 +125,14 @@ class StreamBatches:
             done = done.union(*parts)
         return {"epoch": self.epoch, "done": sorted(done)}
 
-    def _remaining(self, epoch: int, first: int, order: list[str]) -> list[str]:
-        self.epoch, self.done = epoch, set()
+    def _resumed_done(self, epoch: int, first: int) -> set[str]:
         if first > 0 and self.resumed is not None and self.resumed.get("epoch") == epoch:
-            self.done = {str(name) for name in self.resumed.get("done", [])}
-        return [name for name in order if name not in self.done]
+            return {str(name) for name in self.resumed.get("done", [])}
+        return set()
+
+    def _remaining(self, epoch: int, first: int, order: list[str]) -> list[str]:
+        self.epoch, self.resumed_done, self.finished = epoch, self._resumed_done(epoch, first), []
+        return [name for name in order if name not in self.resumed_done]
 
     def _loader(self, epoch: int, first: int, count: int) -> DataLoader:
         cfg, info = self.cfg, self.info
@@ -150,7 +162,8 @@ class StreamBatches:
                     waiting[int(item["micro"])] = item
                     while expected in waiting:
                         item = waiting.pop(expected)
-                        self.done.update(item["done"])  # before the trainer takes it: a checkpoint after it counts it
+                        if item["done"]:  # counted by a checkpoint once a completed step has applied this batch
+                            self.finished.append((expected, list(item["done"])))
                         skipped += item["skipped"]
                         self.keys = list(item["keys"])
                         if expected == first + count - 1 and skipped:

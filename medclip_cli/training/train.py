@@ -383,7 +383,8 @@ class _Run:
         if t.last_checkpoint is not None and self._saved_at == here and t.last_checkpoint.is_dir():
             return t.last_checkpoint  # a stop right after a periodic save: that one is this state
         path = self.out / ckpt.CHECKPOINT_DIR / f"step-{t.step:08d}"
-        stream = self.batches.progress() if self.cfg.stream else None  # every rank's shards: a collective
+        # The shards of the micro-batches that completed steps applied, on every rank: a collective.
+        stream = self.batches.progress(t.epoch, t.position * self.cfg.grad_accum) if self.cfg.stream else None
         if self.info.is_main:
             state = {
                 **t.state(),

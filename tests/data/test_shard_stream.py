@@ -188,7 +188,7 @@ def test_resuming_inside_an_epoch_rereads_only_unfinished_shards_and_loses_no_sa
     for k, _ in enumerate(before):
         taken += before.keys
         if k == 3:  # "killed" after 4 batches: the checkpoint holds this record
-            record = before.progress()
+            record = before.progress(0, 4)  # the trainer at epoch 0 with 4 micro-batches applied
             break
     assert record["epoch"] == 0 and record["done"]
     for shard in record["done"]:  # a shard counts as done only once all its samples were trained on
@@ -208,5 +208,5 @@ def test_a_member_over_the_byte_limit_is_skipped_without_being_read(tmp_path, mo
     monkeypatch.setenv("MEDCLIP_MAX_IMAGE_BYTES", "100")  # smaller than any PNG written above
     samples = [item for item in read_shard(tmp_path / "s" / "00000.tar") if hasattr(item, "members")]
     assert len(samples) == 2 and all("png" not in s.members for s in samples)
-    with pytest.raises(DataError, match=r"00000\.tar/s0_0\.png: .* bytes, over --max-image-bytes; skipped"):
+    with pytest.raises(DataError, match=r"00000\.tar: member .s0_0\.png.: .* bytes, over --max-image-bytes; skipped"):
         decode_sample(samples[0], PreprocessConfig(image_size=12))
