@@ -115,6 +115,8 @@ def evaluate(
     if finding_columns:
         data_options.update(finding_columns=finding_columns, findings_convention=findings_convention)
     dataset = load_dataset(data, split, dataset_kind, **data_options)
+    if dataset.format == "webdataset" and dataset.problems:  # shard samples skipped while reading
+        ui.warning(f"{split}: skipped {len(dataset.problems)} shard sample(s), e.g. {dataset.problems[0]}; `medclip data check` lists them")
     calibration = None
     if calibrate_on is not None:
         if calibrate_on == split:

@@ -175,7 +175,7 @@ def read_shard(tar: Path, primary: bool = True) -> Iterator[RawSample | _Skip | 
     members come from :func:`~medclip_cli.data.tar_members.read_members`, with the cached path's
     checks. The last sample of a shard read to its end is marked ``last``. A shard that cannot be
     opened or breaks off (truncated) yields a ``_Skip`` saying so after the samples read before it;
-    the sample it broke in is dropped (kept when the tar broke off after its last member)."""
+    the sample it broke in is dropped."""
     current: RawSample | None = None
     read = 0
     broken: tar_members.BrokenShard | None = None
@@ -193,7 +193,7 @@ def read_shard(tar: Path, primary: bool = True) -> Iterator[RawSample | _Skip | 
                 current.members[member.ext] = member.data
     except tar_members.BrokenShard as exc:
         broken = exc
-    if current is not None and (broken is None or broken.at_end):
+    if current is not None and (broken is None or broken.key != current.key):  # complete before the break
         current.last = broken is None
         yield current
         read += 1

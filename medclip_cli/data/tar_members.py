@@ -36,11 +36,12 @@ _REMAKE = "re-create the shard (medclip data shard) or remove it"
 
 
 class BrokenShard(DataError):
-    """A shard that cannot be opened or breaks off; ``at_end``: after its last complete member."""
+    """A shard that cannot be opened or breaks off: ``key`` the sample of the member it broke in
+    (None: between members or at the end, after every member yielded)."""
 
-    def __init__(self, tar: Path, reason: str, at_end: bool) -> None:
+    def __init__(self, tar: Path, reason: str, key: str | None = None) -> None:
         super().__init__(f"{tar}: not a readable tar shard ({reason})", hint=_REMAKE)
-        self.reason, self.at_end = reason, at_end
+        self.reason, self.key = reason, key
 
 
 @dataclass(frozen=True)
@@ -87,19 +88,19 @@ def read_members(tar: Path, read_images: bool = True) -> Iterator[Member]:
                     yield Member(key, ext, None, problem)
                     continue
                 if size is not None and member.offset_data + member.size > size:  # cut off inside it
-                    raise BrokenShard(tar, f"truncated in member {excerpt(member.name)!r}", at_end=False)
+                    raise BrokenShard(tar, f"truncated in member {excerpt(member.name)!r}", key)
                 if not read_images and is_image(ext):
                     yield Member(key, ext, None)
                     continue
                 data = archive.extractfile(member).read()
                 if len(data) != member.size:  # a cut-off compressed tar reads short, quietly
-                    raise BrokenShard(tar, f"truncated in member {excerpt(member.name)!r}", at_end=False)
+                    raise BrokenShard(tar, f"truncated in member {excerpt(member.name)!r}", key)
                 yield Member(key, ext, data)
             check_end(tar, archive)
     except BrokenShard:
         raise
     except _BROKEN as exc:
-        raise BrokenShard(tar, str(exc) or type(exc).__name__, at_end=isinstance(exc, _CutOff)) from exc
+        raise BrokenShard(tar, str(exc) or type(exc).__name__) from exc
 
 
 def _problem(tar: Path, member: tarfile.TarInfo, ext: str) -> str | None:
@@ -124,10 +125,6 @@ def caption_problem(where: str, caption: str | None) -> str | None:
     return None
 
 
-class _CutOff(tarfile.ReadError):
-    """The tar ends without its end-of-archive blocks: cut off after its last complete member."""
-
-
 def compressed(tar: Path) -> bool:
     """Whether ``tar`` is gzip, bzip2 or xz compressed (tarfile reads it as it is)."""
     with open(tar, "rb") as fh:
@@ -143,5 +140,5 @@ def check_end(tar: Path, archive: tarfile.TarFile) -> None:
         fh.seek(archive.offset)
         tail = fh.read(1 << 20)
         if not tail or tail.strip(b"\0"):  # every writer ends a tar with zero blocks
-            raise _CutOff(f"cut off after byte {archive.offset}")
+            raise tarfile.ReadError(f"cut off after byte {archive.offset}")
 

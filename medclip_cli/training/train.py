@@ -179,6 +179,9 @@ class _Run:
         val_ds = load_dataset(cfg.data, cfg.val_split, cfg.dataset_format, **options) if cfg.val_split else None
         for task in cfg.val_tasks:
             val_ds.label_field(task)
+        for ds in (train_ds, val_ds):  # shard samples skipped while reading (data check lists them all)
+            if getattr(ds, "format", None) == "webdataset" and ds.problems:
+                self.progress.log(f"{ds.split}: skipped {len(ds.problems)} shard sample(s), e.g. {ds.problems[0]}")
         soft = dict(strict=cfg.strict, soft_label=cfg.soft_label, soft=cfg.soft_targets, cache=cfg.cache)
         for name in cfg.label_text_fields:
             train_ds.label_field(name)  # unknown field: usage error naming the known ones

@@ -545,3 +545,7 @@ CASES += HOSTILE_CASES
 from tests.reliability.cases_session5 import SESSION5_CASES  # noqa: E402  (session 5's features; helpers above)
 
 CASES += SESSION5_CASES
+
+from tests.reliability.cases_shards import SHARD_CASES  # noqa: E402  (hostile WebDataset shards; helpers above)
+
+CASES += SHARD_CASES
