@@ -33,6 +33,7 @@ TEXT_EXTS = ("txt", "json")
 MAX_TEXT_BYTES = 4 * MAX_FIELD_CHARS
 _BROKEN = (tarfile.TarError, OSError, EOFError, UnicodeDecodeError)
 _REMAKE = "re-create the shard (medclip data shard) or remove it"
+_SKIPPED = "sample skipped (re-create the shard with medclip data shard)"
 
 
 class BrokenShard(DataError):
@@ -107,10 +108,10 @@ def _problem(tar: Path, member: tarfile.TarInfo, ext: str) -> str | None:
     where = f"{tar}: member {excerpt(member.name)!r}"
     if not member.isfile():
         kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "not a regular file"
-        return f"{where}: {kind} in the tar, not read; sample skipped ({_REMAKE})"
+        return f"{where}: {kind} in the tar, not read; {_SKIPPED}"
     parts = member.name.split("/")
     if member.name.startswith("/") or ".." in parts:
-        return f"{where}: an absolute member name or one with '..'; sample skipped ({_REMAKE})"
+        return f"{where}: an absolute member name or one with '..'; {_SKIPPED}"
     if is_image(ext) and member.size > limits.value(limits.BYTES):  # never read into memory
         return f"{where}: {member.size:,} bytes, over {limits.BYTES.option}; skipped"
     if ext in TEXT_EXTS and member.size > MAX_TEXT_BYTES:

@@ -18,6 +18,21 @@ LINKS = {
     "fifo": (tarfile.FIFOTYPE, ""),
 }
 
+_SKIPPED = "sample skipped (re-create the shard"
+CUT = "not a readable tar shard (truncated in member 'cut.png')"
+# (kind, the input in words, the line every path shows, extra global options)
+KINDS = [
+    ("symlink", "a symlink member evil.png -> /etc/passwd", "member 'evil.png': a symbolic link in the tar, not read; " + _SKIPPED, []),
+    ("hardlink", "a hard-link member evil.png -> 000001.png", "member 'evil.png': a hard link in the tar, not read; " + _SKIPPED, []),
+    ("device", "a character-device member evil.png (1, 3)", "member 'evil.png': not a regular file in the tar, not read; " + _SKIPPED, []),
+    ("fifo", "a FIFO member evil.png", "member 'evil.png': not a regular file in the tar, not read; " + _SKIPPED, []),
+    ("dotdot", "members named ../../pwned.png and .txt", "member '../../pwned.png': an absolute member name or one with '..'; " + _SKIPPED, []),
+    ("absolute", "members named /tmp/medclip-pwned.png and .txt", "member '/tmp/medclip-pwned.png': an absolute member name or one with '..'", []),
+    ("big-image", "an image member of 20 KB under --max-image-bytes 10000", "member 'big.png': 20,", ["--max-image-bytes", "10000"]),
+    ("big-caption", "a .txt member of 4,000,001 bytes (over the caption limit)",
+     "member 'long.txt': 4,000,001 bytes, over the 4,000,000-byte limit of a caption member; skipped", []),
+]
+
 
 def _png(seed: int) -> bytes:
     from PIL import Image

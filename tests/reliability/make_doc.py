@@ -12,7 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from tests.reliability import test_faults, test_fuzz, test_hostile, test_real_process
+from tests.reliability import test_faults, test_fuzz, test_hostile, test_real_process, test_shard_hostile
 from tests.reliability.cases import AREAS, CASES, Case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,11 @@ their root, and their cases are rows above (`tests/reliability/cases_hostile.py`
   with the same limits for CSV and JSON lines;
 - resume checks what it loads; a run that died before its first checkpoint is started again by
   the same command; a bundle carries a checksum of its weights, and NaN weights or a zero std are
-  refused by name; plugins that exit, raise `KeyboardInterrupt` or print are that plugin's failure.
+  refused by name; plugins that exit, raise `KeyboardInterrupt` or print are that plugin's failure;
+- WebDataset shards are read by one member reader on the cached and the streamed path
+  (`medclip_cli/data/tar_members.py`): a link, device, FIFO, `..` or absolute member, or one over
+  `--max-image-bytes` or the caption limit, skips its sample with the same line on both; nothing is
+  ever written under a member's name.
 """
 
 _HOW_TO_ADD = """\
@@ -97,7 +101,7 @@ def _tests_of(module) -> list[tuple[str, str]]:
 
 def render(cases: list[Case], passed: set[str]) -> str:
     faults, fuzz = _tests_of(test_faults), _tests_of(test_fuzz)
-    hostile = _tests_of(test_hostile)
+    hostile = _tests_of(test_hostile) + _tests_of(test_shard_hostile)
     parts = [_INTRO.format(passed=sum(c.id in passed for c in cases), total=len(cases), faults=len(faults),
                            hostile=len(hostile), fuzz=len(fuzz))]
     for area in AREAS:
@@ -120,7 +124,10 @@ def render(cases: list[Case], passed: set[str]) -> str:
     )
     parts.append("## Hostile inputs beyond the table (tests/reliability/test_hostile.py)\n")
     parts.append(_HOSTILE)
-    parts.extend(f"- `{name}`" for name in hostile)
+    parts.extend(f"- `{name}`" for name in _tests_of(test_hostile))
+    parts.append("")
+    parts.append("Hostile WebDataset shards beyond the table (tests/reliability/test_shard_hostile.py):\n")
+    parts.extend(f"- `{name}`" for name in _tests_of(test_shard_hostile))
     parts.append("")
     parts.append("## In a real process (tests/reliability/test_real_process.py)\n")
     parts.extend(f"- `{name}`" for name in _tests_of(test_real_process))

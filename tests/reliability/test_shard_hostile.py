@@ -1,0 +1,74 @@
+"""Hostile WebDataset shards where a table row cannot show the outcome (the rows are in
+``cases_shards.py``): a streamed ``--strict`` run stops mid-run at the bad sample, one line naming
+the shard; nothing is ever written under a member's own name, on either path; a shard of many
+tiny members reads in bounded time."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import message_lines
+from tests.reliability import inputs_shards as shards
+
+_FINETUNE = ["--encoder", "test-vit", "--val-split", "none", "--epochs", "1", "--batch-size", "2", "--max-steps", "1", "--device", "cpu"]
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+@pytest.mark.parametrize(("kind", "line", "options"), [(k, line, o) for k, _, line, o in shards.KINDS], ids=[k[0] for k in shards.KINDS])
+def test_a_strict_streamed_run_stops_at_the_bad_sample_with_one_line_naming_the_shard(cli, tmp_path, _isolated_home, kind, line, options):
+    data = shards.shard_set(tmp_path / "shards", kind)
+    before = _files(tmp_path)
+    out = tmp_path / "run"
+    result = cli(*options, "finetune", "--data", data, "--stream", "--strict", "--shuffle-buffer", "1", "--output", out, *_FINETUNE)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = message_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert str(data / "train" / "00000.tar") in lines[0] and line in lines[0]
+    assert "re-create" in lines[0] or "without --strict" in lines[0]  # what to do
+    new = _files(tmp_path) - before
+    assert {Path(p).parts[0] for p in new} <= {"run"}  # only the run folder the next run starts again
+    cache = _isolated_home / "cache"
+    assert not (cache / "shards").exists() and not (cache / "pixels").exists()  # a stream unpacks nothing
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink"])
+def test_no_member_name_is_ever_written_on_either_path(cli, tmp_path, _isolated_home, kind):
+    data = shards.shard_set(tmp_path / "deep" / "er" / "shards", kind)
+    before = _files(tmp_path)
+    assert cli("data", "check", data).exit_code == 1
+    for extra in ([], ["--stream", "--shuffle-buffer", "1"]):
+        out = tmp_path / ("stream" if extra else "cached")
+        result = cli("finetune", "--data", data, "--output", out, *extra, *_FINETUNE)
+        assert result.exit_code == 0, result.output
+    new = {p for p in _files(tmp_path) - before if Path(p).parts[0] not in ("stream", "cached")}
+    assert new == set()  # nothing beside the shards, above them or anywhere in the test's folder
+    assert not Path("/tmp/medclip-pwned.png").exists() and not Path("/tmp/medclip-pwned.txt").exists()
+    unpacked = _files(_isolated_home / "cache" / "shards")
+    # The cached path's unpacked images: <shard identity>/<hash of the key>.png and a done marker, each shard once per split.
+    names = {Path(p).name for p in unpacked}
+    assert all(len(Path(p).parts) == 2 for p in unpacked) and not any("pwned" in n or "evil" in n for n in names)
+    assert len([n for n in names if n.endswith(".png")]) == shards.GOOD  # the good samples, the bad one not unpacked
+
+
+def test_a_shard_of_fifty_thousand_tiny_members_reads_them_as_headers_only(cli, tmp_path, _isolated_home):
+    import json
+
+    data = shards.shard_set(tmp_path / "shards", "symlink")
+    with tarfile.open(data / "train" / "00000.tar", "a") as archive:
+        info = tarfile.TarInfo()
+        for k in range(50_000):  # members medclip does not read (no image, no caption): headers only
+            info.name, info.size = f"noise/{k:06d}.xyz", 0
+            archive.addfile(info)
+    result = cli("data", "check", data / "train", "--json")
+    assert result.exit_code == 1, result.output  # the symlink sample, listed once; nothing for the noise
+    (split,) = json.loads(result.stdout)["splits"]
+    assert split["samples"] == shards.GOOD and len(split["problems"]) == 1 and "evil.png" in split["problems"][0]
+    unpacked = _files(_isolated_home / "cache" / "shards")
+    assert len(unpacked) == shards.GOOD + 1  # the good images and the done marker, no file per member
