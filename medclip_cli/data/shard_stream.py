@@ -11,8 +11,12 @@ A :class:`ShardSet` is one split's tars and the samples each holds (``sizes.json
 - a worker (:class:`WorkerStream`) reads its shards front to back, shuffles the samples within a
   buffer (a seeded ``random.Random``, webdataset's algorithm), decodes and resizes each image the
   way the decode cache does (:func:`~medclip_cli.data.preprocess.resize_to_uint8`), and cuts
-  batches. It reports when each of its shards is *done* (every sample of it put into a batch
-  already handed out), which is what a checkpoint records to resume at shard granularity.
+  batches. It reports each of its shards as *done* with the batch that holds the shard's last
+  sample (read to the tar's end), which is what a checkpoint records, once a completed step has
+  applied that batch, to resume at shard granularity (``training/stream_batches.py``).
+
+Both this path and the cached one take a shard's members from one reader with the same checks
+(:func:`medclip_cli.data.tar_members.read_members`).
 
 Every rank must take the same number of steps, so an epoch is a fixed number of batches per
 worker. A worker whose shards run out first (shards of unequal size, skipped samples) reads its
@@ -25,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -34,10 +37,8 @@ import numpy as np
 
 from medclip_cli.data import shards, tar_members
 from medclip_cli.data.dataset import file_identity
-from medclip_cli.data.folder import IMAGE_SUFFIXES
 from medclip_cli.errors import DataError, ImageError, UsageError
 
-_BROKEN = (tarfile.TarError, OSError, EOFError, UnicodeDecodeError)
 _STRICT_HINT = "fix or remove the shard, or run without --strict to skip such samples"
 
 
@@ -102,20 +103,12 @@ def shard_sizes(tars: Sequence[Path]) -> list[int]:
 
 
 def count_samples(tar: Path) -> int:
-    """Samples with an image member in ``tar``, from its headers (the member data is skipped)."""
+    """Samples with a readable image member in ``tar`` (the image bytes are skipped); a broken tar
+    is a :class:`~medclip_cli.data.tar_members.BrokenShard` naming it."""
     keys = set()
-    try:
-        size = float("inf") if tar_members.compressed(tar) else tar.stat().st_size
-        with tarfile.open(tar, mode="r:*") as archive:
-            for member in archive:
-                if member.offset_data + member.size > size:  # tarfile itself reads a cut-off tar quietly
-                    raise tarfile.ReadError(f"truncated in member {member.name}")
-                key, ext = shards.sample_key(member.name)
-                if member.isfile() and f".{ext}" in IMAGE_SUFFIXES:
-                    keys.add(key)
-            tar_members.check_end(tar, archive)
-    except _BROKEN as exc:
-        raise DataError(f"{tar}: not a readable tar shard ({exc})", hint="re-create it (medclip data shard) or remove it") from exc
+    for member in tar_members.read_members(tar, read_images=False):
+        if member.problem is None and tar_members.is_image(member.ext):
+            keys.add(member.key)
     return len(keys)
 
 
@@ -211,7 +204,7 @@ def decode_sample(raw: RawSample, preprocess) -> tuple[np.ndarray, str, dict[str
     where = f"{raw.shard}/{raw.key}"
     if raw.problem is not None:
         raise DataError(raw.problem)
-    image_ext = next((ext for ext in raw.members if f".{ext}" in IMAGE_SUFFIXES), None)
+    image_ext = next((ext for ext in raw.members if tar_members.is_image(ext)), None)
     if image_ext is None:
         raise DataError(f"{where}: has no image member; skipped")
     txt = raw.members["txt"].decode("utf-8", errors="replace") if "txt" in raw.members else None

@@ -108,9 +108,7 @@ def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
             target = folder / f"{safe}.{member.ext}"  # never the member's own name
             entry["image"] = target
             if member.data is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                with atomic_open(target) as fh:
-                    fh.write(member.data)
+                _unpack(target, member.data)
         else:
             entry[member.ext] = member.data.decode("utf-8", errors="replace")
     if not unpacked:
@@ -133,6 +131,18 @@ def _read_shard(tar: Path) -> tuple[list[Sample], list[str]]:
             problems.append(f"{tar}: {key}.json is not JSON; its labels are ignored")
         samples.append(Sample(str(meta.get("id") or f"{tar.stem}/{key}"), entry["image"], caption, labels))
     return samples, problems
+
+
+def _unpack(target: Path, data: bytes) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(target) as fh:
+            fh.write(data)
+    except OSError as exc:  # the shard is fine: the cache folder is not writable or full
+        raise OutputError(
+            f"{target.parent}: cannot unpack a shard's images into the cache ({exc.strerror or exc})",
+            hint="free space there, point MEDCLIP_HOME at another disk, or train with --stream",
+        ) from None
 
 
 def load(path: Path, split: str = ALL_SPLIT) -> Dataset:
