@@ -237,7 +237,7 @@ class WorkerStream:
             got = 0
             for name in order:
                 for item in read_shard(self.set.tar(name), primary=False):
-                    got += isinstance(item, RawSample)
+                    got += isinstance(item, RawSample) and item.problem is None  # a refused member never trains
                     yield item
             if not got:
                 raise DataError(f"{self.set.path}: no readable sample in shards {', '.join(order)}", hint="check them with `medclip data check`")

@@ -12,10 +12,13 @@ is never written anywhere: ``test_shard_hostile.py``.
 
 from __future__ import annotations
 
+
 from tests.reliability import inputs_shards as shards
 from tests.reliability.cases import Case, Env, evaluate, finetune
 
 def _set(env: Env, kind: str):
+    # A global limit option sets its variable for the process: registered here so the case undoes it.
+    env.monkeypatch.setenv("MEDCLIP_MAX_IMAGE_BYTES", str(1 << 30))
     return shards.shard_set(env.p("shards"), kind)
 
 

@@ -21,7 +21,8 @@ def _files(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("kind", "line", "options"), [(k, line, o) for k, _, line, o in shards.KINDS], ids=[k[0] for k in shards.KINDS])
-def test_a_strict_streamed_run_stops_at_the_bad_sample_with_one_line_naming_the_shard(cli, tmp_path, _isolated_home, kind, line, options):
+def test_a_strict_streamed_run_stops_at_the_bad_sample_with_one_line_naming_the_shard(cli, tmp_path, _isolated_home, monkeypatch, kind, line, options):
+    monkeypatch.setenv("MEDCLIP_MAX_IMAGE_BYTES", str(1 << 30))  # a limit option sets it for the process: undone after
     data = shards.shard_set(tmp_path / "shards", kind)
     before = _files(tmp_path)
     out = tmp_path / "run"
@@ -72,3 +73,12 @@ def test_a_shard_of_fifty_thousand_tiny_members_reads_them_as_headers_only(cli, 
     assert split["samples"] == shards.GOOD and len(split["problems"]) == 1 and "evil.png" in split["problems"][0]
     unpacked = _files(_isolated_home / "cache" / "shards")
     assert len(unpacked) == shards.GOOD + 1  # the good images and the done marker, no file per member
+
+
+def test_a_stream_whose_every_sample_is_refused_stops_instead_of_reading_its_shards_forever(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDCLIP_MAX_IMAGE_BYTES", str(1 << 30))  # the option below sets it for the process: undone after
+    data = shards.shard_set(tmp_path / "shards", "symlink")
+    result = cli("--max-image-bytes", "10", "finetune", "--data", data, "--stream", "--output", tmp_path / "run", *_FINETUNE)
+    assert result.exit_code == 1, result.output
+    lines = message_lines(result.stderr)
+    assert len(lines) == 1 and "no readable sample in shards 00000.tar" in lines[0] and "medclip data check" in lines[0]
