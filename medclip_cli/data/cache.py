@@ -61,10 +61,11 @@ def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -
     """
     listing = hashlib.sha256()
     for s in dataset.samples:
+        path = s.path
         try:
-            listing.update(f"{s.image.absolute()}\0{file_identity(s.image.stat())}\n".encode())
+            listing.update(f"{_absolute(path)}\0{file_identity(os.stat(path))}\n".encode())
         except OSError:
-            listing.update(f"{s.image.absolute()}\0{MISSING}\n".encode())
+            listing.update(f"{_absolute(path)}\0{MISSING}\n".encode())
     index = pixels_dir() / "index" / f"{listing.hexdigest()[:32]}.json"
     try:
         stored = json.loads(index.read_text())
@@ -76,11 +77,20 @@ def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -
     task = progress.task(f"hashing {dataset.split} images", total=len(dataset.samples))
     hashes = []
     for s in dataset.samples:
-        hashes.append(file_sha256(s.image) or MISSING)
+        hashes.append(file_sha256(s.path) or MISSING)
         progress.advance(task)
     progress.done(task)
     _write_atomic(index, lambda fh: fh.write(json.dumps(hashes).encode()))
     return hashes
+
+
+def _absolute(path: str) -> str:
+    """``str(Path(path).absolute())``, without building a Path for the usual already-normal
+    absolute path (one per sample of a split that may have millions)."""
+    if path.startswith("/") and not path.startswith("//") and not path.endswith(("/", "/.")):
+        if "//" not in path and "/./" not in path:
+            return path
+    return str(Path(path).absolute())
 
 
 Reuse = Callable[[int], "np.ndarray | None"]  # sample index -> its already decoded row, or None
@@ -103,7 +113,7 @@ class CacheEntry:
         key = digest.hexdigest()[:32]
         return cls(folder / f"{key}.npy", folder / f"{key}.json", tuple(hashes))
 
-    def read(self, dataset: Dataset) -> tuple[np.ndarray, list[int], list[tuple[str, str]]] | None:
+    def read(self, dataset: Dataset) -> tuple[np.ndarray, "list[int] | range", list[tuple[str, str]]] | None:
         """The stored pixels, row indices and skips, or None when the entry is absent or unusable."""
         try:
             meta = json.loads(self.meta_path.read_text())
@@ -122,6 +132,8 @@ class CacheEntry:
             (dataset.samples[i].id, reason.replace(_PATH_MARK, str(dataset.samples[i].image)))
             for i, reason in meta.get("skipped", [])
         ]
+        if not skipped and len(indices) == len(dataset) and all(a == b for a, b in zip(indices, range(len(indices)))):
+            indices = range(len(indices))  # every sample decoded: no list of a million ints kept
         return array[: len(indices)], indices, skipped
 
     def write(
