@@ -75,10 +75,7 @@ def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -
         pass
     progress = progress or NullProgress()
     task = progress.task(f"hashing {dataset.split} images", total=len(dataset.samples))
-    hashes = []
-    for s in dataset.samples:
-        hashes.append(file_sha256(s.path) or MISSING)
-        progress.advance(task)
+    hashes = _hash_all([s.path for s in dataset.samples], lambda n: progress.advance(task, n))
     progress.done(task)
     _write_atomic(index, lambda fh: fh.write(json.dumps(hashes).encode()))
     return hashes
@@ -91,6 +88,25 @@ def _absolute(path: str) -> str:
         if "//" not in path and "/./" not in path:
             return path
     return str(Path(path).absolute())
+
+
+#: Fewer files than this are hashed in the calling process (a pool's start hashes ~5,000 here).
+MIN_PARALLEL_HASH = 4096
+
+
+def _hash_all(paths: list[str], advance: Callable[[int], None]) -> list[str]:
+    """:func:`file_sha256` of each path (``"missing"`` when unreadable), in the decode processes
+    when there are enough files (:mod:`medclip_cli.data.decode_pool`)."""
+    from medclip_cli.data.decode_pool import can_start_workers, decode_workers, hash_in_workers
+
+    workers = min(decode_workers(), len(paths) // MIN_PARALLEL_HASH)
+    if workers > 1 and can_start_workers():
+        return [h or MISSING for h in hash_in_workers(paths, workers, advance=advance)]
+    hashes = []
+    for path in paths:
+        hashes.append(file_sha256(path) or MISSING)
+        advance(1)
+    return hashes
 
 
 Reuse = Callable[[int], "np.ndarray | None"]  # sample index -> its already decoded row, or None
