@@ -4,7 +4,8 @@ Builds synthetic sets (small PNGs, a CSV manifest) under a scratch folder, remov
 for each size runs, each in a fresh process (so peak RSS is that phase's own):
 
 * ``build`` (with 1 and with 2 decode processes, each into an empty cache folder): hashing every
-  file, then decoding into the decode cache — seconds, and images/s of the decode;
+  file (in those processes from 4,096 files on), then decoding into the decode cache — seconds,
+  images/s of the decode and of the whole build, and the cores the process tree kept busy;
 * ``tokens``: the first run's ``load_pairs`` after the build (pixels from the cache just built,
   every caption tokenised into the token cache): seconds;
 * ``warm``: a second run's start-up (read the manifest, stat the files, open the cached entry;
@@ -16,7 +17,8 @@ for each size runs, each in a fresh process (so peak RSS is that phase's own):
   pipeline's, not the model's.
 
 Peak RSS is the process's high-water mark (VmHWM, which counts the cache's pages the process
-touched as well as its own memory); "anon" is the process's own memory (RssAnon) at the end.
+touched as well as its own memory; training reads its batches' rows with pread, so it maps
+none); "anon" is the process's own memory (RssAnon) at the end.
 
     python benchmarks/scale.py                   # 2k and 20k
     python benchmarks/scale.py --with-200k       # and 200k (several minutes, ~1.5 GB scratch)
@@ -134,18 +136,18 @@ def child_build(manifest: Path, workers: int) -> dict:
     from medclip_cli.data.preprocess import PreprocessConfig
 
     dataset = load_dataset(manifest, "train")
-    start = time.perf_counter()
-    content_hashes(dataset)
-    hashed = time.perf_counter()
     with TreeCpu() as cpu:
+        start = time.perf_counter()
+        content_hashes(dataset)
+        hashed = time.perf_counter()
         pixels = load_pixels(dataset, PreprocessConfig(image_size=32))
-    decoded = time.perf_counter()
+        decoded = time.perf_counter()
     cpu_s = cpu.seconds
     assert len(pixels) == len(dataset)
-    # cores_busy: CPU seconds of this process and its decode workers per wall second (on a
-    # machine shared with other work, this shows whether the workers ran side by side at all).
+    # cores_busy: CPU seconds of this process and its workers per wall second, hashing and
+    # decoding together (on a machine shared with other work, whether the workers ran side by side).
     return {"hash_s": hashed - start, "decode_s": decoded - hashed, "decode_ips": len(dataset) / (decoded - hashed),
-            "cpu_ms_per_image": 1000 * cpu_s / len(dataset), "cores_busy": cpu_s / (decoded - hashed), **_memory()}  # fmt: skip
+            "cpu_ms_per_image": 1000 * cpu_s / len(dataset), "cores_busy": cpu_s / (decoded - start), **_memory()}  # fmt: skip
 
 
 def _trainer(manifest: Path, batch: int, steps: int):
@@ -278,20 +280,26 @@ def report(rows: list[dict], args) -> None:
     w1, wn = args.workers[0], args.workers[-1]
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, {torch.get_num_threads()} threads;"
           f" 32 px cache, test-vit, batch {args.batch_size}, {args.steps} steps spread over each epoch")  # fmt: skip
-    head = (f"{'pairs':>8} | {'hash s':>7} | {f'decode {w1}p img/s':>16} | {f'decode {wn}p img/s':>16} | {f'{wn}p/{w1}p':>6} | {'cores busy 1p/' + str(wn) + 'p':>17} |"
+    print(f"build = hashing every file + decoding into the cache (img/s of the two together), with {w1} and {wn} process(es)")
+    head = (f"{'pairs':>8} | {f'hash s {w1}p/{wn}p':>13} | {f'decode img/s {w1}p/{wn}p':>20} | {f'build img/s {w1}p/{wn}p':>19} | {f'{wn}p/{w1}p':>6} | {f'cores busy {w1}p/{wn}p':>17} |"
             f" {'start-up s':>10} | {'load_pairs s 1st/2nd':>20} | {'ms/sample':>9} | {'peak RSS MiB':>12} | {'anon MiB':>8} | {'vs first: build, start-up, ms/sample, RSS':>44}")  # fmt: skip
     print(head)
     print("-" * len(head))
+
+    def build_ips(b: dict, n: int) -> float:
+        return n / (b["hash_s"] + b["decode_s"])
+
     for r in rows:
-        b1, bn, warm = r[f"build{w1}"], r[f"build{wn}"], r["warm"]
+        b1, bn, warm, n = r[f"build{w1}"], r[f"build{wn}"], r["warm"], r["pairs"]
         ratios = (
             f"{(bn['hash_s'] + bn['decode_s']) / (first[f'build{wn}']['hash_s'] + first[f'build{wn}']['decode_s']):.1f}x, "
             f"{warm['startup_s'] / first['warm']['startup_s']:.1f}x, {warm['sample_ms'] / first['warm']['sample_ms']:.2f}x, "
             f"{warm['peak_rss_mib'] / first['warm']['peak_rss_mib']:.2f}x"
         )
         print(
-            f"{r['pairs']:>8} | {bn['hash_s']:>7.2f} | {b1['decode_ips']:>16.0f} | {bn['decode_ips']:>16.0f} | "
-            f"{bn['decode_ips'] / b1['decode_ips']:>6.2f} | {b1.get('cores_busy', 0):>8.2f}/{bn.get('cores_busy', 0):<8.2f} | {warm['startup_s']:>10.2f} | "
+            f"{n:>8} | {b1['hash_s']:>6.2f}/{bn['hash_s']:<6.2f} | {b1['decode_ips']:>9.0f}/{bn['decode_ips']:<10.0f} | "
+            f"{build_ips(b1, n):>9.0f}/{build_ips(bn, n):<9.0f} | {build_ips(bn, n) / build_ips(b1, n):>6.2f} | "
+            f"{b1.get('cores_busy', 0):>8.2f}/{bn.get('cores_busy', 0):<8.2f} | {warm['startup_s']:>10.2f} | "
             f"{r['tokens']['pairs_s']:>9.2f}/{warm['pairs_s']:<10.2f} | {warm['sample_ms']:>9.3f} | "
             f"{warm['peak_rss_mib']:>12.0f} | {warm['anon_mib']:>8.0f} | {ratios:>44}"
         )

@@ -69,22 +69,24 @@ def read_regular(path: str | Path, error: type[MedclipError], what: str = "file"
         size = os.fstat(fh.fileno()).st_size
         if limit is not None and size > limit:
             raise error(f"{path}: {size:,} bytes, more than the limit of {limit:,} for {_article(what)}; refused")
-        data = fh.read() if limit is None else _read_at_most(fh, limit + 1)
+        data = fh.read() if limit is None else _read_at_most(fh, limit + 1, size)
     if limit is not None and len(data) > limit:
         raise error(f"{path}: more than the limit of {limit:,} bytes for {_article(what)}; refused")
     return data
 
 
-def _read_at_most(fh, n: int) -> bytes:
-    """Up to ``n`` bytes, in pieces: ``fh.read(n)`` would reserve all ``n`` bytes at once (4 GiB for
-    a manifest's limit, whatever the file's size), which fails under an address-space limit."""
-    chunks, left = [], n
-    while left > 0:
-        chunk = fh.read(min(left, 1 << 24))
+def _read_at_most(fh, n: int, size: int = 0) -> bytes:
+    """Up to ``n`` bytes, in pieces no larger than what is left of the ``size`` fstat gave (then
+    64 KiB, for a file that grew): ``fh.read(n)`` reserves all ``n`` bytes at once (4 GiB for a
+    manifest's limit, whatever the file's size), which fails under an address-space limit, and
+    even 16 MiB pieces reserve ten times a small manifest."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = fh.read(min(n - got, 1 << 24, max(size - got, 1 << 16)))
         if not chunk:
             break
         chunks.append(chunk)
-        left -= len(chunk)
+        got += len(chunk)
     return b"".join(chunks)
 
 

@@ -61,10 +61,11 @@ def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -
     """
     listing = hashlib.sha256()
     for s in dataset.samples:
+        path = s.path
         try:
-            listing.update(f"{s.image.absolute()}\0{file_identity(s.image.stat())}\n".encode())
+            listing.update(f"{_absolute(path)}\0{file_identity(os.stat(path))}\n".encode())
         except OSError:
-            listing.update(f"{s.image.absolute()}\0{MISSING}\n".encode())
+            listing.update(f"{_absolute(path)}\0{MISSING}\n".encode())
     index = pixels_dir() / "index" / f"{listing.hexdigest()[:32]}.json"
     try:
         stored = json.loads(index.read_text())
@@ -74,12 +75,37 @@ def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -
         pass
     progress = progress or NullProgress()
     task = progress.task(f"hashing {dataset.split} images", total=len(dataset.samples))
-    hashes = []
-    for s in dataset.samples:
-        hashes.append(file_sha256(s.image) or MISSING)
-        progress.advance(task)
+    hashes = _hash_all([s.path for s in dataset.samples], lambda n: progress.advance(task, n))
     progress.done(task)
     _write_atomic(index, lambda fh: fh.write(json.dumps(hashes).encode()))
+    return hashes
+
+
+def _absolute(path: str) -> str:
+    """``str(Path(path).absolute())``, without building a Path for the usual already-normal
+    absolute path (one per sample of a split that may have millions)."""
+    if path.startswith("/") and not path.startswith("//") and not path.endswith(("/", "/.")):
+        if "//" not in path and "/./" not in path:
+            return path
+    return str(Path(path).absolute())
+
+
+#: Fewer files than this are hashed in the calling process (a pool's start hashes ~5,000 here).
+MIN_PARALLEL_HASH = 4096
+
+
+def _hash_all(paths: list[str], advance: Callable[[int], None]) -> list[str]:
+    """:func:`file_sha256` of each path (``"missing"`` when unreadable), in the decode processes
+    when there are enough files (:mod:`medclip_cli.data.decode_pool`)."""
+    from medclip_cli.data.decode_pool import can_start_workers, decode_workers, hash_in_workers
+
+    workers = min(decode_workers(), len(paths) // MIN_PARALLEL_HASH)
+    if workers > 1 and can_start_workers():
+        return [h or MISSING for h in hash_in_workers(paths, workers, advance=advance)]
+    hashes = []
+    for path in paths:
+        hashes.append(file_sha256(path) or MISSING)
+        advance(1)
     return hashes
 
 
@@ -103,7 +129,7 @@ class CacheEntry:
         key = digest.hexdigest()[:32]
         return cls(folder / f"{key}.npy", folder / f"{key}.json", tuple(hashes))
 
-    def read(self, dataset: Dataset) -> tuple[np.ndarray, list[int], list[tuple[str, str]]] | None:
+    def read(self, dataset: Dataset) -> tuple[np.ndarray, "list[int] | range", list[tuple[str, str]]] | None:
         """The stored pixels, row indices and skips, or None when the entry is absent or unusable."""
         try:
             meta = json.loads(self.meta_path.read_text())
@@ -122,6 +148,8 @@ class CacheEntry:
             (dataset.samples[i].id, reason.replace(_PATH_MARK, str(dataset.samples[i].image)))
             for i, reason in meta.get("skipped", [])
         ]
+        if not skipped and len(indices) == len(dataset) and all(a == b for a, b in zip(indices, range(len(indices)))):
+            indices = range(len(indices))  # every sample decoded: no list of a million ints kept
         return array[: len(indices)], indices, skipped
 
     def write(

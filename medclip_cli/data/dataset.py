@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -10,14 +11,66 @@ from typing import Callable, Mapping
 from medclip_cli.data.labels import LabelField
 
 
-@dataclass(frozen=True)
 class Sample:
-    """One image with its caption (may be None) and raw label values."""
+    """One image with its caption (may be None) and raw label values; read-only.
 
-    id: str
-    image: Path
-    caption: str | None
-    labels: Mapping[str, str] = field(default_factory=dict)
+    Small, because a split may hold millions: slots, the image path kept as a string (``image``
+    builds a Path when asked), and with ``folder`` the path stored as a name relative to a folder
+    string the rows of a split share (``id`` may be that very name, so it costs nothing more).
+    ``labels`` may be shared between samples with the same values: never mutate it.
+    """
+
+    __slots__ = ("id", "_folder", "_name", "caption", "labels")
+
+    def __init__(
+        self,
+        id: str,
+        image: "Path | str",
+        caption: str | None,
+        labels: Mapping[str, str] | None = None,
+        *,
+        folder: str | None = None,
+    ) -> None:
+        name = image if folder is not None else os.fspath(image) if isinstance(image, Path) else str(Path(image))
+        for key, value in (("id", id), ("_folder", folder), ("_name", name), ("caption", caption)):
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "labels", {} if labels is None else labels)
+
+    @property
+    def path(self) -> str:
+        """The image's path as a string (what ``image`` wraps)."""
+        return self._name if self._folder is None else os.path.join(self._folder, self._name)
+
+    @property
+    def image(self) -> Path:
+        return Path(self.path)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"Sample is read-only (cannot set {key!r})")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"Sample is read-only (cannot delete {key!r})")
+
+    def __reduce__(self):
+        return (_sample, (self.id, self._folder, self._name, self.caption, self.labels))
+
+    def _key(self) -> tuple:
+        return (self.id, self.path, self.caption)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sample):
+            return NotImplemented
+        return self._key() == other._key() and dict(self.labels) == dict(other.labels)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Sample(id={self.id!r}, image={self.image!r}, caption={self.caption!r}, labels={dict(self.labels)!r})"
+
+
+def _sample(id: str, folder: str | None, name: str, caption: str | None, labels: Mapping[str, str]) -> Sample:
+    return Sample(id, name, caption, labels, folder=folder) if folder is not None else Sample(id, name, caption, labels)
 
 
 @dataclass
@@ -61,11 +114,11 @@ class Dataset:
         digest = hashlib.sha256(f"{self.format}|{self.split}".encode())
         for s in self.samples:
             try:
-                file_key = file_identity(s.image.stat())
+                file_key = file_identity(os.stat(s.path))
             except OSError:
                 file_key = "missing"
             labels = "|".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            digest.update(f"{s.id}\0{s.image.name}\0{file_key}\0{s.caption}\0{labels}\n".encode())
+            digest.update(f"{s.id}\0{os.path.basename(s.path)}\0{file_key}\0{s.caption}\0{labels}\n".encode())
         self._fingerprint = (self.samples, len(self.samples), digest.hexdigest()[:16])
         return self._fingerprint[2]
 

@@ -27,20 +27,21 @@ def bare_name_problem(name: str) -> str | None:
     return None
 
 
-def broken_link_reason(path: Path) -> str | None:
+def broken_link_reason(path: "Path | str") -> str | None:
     """Why the symbolic link ``path`` cannot be read (dangling, a loop), or None (not a link, or fine)."""
     try:
-        if not path.is_symlink():
+        if not os.path.islink(path):
             return None
-        path.stat()
+        os.stat(path)
     except OSError as exc:
+        name = os.path.basename(os.path.normpath(path))
         if exc.errno == errno.ELOOP:
-            return f"{path.name}: symbolic link loop; skipped"
+            return f"{name}: symbolic link loop; skipped"
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             target = os.readlink(path)
             return (
-                f"{path.name}: dangling symbolic link (to {target}); skipped "
+                f"{name}: dangling symbolic link (to {target}); skipped "
                 "(in a DataLad/git-annex data set, fetch the content first: `datalad get` or `git annex get`)"
             )
-        return f"{path.name}: unreadable symbolic link ({exc.strerror}); skipped"
+        return f"{name}: unreadable symbolic link ({exc.strerror}); skipped"
     return None

@@ -22,7 +22,7 @@ class PixelSet:
     """uint8 images ``array[N, H, W, 3]`` for the samples ``dataset.samples[indices[i]]``."""
 
     array: np.ndarray
-    indices: list[int]
+    indices: "list[int] | range"  # range: every sample decoded (a cached set without skips)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
 
     def __len__(self) -> int:
@@ -110,14 +110,14 @@ def _decode_into(
     workers = min(decode_workers(), len(todo) // 8 or 1)
     if filename is not None and workers > 1 and len(todo) >= MIN_PARALLEL and can_start_workers():
         out.flush()
-        images = [(i, dataset.samples[i].image) for i in todo]
+        images = [(i, dataset.samples[i].path) for i in todo]
         failed = decode_in_workers(filename, images, preprocess, workers, strict=strict, advance=lambda n: progress.advance(task, n))
         if strict and failed:
             raise DataError(next(iter(failed.values())), hint=_STRICT_HINT)
     else:
         for i in todo:
             try:
-                out[i] = resize_to_uint8(load_image(dataset.samples[i].image), preprocess)
+                out[i] = resize_to_uint8(load_image(dataset.samples[i].path), preprocess)
             except ImageError as exc:
                 if strict:
                     raise DataError(str(exc), hint=_STRICT_HINT) from exc

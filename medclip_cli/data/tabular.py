@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from medclip_cli.data.dataset import Dataset, Sample
 from medclip_cli.data.labels import LabelField, read_label_fields
 from medclip_cli.data.links import broken_link_reason
-from medclip_cli.data.manifest_read import Row, read_csv, read_jsonl
+from medclip_cli.data.manifest_read import Row, iter_csv, iter_jsonl
 from medclip_cli.redact import excerpt
 from medclip_cli.errors import DataError, UsageError
 
@@ -74,19 +74,24 @@ def detect_jsonl(path: Path) -> bool:
 
 def splits_csv(path: Path, **options: object) -> list[str]:
     opts = TableOptions.from_options(options)
-    return _splits(path, *read_csv(path, opts.delimiter), opts)
+    return _splits(path, *iter_csv(path, opts.delimiter), opts)
 
 
 def splits_jsonl(path: Path, **options: object) -> list[str]:
     opts = TableOptions.from_options(options)
-    return _splits(path, *read_jsonl(path), opts)
+    return _splits(path, *iter_jsonl(path), opts)
 
 
-def _splits(path: Path, columns: list[str], rows: list[Row], opts: TableOptions) -> list[str]:
+def _splits(path: Path, columns: list[str], rows: Iterable[Row], opts: TableOptions) -> list[str]:
     split_col = _split_column(path, columns, opts)
     if split_col is None:
+        for _ in rows:  # the whole file is still read: a malformed one fails here as when loaded
+            pass
         return [ALL_SPLIT]
-    found = {str(r.get(split_col, "")).strip() for _, r in rows} - {""}
+    return _split_order({str(r.get(split_col, "")).strip() for _, r in rows} - {""})
+
+
+def _split_order(found: set[str]) -> list[str]:
     return sorted(found, key=lambda s: (SPLIT_ORDER.get(s.lower(), 3), s))
 
 
@@ -95,13 +100,13 @@ def _splits(path: Path, columns: list[str], rows: list[Row], opts: TableOptions)
 
 def load_csv(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
     opts = TableOptions.from_options(options)
-    columns, rows = read_csv(path, opts.delimiter)
+    columns, rows = iter_csv(path, opts.delimiter)
     return _to_dataset("csv", path, split, columns, rows, opts)
 
 
 def load_jsonl(path: Path, split: str = ALL_SPLIT, **options: object) -> Dataset:
     opts = TableOptions.from_options(options)
-    columns, rows = read_jsonl(path)
+    columns, rows = iter_jsonl(path)
     return _to_dataset("jsonl", path, split, columns, rows, opts)
 
 
@@ -133,30 +138,36 @@ class _Columns:
         return cls(image, caption, split, id_col, tuple(labels), findings)
 
 
-def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list[Row], opts: TableOptions) -> Dataset:
+def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: Iterator[Row], opts: TableOptions) -> Dataset:
+    """The samples of ``split``, read row by row: per row, only a small :class:`Sample` is kept
+    (its path relative to one shared folder string, its id that same string when the manifest
+    has no id column, and one label dict shared by all rows with the same labels)."""
     cols = _Columns.resolve(path, columns, opts)
-    base = Path(os.path.normpath(Path(opts.image_root or path.parent).absolute()))
+    root = os.path.normpath(Path(opts.image_root or path.parent).absolute())
     fields = read_label_fields(opts.labels_file) if opts.labels_file else {}
     samples, problems, seen = [], [], set()
-    for lineno, row in _rows_of_split(path, split, cols, columns, rows, opts):
+    shared_labels: dict[tuple, dict[str, str]] = {}
+    chosen = _SplitRows(path, split, cols, rows)
+    for lineno, row in chosen:
         where = f"{path.name} line {lineno}"
         raw_image = str(row.get(cols.image) or "").strip()
-        image = _image_path(base, raw_image) if raw_image and "\0" not in raw_image else None
+        name = _image_name(root, raw_image) if raw_image and "\0" not in raw_image else None
         if not raw_image:
             problems.append(f"{where}: empty {cols.image!r}; skipped")
         elif "\0" in raw_image:
             problems.append(f"{where}: image path {excerpt(raw_image)!r} holds a NUL byte; skipped")
-        elif image is None:
-            problems.append(f"{where}: image path {excerpt(raw_image)!r} points outside {base}; skipped")
-        elif image in seen:
+        elif name is None:
+            problems.append(f"{where}: image path {excerpt(raw_image)!r} points outside {root}; skipped")
+        elif name in seen:
             problems.append(f"{where}: duplicate image {excerpt(raw_image)!r}; skipped")
-        elif (broken := broken_link_reason(image)) is not None:
+        elif (broken := broken_link_reason(os.path.join(root, name))) is not None:
             problems.append(f"{where}: {broken}")
         else:
-            seen.add(image)
-            samples.append(_sample(row, image, base, cols, fields))
+            seen.add(name)
+            samples.append(_sample(row, name, root, cols, fields, shared_labels))
+    chosen.check()
     label_fields = {col: _field(col, fields.get(col), samples) for col in cols.labels}
-    dataset = Dataset(fmt, path, split, samples, label_fields, problems)
+    dataset = Dataset(fmt, Path(path), split, samples, label_fields, problems)
     if cols.findings:
         from medclip_cli.data.findings import DEFAULT_FIELD, FindingsField
 
@@ -166,24 +177,42 @@ def _to_dataset(fmt: str, path: Path, split: str, columns: list[str], rows: list
     return dataset
 
 
-def _rows_of_split(
-    path: Path, split: str, cols: _Columns, columns: list[str], rows: list[Row], opts: TableOptions
-) -> list[Row]:
-    if cols.split is None:
-        if split != ALL_SPLIT:
+class _SplitRows:
+    """The rows of one split, as they are read; :meth:`check` then refuses a split with none."""
+
+    def __init__(self, path: Path, split: str, cols: _Columns, rows: Iterator[Row]) -> None:
+        self.path, self.split, self.cols, self.rows = path, split, cols, rows
+        self.found: set[str] = set()
+        self.count = 0
+        if cols.split is None and split != ALL_SPLIT:
             raise DataError(
                 f"{path}: has no split column, so its only split is {ALL_SPLIT!r} (asked for {split!r})",
                 hint=f"use --split {ALL_SPLIT}, or add a '{SPLIT_COLUMN}' column (or name yours with --split-column)",
             )
-        return rows
-    chosen = [(n, r) for n, r in rows if str(r.get(cols.split, "")).strip() == split]
-    if not chosen:
-        available = ", ".join(_splits(path, columns, rows, opts)) or "none"
-        raise DataError(f"{path}: has no rows of split {split!r} (splits: {available})", hint="choose another --split")
-    return chosen
+
+    def __iter__(self) -> Iterator[Row]:
+        column = self.cols.split
+        for lineno, row in self.rows:
+            if column is not None:
+                value = str(row.get(column, "")).strip()
+                if value != self.split:
+                    if value:
+                        self.found.add(value)
+                    continue
+            self.count += 1
+            yield lineno, row
+
+    def check(self) -> None:
+        if self.cols.split is not None and not self.count:
+            available = ", ".join(_split_order(self.found)) or "none"
+            raise DataError(
+                f"{self.path}: has no rows of split {self.split!r} (splits: {available})", hint="choose another --split"
+            )
 
 
-def _sample(row: dict, image: Path, base: Path, cols: _Columns, fields: dict[str, LabelField]) -> Sample:
+def _sample(
+    row: dict, name: str, root: str, cols: _Columns, fields: dict[str, LabelField], shared: dict[tuple, dict[str, str]]
+) -> Sample:
     caption = row.get(cols.caption) if cols.caption else None
     labels = {}
     for col in cols.labels:
@@ -194,12 +223,14 @@ def _sample(row: dict, image: Path, base: Path, cols: _Columns, fields: dict[str
         value = _plain(row.get(col))
         if value is not None:
             labels[col] = value
+    labels = shared.setdefault(tuple(labels.items()), labels)  # one dict per distinct set of labels
     given_id = _plain(row.get(cols.id)) if cols.id else None
     return Sample(
-        id=given_id or image.relative_to(base).as_posix(),
-        image=image,
+        id=given_id or name,
+        image=name,
         caption=str(caption).strip() if caption is not None else None,
         labels=labels,
+        folder=root,
     )
 
 
@@ -217,15 +248,17 @@ def _field(name: str, listed: LabelField | None, samples: Sequence[Sample]) -> L
     return listed.with_classes(seen) if listed.include_unlisted else listed
 
 
-def _image_path(base: Path, raw: str) -> Path | None:
-    # Lexical check (no symlink resolution): a manifest cannot name files outside the data
-    # folder with `..` or an absolute path, while links the user placed inside it still work.
-    # On strings: Path.parents builds every parent, which made reading a large manifest slow.
-    root = os.path.normpath(base)
+def _image_name(root: str, raw: str) -> str | None:
+    """``raw``'s path relative to ``root`` (``/``-separated, normalised), or None when it leads
+    outside ``root`` (a normalised absolute path). Lexical (no symlink resolution): a manifest cannot name files outside the
+    data folder with `..` or an absolute path, while links the user placed inside it still work."""
     candidate = os.path.normpath(os.path.join(root, os.path.expanduser(raw)))
-    if candidate != root and not candidate.startswith(root.rstrip(os.sep) + os.sep):
+    if candidate == root:
+        return "."
+    prefix = root.rstrip(os.sep) + os.sep
+    if not candidate.startswith(prefix):
         return None
-    return Path(candidate)
+    return candidate[len(prefix) :].replace(os.sep, "/")
 
 
 def _pick(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medclip_cli.data.row_file import RowFile
 from medclip_cli.runtime.forward import frozen_text_pooled
 from medclip_cli.training.config import TrainConfig
 
@@ -41,6 +42,10 @@ class PairSet:
     # indexes the decode cache's memory map instead of copying the kept rows into memory.
     rows: np.ndarray | None = None  # [N] int64
     ids: list[str] | None = None  # each pair's Sample.id (names an image in a bad-label message)
+    # The cache files behind ``pixels`` and ``tokens``: batches read their rows with pread, so
+    # the rows an epoch touches are not mapped into the process (data/row_file.py).
+    pixel_file: "RowFile | None" = None
+    token_file: "RowFile | None" = None
 
     def pixel_rows(self, idx: np.ndarray) -> np.ndarray:
         """The rows of ``pixels`` that hold the images of pairs ``idx``."""
@@ -88,16 +93,16 @@ def load_pairs(
     from medclip_cli.models.token_cache import caption_tokens
 
     pixel_set = load_pixels(dataset, model.preprocess, strict=strict, progress=progress, cache=cache)
-    keep = [pos for pos, i in enumerate(pixel_set.indices) if dataset.samples[i].caption]
-    samples = [dataset.samples[pixel_set.indices[pos]] for pos in keep]
-    rows = None if len(keep) == len(pixel_set) else np.asarray(keep, dtype=np.int64)
+    every, indices = dataset.samples, pixel_set.indices
+    keep = np.fromiter((pos for pos, i in enumerate(indices) if every[i].caption), dtype=np.int64)
+    samples = [every[indices[pos]] for pos in keep.tolist()]
+    rows = None if len(keep) == len(pixel_set) else keep
     captions = [s.caption for s in samples]
-    tokens = torch.from_numpy(
-        caption_tokens(
-            model.tokenizer, model.tokenize, captions, model.context_length, cache=cache, progress=progress,
-            label=f"tokenising {dataset.split} captions",
-        )
+    token_array = caption_tokens(
+        model.tokenizer, model.tokenize, captions, model.context_length, cache=cache, progress=progress,
+        label=f"tokenising {dataset.split} captions",
     )  # fmt: skip
+    tokens = torch.from_numpy(token_array)
     groups = None
     if soft:
         if soft_label:
@@ -117,8 +122,9 @@ def load_pairs(
     skipped = len(dataset) - len(samples)
     # The samples' own label dicts (read, never written): no copy per pair of a large split.
     pairs = PairSet(
-        pixel_set.array, tokens, captions, [s.labels for s in samples], groups, skipped, rows=rows, ids=[s.id for s in samples]
-    )
+        pixel_set.array, tokens, captions, [s.labels for s in samples], groups, skipped, rows=rows, ids=[s.id for s in samples],
+        pixel_file=RowFile.of(pixel_set.array), token_file=RowFile.of(token_array),
+    )  # fmt: skip
     if label_text is not None:
         add_label_text(pairs, dataset, model, *label_text, label_targets=soft and not soft_label)
     return pairs
@@ -207,13 +213,17 @@ def _tensor(array: np.ndarray, pin: bool) -> torch.Tensor:
     return out
 
 
-def _gather(source: np.ndarray, idx: np.ndarray, pin: bool) -> torch.Tensor:
-    """``source[idx]`` as a tensor, gathered by NumPy; with ``pin`` straight into pinned memory
-    (one copy instead of a gather and then a copy into pinned memory)."""
+def _gather(source: np.ndarray, idx: np.ndarray, pin: bool, file: RowFile | None = None) -> torch.Tensor:
+    """``source[idx]`` as a tensor, gathered by NumPy (read from ``file``, the cache file behind
+    ``source``, when given); with ``pin`` straight into pinned memory (one copy instead of a
+    gather and then a copy into pinned memory)."""
     if not pin:
-        return torch.from_numpy(source[idx])
+        return torch.from_numpy(file.take(idx) if file is not None else source[idx])
     out = torch.empty((len(idx), *source.shape[1:]), dtype=torch.from_numpy(source[:0]).dtype, pin_memory=True)
-    np.take(source, idx, axis=0, out=out.numpy(), mode="clip")  # "clip": no bounds pass, no buffering
+    if file is not None:
+        file.take(idx, out.numpy())
+    else:
+        np.take(source, idx, axis=0, out=out.numpy(), mode="clip")  # "clip": no bounds pass, no buffering
     return out
 
 
@@ -247,14 +257,15 @@ class Batches:
         idx = global_batch[rank * b : (rank + 1) * b].numpy()
         pin = self.device.type == "cuda"  # pinned, so the copies to the device never wait on the step
         # uint8 until it reaches the device: a quarter of the bytes to move; normalised there.
-        pixels = _gather(self.data.pixels, self.data.pixel_rows(idx), pin)
+        pixels = _gather(self.data.pixels, self.data.pixel_rows(idx), pin, self.data.pixel_file)
         augment = None
         if self.cfg.augment:  # stateless: the crop of a batch depends only on where it sits in the run
             augment = torch.Generator().manual_seed(
                 (((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + micro) * 4096 + rank) % 2**63
             )
         groups = self.data.groups.numpy()[idx] if self.data.groups is not None else None
-        tokens = self.data.texts.numpy()[idx]
+        token_file = self.data.token_file if self.data.text_pooled is None else None
+        tokens = token_file.take(idx) if token_file is not None else self.data.texts.numpy()[idx]
         if tokens.dtype.kind in "iu":  # token ids: int32 in the pair set, int64 (what the embedding takes) per batch
             tokens = tokens.astype(np.int64, copy=False)
         if self.cfg.label_text_prob > 0 and self.data.label_choices is not None:

@@ -89,7 +89,7 @@ def test_check_without_path_needs_a_download(cli):
 
 
 def test_fingerprint_is_computed_once_per_dataset(tmp_path, monkeypatch):
-    from pathlib import Path
+    import os
 
     from medclip_cli.data.dataset import Dataset, Sample
 
@@ -98,8 +98,8 @@ def test_fingerprint_is_computed_once_per_dataset(tmp_path, monkeypatch):
     dataset = Dataset("csv", tmp_path, "train", [Sample("a", image, "one")], {})
     first = dataset.fingerprint()
     stats = []
-    real_stat = Path.stat
-    monkeypatch.setattr(Path, "stat", lambda self, **kw: stats.append(self) or real_stat(self, **kw))
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, **kw: stats.append(os.fspath(path)) or real_stat(path, **kw))
     assert dataset.fingerprint() == first and not stats  # memoised: no file is stat'ed again
     dataset.samples = [Sample("a", image, "another caption")]
-    assert dataset.fingerprint() != first and stats == [image]  # other samples: computed again
+    assert dataset.fingerprint() != first and stats == [str(image)]  # other samples: computed again

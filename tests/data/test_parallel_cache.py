@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,24 @@ def test_default_worker_count_shares_the_cores_between_torchrun_processes(monkey
     assert decode_pool.decode_workers() == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert decode_pool.decode_workers() == 1
+
+
+def test_two_workers_hash_the_files_as_one_process(tmp_path, monkeypatch):
+    from medclip_cli.data import cache
+
+    dataset = _set(tmp_path / "data")
+    fifo = tmp_path / "data" / "fifo.png"
+    os.mkfifo(fifo)  # never read: a pipe is not a regular file
+    dataset.samples.append(Sample("fifo", fifo, "a pipe"))
+    monkeypatch.setattr(cache, "MIN_PARALLEL_HASH", 1)
+    monkeypatch.setenv(decode_pool.ENV, "1")
+    monkeypatch.setenv("MEDCLIP_HOME", str(tmp_path / "home1"))
+    one = cache.content_hashes(dataset)
+    monkeypatch.setenv(decode_pool.ENV, "2")
+    monkeypatch.setenv("MEDCLIP_HOME", str(tmp_path / "home2"))
+    advanced = []
+    two = cache._hash_all([s.path for s in dataset.samples], advanced.append)
+    assert two == one == [cache.file_sha256(s.image) or cache.MISSING for s in dataset.samples]
+    assert one[17] == one[-1] == cache.MISSING and len(set(one)) == len(one) - 1
+    assert sum(advanced) == len(dataset.samples) and len(advanced) > 1  # in chunks, from the workers
+    assert cache.content_hashes(dataset) == one  # and stored: read back, not hashed again
