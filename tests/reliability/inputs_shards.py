@@ -34,7 +34,7 @@ KINDS = [
 ]
 
 
-def _png(seed: int) -> bytes:
+def png_bytes(seed: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -54,7 +54,7 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = t
 
 def _good(archive: tarfile.TarFile) -> None:
     for k in range(GOOD):
-        _add(archive, f"{k:06d}.png", _png(k))
+        _add(archive, f"{k:06d}.png", png_bytes(k))
         meta = {"caption": f"scan number {k}", "labels": {"modality": "CT" if k % 2 else "MR"}}
         _add(archive, f"{k:06d}.json", json.dumps(meta).encode())
 
@@ -77,18 +77,18 @@ def shard_set(root: Path, bad: str) -> Path:
                 _add(archive, "evil.txt", b"a caption")
             elif bad in ("dotdot", "absolute"):
                 name = "../../pwned" if bad == "dotdot" else "/tmp/medclip-pwned"
-                _add(archive, f"{name}.png", _png(99))
+                _add(archive, f"{name}.png", png_bytes(99))
                 _add(archive, f"{name}.txt", b"a caption")
             elif bad == "big-image":
-                _add(archive, "big.png", _png(98) + b"\0" * 20_000)
+                _add(archive, "big.png", png_bytes(98) + b"\0" * 20_000)
                 _add(archive, "big.txt", b"a caption")
             elif bad == "big-caption":
                 from medclip_cli.data.tar_members import MAX_TEXT_BYTES
 
-                _add(archive, "long.png", _png(97))
+                _add(archive, "long.png", png_bytes(97))
                 _add(archive, "long.txt", b"a" * (MAX_TEXT_BYTES + 1))
             elif bad == "truncated":
-                _add(archive, "cut.png", _png(96) + b"\0" * 4096)
+                _add(archive, "cut.png", png_bytes(96) + b"\0" * 4096)
             else:
                 raise ValueError(bad)
             if bad != "truncated":

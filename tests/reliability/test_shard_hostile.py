@@ -1,7 +1,8 @@
 """Hostile WebDataset shards where a table row cannot show the outcome (the rows are in
 ``cases_shards.py``): a streamed ``--strict`` run stops mid-run at the bad sample, one line naming
 the shard; nothing is ever written under a member's own name, on either path; a shard of many
-tiny members reads in bounded time."""
+tiny members reads as headers; a stream whose every sample is refused stops; an over-long caption
+gets the same line on both paths."""
 
 from __future__ import annotations
 
@@ -82,3 +83,27 @@ def test_a_stream_whose_every_sample_is_refused_stops_instead_of_reading_its_sha
     assert result.exit_code == 1, result.output
     lines = message_lines(result.stderr)
     assert len(lines) == 1 and "no readable sample in shards 00000.tar" in lines[0] and "medclip data check" in lines[0]
+
+
+def test_a_caption_over_the_manifests_field_limit_is_skipped_with_the_same_line_on_both_paths(tmp_path):
+    import io
+
+    from medclip_cli.data import load_dataset
+    from medclip_cli.data.preprocess import PreprocessConfig
+    from medclip_cli.data.shard_stream import decode_sample, read_shard
+    from medclip_cli.errors import DataError
+
+    data = shards.shard_set(tmp_path / "shards", "symlink")
+    tar = data / "train" / "00000.tar"
+    with tarfile.open(tar, "a") as archive:  # 1,000,001 characters: under the member limit, over the field limit
+        for name, blob in (("wordy.png", shards.png_bytes(5)), ("wordy.txt", b"x" * 1_000_001)):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    line = "sample 'wordy': a caption of 1,000,001 characters, over the limit of 1,000,000; skipped"
+    cached = load_dataset(data, "train", "webdataset")
+    assert len(cached) == shards.GOOD and any(p.endswith(line) for p in cached.problems)
+    (wordy,) = [s for s in read_shard(tar) if getattr(s, "key", None) == "wordy"]
+    with pytest.raises(DataError) as err:
+        decode_sample(wordy, PreprocessConfig(image_size=8))
+    assert str(err.value).endswith(line)
