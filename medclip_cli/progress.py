@@ -31,3 +31,15 @@ class NullProgress:
 
     def log(self, message: str) -> None:
         pass
+
+
+def stage(action: str, model: str | None = None) -> str:
+    """A stage's description: ``action`` and the model it runs (the results tables' short name),
+    so a log of several models (``--model a --model b``, a reproduce comparison) tells which
+    stage is whose: ``embedding 100 dev images (test-vit/none)``."""
+    return f"{action} ({model})" if model else action
+
+
+def read_from_cache(progress: ProgressReporter, description: str) -> None:
+    """The one line of a stage whose result came from a cache instead of being computed."""
+    progress.log(f"{description}: read from cache")
