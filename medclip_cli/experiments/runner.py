@@ -166,6 +166,8 @@ def _run_seed(
     start_dir, tune_dir = output / "start-model", output / "finetune"
     torch.manual_seed(seed)
     saved_start = (start_dir / CONFIG_NAME).is_file() and (start_dir / WEIGHTS_NAME).is_file()
+    say = progress.log if progress is not None else (lambda message: None)
+    say(f"loading model {BASELINE}")  # a download or big weights: seconds before the first stage
     if resuming and saved_start:
         baseline = load_bundle(start_dir)  # the very model the interrupted run started from
     else:
@@ -202,7 +204,10 @@ def _run_seed(
     )
     probe_result = None
     if probe is not None:
-        models = [(source.label, source.load()) for source in sources]
+        models = []
+        for source in sources:
+            say(f"loading model {source.label} for the probes")
+            models.append((source.label, source.load()))
         probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
     findings = run_findings_step(experiment, sources, eval_set, data_root, device, seed, progress)
     return SeedRun(seed, output, evaluation, train_result, probe_result, findings)

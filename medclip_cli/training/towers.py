@@ -10,12 +10,15 @@ from medclip_cli.runtime.kernels import prefer_channels_last
 from medclip_cli.training.config import TrainConfig
 
 
-def build_model(cfg: TrainConfig, device: torch.device, resume=None):
+def build_model(cfg: TrainConfig, device: torch.device, resume=None, progress=None):
     """The run's model on ``device``: seeded from ``cfg.seed``, or the checkpoint ``resume``'s,
-    with the towers locked as ``cfg`` says."""
+    with the towers locked as ``cfg`` says (``progress``: a line saying which, before the seconds
+    that loading big weights takes)."""
     from medclip_cli.models import resolve_model
     from medclip_cli.models.bundle import load_bundle
 
+    if progress is not None:
+        progress.log(f"loading model {_model_name(cfg, resume)}")
     torch.manual_seed(cfg.seed)
     if resume is not None:
         model = load_bundle(resume.path)
@@ -29,6 +32,15 @@ def build_model(cfg: TrainConfig, device: torch.device, resume=None):
     model = model.to(device)
     prefer_channels_last(model.module, device)
     return model
+
+
+def _model_name(cfg: TrainConfig, resume) -> str:
+    if resume is not None:
+        return f"from the checkpoint {resume.path}"
+    if cfg.model_dir is not None:
+        return str(cfg.model_dir)
+    name = f"{cfg.encoder}/{cfg.pretrained or 'none'}"
+    return f"{name} with text encoder {cfg.text_encoder}" if cfg.text_encoder else name
 
 
 def lock_towers(module: nn.Module, cfg: TrainConfig) -> None:

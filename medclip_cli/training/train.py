@@ -111,7 +111,7 @@ class _Run:
         precision = resolve_precision(cfg.precision, device)
         resume = self._find_resume()
         dist_.barrier()  # every rank has checked the output folder before rank 0 writes to it
-        model = build_model(cfg, device, resume)
+        model = build_model(cfg, device, resume, self.progress)
         train_ds, self.train_set, self.val_ds, self.val_set = self._load_data(model)
         self.fingerprint = train_ds.fingerprint()
         if resume is not None and resume.state.get("data_fingerprint") != self.fingerprint:

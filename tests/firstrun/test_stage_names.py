@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from tests.conftest import message_lines
+from tests.conftest import message_lines, write_medpix_manifest
 from tests.firstrun.test_progress_logs import _run_into_log, _stages
+from tests.reproduce.test_side_by_side import own_configs  # noqa: F401  (a fixture: the experiment sbs)
 from tests.training.conftest import make_small_medpix
 
 STAMP = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  "
@@ -41,6 +42,9 @@ def test_the_text_feature_cache_is_a_stage_with_its_captions_and_seconds(tmp_pat
     assert stages.index((stage, "done")) == stages.index((stage, "start")) + 1
     assert stages.index(("tokenising train captions", "done")) < stages.index((stage, "start"))
     assert stages.index((stage, "done")) < stages.index(("epoch 1/1", "start")), text
+    # What the seconds before the data's first stage are spent on.
+    loading = re.search(STAMP + "loading model test-vit/none with text encoder minilm-l6$", text, re.M)
+    assert loading and loading.start() < text.index("hashing train images: start"), text
 
 
 def test_label_prompts_are_counted_with_the_captions(tmp_path):
@@ -116,3 +120,26 @@ def test_calibration_and_embed_stages_name_the_model_and_split(tmp_path):
     assert any(n.startswith("embedding 8 train images (test-vit/none)") for n in names), text
     assert any(n.startswith("embedding 8 dev images (test-vit/none)") for n in names), text
     assert any(re.fullmatch(r"embedding \d+ train\+dev captions \(test-vit/none\)", n) for n in names), text
+
+
+def test_reproduce_names_the_baseline_and_the_fine_tuned_model_in_its_stages(cli, own_configs, tmp_path):
+    """The experiment's two models (as its report's tables name them) in every evaluation and
+    probe stage; each model's loading is a line of its own."""
+    manifest = write_medpix_manifest(tmp_path / "data", {"train": 4, "dev": 4})
+    result = cli("reproduce", "--experiment", "sbs", "--data", manifest, "--output", tmp_path / "runs", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    text = result.stderr
+    stages = _stages(text)
+    names = {name for name, _ in stages}
+    for model in ("baseline", "fine-tuned"):
+        assert (f"embedding 8 dev images ({model})", "done") in stages or re.search(
+            STAMP + re.escape(f"embedding 8 dev images ({model}): read from cache"), text, re.M
+        ), text
+        assert f"scoring 1 zero-shot task on dev ({model})" in names, text
+        assert f"zero-shot classifiers of 1 task ({model})" in names, text
+        assert any(re.fullmatch(rf"embedding 8 train images \({model}\)", n) for n in names), text
+        assert re.search(STAMP + f"loading model {model} for the probes$", text, re.M), text
+    assert re.search(STAMP + "loading model baseline$", text, re.M), text
+    for name in names:
+        if name.startswith(("embedding", "scoring", "zero-shot")):
+            assert name.endswith(("(baseline)", "(fine-tuned)")), name
