@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import contextmanager
+from typing import Iterator, Protocol
 
 
 class ProgressReporter(Protocol):
@@ -43,3 +44,14 @@ def stage(action: str, model: str | None = None) -> str:
 def read_from_cache(progress: ProgressReporter, description: str) -> None:
     """The one line of a stage whose result came from a cache instead of being computed."""
     progress.log(f"{description}: read from cache")
+
+
+@contextmanager
+def loading_model(progress: ProgressReporter | None, name: str) -> Iterator[None]:
+    """Loading model ``name`` (big weights, a download: seconds) as a stage of one item: in a log
+    its start and done lines with the seconds; on a terminal a bar that a failure hides."""
+    progress = progress or NullProgress()
+    task = progress.task(f"loading model {name}", total=1)
+    yield
+    progress.advance(task)
+    progress.done(task)

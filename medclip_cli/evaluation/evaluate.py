@@ -19,7 +19,7 @@ from medclip_cli.data.dataset import Dataset
 from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, model_fingerprint
 from medclip_cli.evaluation.metrics import classification_metrics
 from medclip_cli.evaluation.uncertainty import DEFAULT_RESAMPLES
-from medclip_cli.progress import NullProgress, ProgressReporter, stage
+from medclip_cli.progress import NullProgress, ProgressReporter, loading_model, stage
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
 from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult  # noqa: F401  (re-exported)
 from medclip_cli.models.origin import warn_if_random, weights_origin
@@ -107,8 +107,8 @@ def evaluate(
     results = []
     for source in sources:
         torch.manual_seed(config.seed)
-        progress.log(f"loading model {source.label}")  # seconds for big weights, between two models' stages
-        model = source.load().to(device)
+        with loading_model(progress, source.label):  # seconds for big weights, between two models' stages
+            model = source.load().to(device)
         model.module.eval()  # also when the images come from the cache: text towers may have dropout
         if source.bundle is None:
             warn_if_random(model.manifest, source.label)

@@ -305,6 +305,7 @@ def run_findings(
     from medclip_cli.data.findings import findings_field, uncertain_policy
     from medclip_cli.evaluation.embeddings import model_fingerprint
     from medclip_cli.evaluation.prompts import load_prompt_set
+    from medclip_cli.progress import loading_model
     from medclip_cli.runtime.devices import resolve_device
 
     findings = findings_field(dataset, field_name)
@@ -315,9 +316,8 @@ def run_findings(
     results = []
     for source in sources:
         torch.manual_seed(seed)
-        if progress is not None:
-            progress.log(f"loading model {source.label}")
-        model = source.load().to(target)
+        with loading_model(progress, source.label):
+            model = source.load().to(target)
         model.module.eval()
         result = evaluate_findings(
             model, dataset, findings, pairs_table=pairs_table, validation=validation, uncertain=uncertain,

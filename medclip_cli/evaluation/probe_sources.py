@@ -12,7 +12,7 @@ from medclip_cli.data.dataset import Dataset
 from medclip_cli.evaluation.embed_file import EmbeddingTable, check_same_model, read_embedding_file
 from medclip_cli.evaluation.probe import METRICS
 from medclip_cli.evaluation.probe_run import ProbeSource
-from medclip_cli.progress import NullProgress, ProgressReporter, stage
+from medclip_cli.progress import NullProgress, ProgressReporter, loading_model, stage
 
 
 def model_probe_source(
@@ -30,8 +30,8 @@ def model_probe_source(
     from medclip_cli.models.source import build_from_source, source_label
     from medclip_cli.runtime.devices import resolve_device
 
-    (progress or NullProgress()).log(f"loading model {source_label(source)}")
-    model = build_from_source(source).to(resolve_device(device))
+    with loading_model(progress, source_label(source)):
+        model = build_from_source(source).to(resolve_device(device))
     return probe_source_for_model(
         model, source_label(source), source, datasets, tasks, prompts=prompts, batch_size=batch_size, cache=cache, progress=progress
     )

@@ -12,22 +12,21 @@ from medclip_cli.training.config import TrainConfig
 
 def build_model(cfg: TrainConfig, device: torch.device, resume=None, progress=None):
     """The run's model on ``device``: seeded from ``cfg.seed``, or the checkpoint ``resume``'s,
-    with the towers locked as ``cfg`` says (``progress``: a line saying which, before the seconds
-    that loading big weights takes)."""
+    with the towers locked as ``cfg`` says (``progress``: loading it is a stage, named)."""
     from medclip_cli.models import resolve_model
     from medclip_cli.models.bundle import load_bundle
+    from medclip_cli.progress import loading_model
 
-    if progress is not None:
-        progress.log(f"loading model {_model_name(cfg, resume)}")
     torch.manual_seed(cfg.seed)
-    if resume is not None:
-        model = load_bundle(resume.path)
-        model.manifest = dict(resume.state["manifest"])
-        own_tensors(model.module)
-    else:
-        model = resolve_model(
-            cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size
-        )
+    with loading_model(progress, _model_name(cfg, resume)):
+        if resume is not None:
+            model = load_bundle(resume.path)
+            model.manifest = dict(resume.state["manifest"])
+            own_tensors(model.module)
+        else:
+            model = resolve_model(
+                cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size
+            )
     lock_towers(model.module, cfg)
     model = model.to(device)
     prefer_channels_last(model.module, device)
