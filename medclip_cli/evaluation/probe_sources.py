@@ -59,7 +59,8 @@ def probe_source_for_model(
         model, model_identity(model, label, source), datasets, captions=False, batch_size=batch_size, cache=cache, progress=progress
     )
     # Each task's prompts embedded by the model's text tower: seconds for a big one.
-    bar = progress.task(stage(f"zero-shot classifiers of {len(tasks)} task{'s' if len(tasks) != 1 else ''}", label), total=len(tasks))
+    what = f"zero-shot classifiers of {len(tasks)} task{'s' if len(tasks) != 1 else ''}"
+    bar = progress.task(stage(what, label), total=len(tasks))
     classifiers = {}
     for task in tasks:
         classifiers[task] = _zero_shot_classifier(model, datasets, task, prompts)
