@@ -32,30 +32,16 @@ from medclip_cli.atomic import atomic_open
 from medclip_cli.data.dataset import Dataset, file_identity
 from medclip_cli.data.home import cache_dir
 from medclip_cli.data.preprocess import PreprocessConfig
-from medclip_cli.errors import ImageError
-from medclip_cli.files import open_regular
+from medclip_cli.files import file_sha256
 from medclip_cli.progress import NullProgress, ProgressReporter
 
 CACHE_VERSION = 3  # bump when decoding or resizing changes what a file turns into (3: raw hashes)
-_HASH_CHUNK = 1 << 20
 _PATH_MARK = "{image}"  # stands for the sample's path in stored skip reasons
 DIGEST = 32  # bytes of a sha256
 
 
 def pixels_dir() -> Path:
     return cache_dir() / "pixels"
-
-
-def file_sha256(path: Path) -> str | None:
-    """sha256 of a file's bytes, or None when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open_regular(path, ImageError, "image file") as fh:  # a pipe or device is never read
-            while chunk := fh.read(_HASH_CHUNK):
-                digest.update(chunk)
-    except (OSError, ImageError):
-        return None
-    return digest.hexdigest()
 
 
 def content_hashes(dataset: Dataset, progress: ProgressReporter | None = None) -> np.ndarray:

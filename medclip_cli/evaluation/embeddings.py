@@ -101,13 +101,18 @@ def _compute(model, dataset: Dataset, batch_size: int, progress: ProgressReporte
 
     from medclip_cli.data.pixels import load_pixels
     from medclip_cli.data.preprocess import normalize_batch
+    from medclip_cli.data.row_file import RowFile
 
     pixels = load_pixels(dataset, model.preprocess, progress=progress, cache=cache)  # --no-cache: no pixel cache either
     model.module.eval()
     chunks = []
+    # Read from the cache file, not through its map: the set's pixels do not pile up in the
+    # process's resident memory as the batches go by (data/row_file.py).
+    file = RowFile.of(pixels.array)
     task = progress.task(_images_stage(len(pixels), dataset, name), total=len(pixels))
     for start in range(0, len(pixels), batch_size):
-        batch = normalize_batch(pixels.array[start : start + batch_size], model.preprocess, device=model.device)
+        rows = file.read(start, start + batch_size) if file is not None else pixels.array[start : start + batch_size]
+        batch = normalize_batch(rows, model.preprocess, device=model.device)
         chunks.append(model.encode_images(batch).float().cpu())
         progress.advance(task, len(batch))
     progress.done(task)
