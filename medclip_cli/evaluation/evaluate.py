@@ -21,7 +21,7 @@ from medclip_cli.evaluation.metrics import classification_metrics
 from medclip_cli.evaluation.uncertainty import DEFAULT_RESAMPLES
 from medclip_cli.progress import NullProgress, ProgressReporter, loading_model, stage
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
-from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult  # noqa: F401  (re-exported)
+from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult
 from medclip_cli.models.origin import warn_if_random, weights_origin
 from medclip_cli.errors import DataError, UsageError
 
@@ -284,5 +284,3 @@ def package_versions() -> dict[str, str]:
             pass
     return found
 
-
-from medclip_cli.evaluation.outputs import check_output, write_outputs  # noqa: E402  (re-exported)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
-from medclip_cli.experiments.network import needs_network  # noqa: F401  (re-exported)
-from medclip_cli.experiments.results import results_json, supervision, write_json, write_text  # noqa: F401  (re-exported)
+from medclip_cli.experiments.results import supervision
 from medclip_cli.experiments.findings_step import check_findings, run_findings_step
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 

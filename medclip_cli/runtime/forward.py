@@ -17,8 +17,7 @@ import torch
 import torch.nn as nn
 
 from medclip_cli.errors import UsageError
-# token_lengths and trim_hf_padding live with the HF tower in models/; re-exported for the trainer.
-from medclip_cli.models.text_padding import hf_pad_id, token_lengths, trim_hf_padding  # noqa: F401
+from medclip_cli.models.text_padding import hf_pad_id, trim_hf_padding
 
 
 def _bucket_bounds(lengths: list[int], max_buckets: int = 6, overhead: int = 12) -> list[int]:
