@@ -92,3 +92,20 @@ def _read_at_most(fh, n: int, size: int = 0) -> bytes:
 
 def _article(what: str) -> str:
     return f"an {what}" if what[:1] in "aeiou" else f"a {what}"
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a regular file's bytes (hex), or None when it cannot be read; a pipe or device
+    is never read."""
+    import hashlib
+
+    from medclip_cli.errors import ImageError
+
+    digest = hashlib.sha256()
+    try:
+        with open_regular(path, ImageError, "image file") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, ImageError):
+        return None
+    return digest.hexdigest()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import contextmanager
+from typing import Iterator, Protocol
 
 
 class ProgressReporter(Protocol):
@@ -31,3 +32,26 @@ class NullProgress:
 
     def log(self, message: str) -> None:
         pass
+
+
+def stage(action: str, model: str | None = None) -> str:
+    """A stage's description: ``action`` and the model it runs (the results tables' short name),
+    so a log of several models (``--model a --model b``, a reproduce comparison) tells which
+    stage is whose: ``embedding 100 dev images (test-vit/none)``."""
+    return f"{action} ({model})" if model else action
+
+
+def read_from_cache(progress: ProgressReporter, description: str) -> None:
+    """The one line of a stage whose result came from a cache instead of being computed."""
+    progress.log(f"{description}: read from cache")
+
+
+@contextmanager
+def loading_model(progress: ProgressReporter | None, name: str) -> Iterator[None]:
+    """Loading model ``name`` (big weights, a download: seconds) as a stage of one item: in a log
+    its start and done lines with the seconds; on a terminal a bar that a failure hides."""
+    progress = progress or NullProgress()
+    task = progress.task(f"loading model {name}", total=1)
+    yield
+    progress.advance(task)
+    progress.done(task)

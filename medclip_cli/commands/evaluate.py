@@ -101,7 +101,8 @@ def evaluate(
         medclip evaluate --data pairs.csv --split test --image-column path --caption-column report --label-column modality --encoder vit-b-32 --pretrained openai
     """
     from medclip_cli.data import default_data_root, load_dataset
-    from medclip_cli.evaluation.evaluate import EvalConfig, check_output, evaluate as run_evaluation, resolve_tasks, write_outputs
+    from medclip_cli.evaluation.evaluate import EvalConfig, evaluate as run_evaluation, resolve_tasks
+    from medclip_cli.evaluation.outputs import check_output, write_outputs
 
     options.spell_flags(ctx)
     if output is not None:

@@ -93,13 +93,13 @@ def reproduce(
         if len(experiments) == 1:  # one experiment: its error is the command's error
             runs = [_run_one(experiments[0], output / experiments[0].name, data_for[experiments[0].name], device, command, as_json, resume)]
             if as_json:
-                from medclip_cli.experiments.runner import results_json
+                from medclip_cli.experiments.results import results_json
 
                 ui.print_json([results_json(run, command) for run in runs])
             return
         runs, skipped = _run_many(experiments, output, data_for, device, command, as_json, resume, refused)
         from medclip_cli.experiments.report import summary_report
-        from medclip_cli.experiments.runner import results_json, write_text
+        from medclip_cli.experiments.results import results_json, write_text
 
         write_text(output / "summary.md", summary_report(runs, command, skipped))
     if as_json:
@@ -217,10 +217,11 @@ def _command(experiment, data, output, overrides) -> str:
 
 
 def _run_one(exp, out: Path, data, device, command, as_json, resume=False):
-    from medclip_cli.evaluation.evaluate import write_outputs
+    from medclip_cli.evaluation.outputs import write_outputs
     from medclip_cli.experiments.figures import save_training_curves_png
     from medclip_cli.experiments.report import cell, experiment_report
-    from medclip_cli.experiments.runner import results_json, run_experiment, write_json, write_text
+    from medclip_cli.experiments.results import results_json, write_json, write_text
+    from medclip_cli.experiments.runner import run_experiment
 
     import shutil
 
@@ -284,7 +285,7 @@ def _moved(data, old: Path, new: Path):
 
 def _show_list(experiments, as_json: bool) -> None:
     from medclip_cli.config_folders import origin
-    from medclip_cli.experiments.runner import needs_network
+    from medclip_cli.experiments.network import needs_network
 
     rows = [
         {

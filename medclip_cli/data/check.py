@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from medclip_cli.data.cache import file_sha256
+from medclip_cli.files import file_sha256
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.images import load_image
 from medclip_cli.progress import NullProgress, ProgressReporter

@@ -136,14 +136,14 @@ def decode_in_workers(
 
 
 def _hash_files(paths: list[str]) -> list[str | None]:
-    """In a worker: the sha256 of each file (None when unreadable), as :func:`cache.file_sha256`."""
-    from medclip_cli.data.cache import file_sha256
+    """In a worker: the sha256 of each file (None when unreadable)."""
+    from medclip_cli.files import file_sha256
 
     return [file_sha256(p) for p in paths]
 
 
 def hash_in_workers(paths: list[str], workers: int, *, advance) -> list[str | None]:
-    """:func:`medclip_cli.data.cache.file_sha256` of every path, in ``workers`` processes, in order.
+    """:func:`medclip_cli.files.file_sha256` of every path, in ``workers`` processes, in order.
 
     A first run hashes every file before anything is decoded (the hashes name the cache entry):
     one process would leave the other cores idle for a seventh of a 200k-image build. A pool that

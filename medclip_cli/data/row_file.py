@@ -47,6 +47,16 @@ class RowFile:
         except OSError:
             return None
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """``array[start:stop]`` read from the file with one call (the rows are contiguous)."""
+        start, stop = max(0, start), min(stop, self.shape[0])
+        out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+        size = out.nbytes
+        got = os.preadv(self._fd, [memoryview(out.reshape(-1).view(np.uint8))], self.offset + start * self.row_bytes) if size else 0
+        if got != size:
+            raise OSError(f"{self.path}: short read of rows {start}..{stop - 1} ({got} of {size} bytes)")
+        return out
+
     def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``array[rows]`` read from the file (into ``out``, C-ordered, when given)."""
         rows = np.asarray(rows)

@@ -104,7 +104,8 @@ def calibrate_model(model_result, model, dataset, config, prompt_set, progress) 
     from medclip_cli.evaluation.zeroshot import zero_shot_logits
 
     embeddings = embed_images(
-        model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=model_result.model_key, progress=progress
+        model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=model_result.model_key, progress=progress,
+        name=model_result.label,
     )
     for name, task in model_result.tasks.items():
         if task.kind != "classification":

@@ -19,7 +19,7 @@ import numpy as np
 from medclip_cli.atomic import atomic_open
 from medclip_cli.data.dataset import Dataset
 from medclip_cli.data.home import cache_dir
-from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter, read_from_cache, stage
 
 CACHE_VERSION = 1
 
@@ -71,35 +71,48 @@ def embed_images(
     cache: bool = True,
     model_key: str | None = None,
     progress: ProgressReporter | None = None,
+    name: str | None = None,
 ) -> ImageEmbeddings:
-    """Features of every readable image of ``dataset`` (unreadable ones are listed in ``skipped``)."""
+    """Features of every readable image of ``dataset`` (unreadable ones are listed in ``skipped``).
+
+    ``name``: the model's short name, for the progress stage (``embedding 100 dev images (NAME)``)."""
     progress = progress or NullProgress()
     path = None
     if cache:
         path = embedding_cache_path(model_key or model_fingerprint(model), dataset, model.preprocess)
         cached = load_embeddings(path)
         if cached is not None:
+            read_from_cache(progress, _images_stage(len(cached.indices), dataset, name))
             return cached
     start = time.perf_counter()
-    features, indices, skipped = _compute(model, dataset, batch_size, progress, cache)
+    features, indices, skipped = _compute(model, dataset, batch_size, progress, cache, name)
     result = ImageEmbeddings(features, indices, skipped, False, time.perf_counter() - start)
     if path is not None:
         save_embeddings(path, result)
     return result
 
 
-def _compute(model, dataset: Dataset, batch_size: int, progress: ProgressReporter, cache: bool = True):
+def _images_stage(count: int, dataset: Dataset, name: str | None) -> str:
+    return stage(f"embedding {count} {dataset.split} images", name)
+
+
+def _compute(model, dataset: Dataset, batch_size: int, progress: ProgressReporter, cache: bool, name: str | None):
     import torch
 
     from medclip_cli.data.pixels import load_pixels
     from medclip_cli.data.preprocess import normalize_batch
+    from medclip_cli.data.row_file import RowFile
 
     pixels = load_pixels(dataset, model.preprocess, progress=progress, cache=cache)  # --no-cache: no pixel cache either
     model.module.eval()
     chunks = []
-    task = progress.task(f"embedding {len(pixels)} images", total=len(pixels))
+    # Read from the cache file, not through its map: the set's pixels do not pile up in the
+    # process's resident memory as the batches go by (data/row_file.py).
+    file = RowFile.of(pixels.array)
+    task = progress.task(_images_stage(len(pixels), dataset, name), total=len(pixels))
     for start in range(0, len(pixels), batch_size):
-        batch = normalize_batch(pixels.array[start : start + batch_size], model.preprocess, device=model.device)
+        rows = file.read(start, start + batch_size) if file is not None else pixels.array[start : start + batch_size]
+        batch = normalize_batch(rows, model.preprocess, device=model.device)
         chunks.append(model.encode_images(batch).float().cpu())
         progress.advance(task, len(batch))
     progress.done(task)

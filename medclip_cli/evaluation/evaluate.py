@@ -19,9 +19,9 @@ from medclip_cli.data.dataset import Dataset
 from medclip_cli.evaluation.embeddings import ImageEmbeddings, embed_images, model_fingerprint
 from medclip_cli.evaluation.metrics import classification_metrics
 from medclip_cli.evaluation.uncertainty import DEFAULT_RESAMPLES
-from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter, loading_model, stage
 from medclip_cli.evaluation.prompts import PromptSet, load_prompt_set
-from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult  # noqa: F401  (re-exported)
+from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult
 from medclip_cli.models.origin import warn_if_random, weights_origin
 from medclip_cli.errors import DataError, UsageError
 
@@ -107,7 +107,8 @@ def evaluate(
     results = []
     for source in sources:
         torch.manual_seed(config.seed)
-        model = source.load().to(device)
+        with loading_model(progress, source.label):  # seconds for big weights, between two models' stages
+            model = source.load().to(device)
         model.module.eval()  # also when the images come from the cache: text towers may have dropout
         if source.bundle is None:
             warn_if_random(model.manifest, source.label)
@@ -155,7 +156,7 @@ def evaluate(
 def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) -> ModelResult:
     key = model_fingerprint(model)
     embeddings = embed_images(
-        model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=key, progress=progress
+        model, dataset, batch_size=config.batch_size, cache=config.cache, model_key=key, progress=progress, name=label
     )
     if config.strict and embeddings.skipped:
         _, reason = embeddings.skipped[0]
@@ -167,11 +168,17 @@ def _evaluate_model(label, model, dataset, tasks, prompt_set, config, progress) 
     if not embeddings.indices:
         raise DataError(f"{dataset.root}: none of the {len(dataset)} images of split {dataset.split!r} could be read")
     task_results = {}
-    for task in tasks:
-        if task == RETRIEVAL:
-            task_results[task] = _retrieval(model, dataset, embeddings, config.ks, progress)
-        else:
+    classify = [t for t in tasks if t != RETRIEVAL]
+    if classify:  # each task embeds its prompts: seconds for a big text tower and many classes
+        what = f"scoring {len(classify)} zero-shot task{'s' if len(classify) > 1 else ''} on {dataset.split}"
+        bar = progress.task(stage(what, label), total=len(classify))
+        for task in classify:
             task_results[task] = _classification(model, dataset, embeddings, task, prompt_set)
+            progress.advance(bar)
+        progress.done(bar)
+    if RETRIEVAL in tasks:
+        task_results[RETRIEVAL] = _retrieval(model, dataset, embeddings, config.ks, progress, label)
+    task_results = {t: task_results[t] for t in tasks}  # in the order asked for
     return ModelResult(
         label=label,
         manifest=dict(model.manifest),
@@ -235,7 +242,7 @@ def _classification(model, dataset: Dataset, embeddings: ImageEmbeddings, task: 
     )
 
 
-def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progress) -> TaskResult:
+def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progress, label: str | None = None) -> TaskResult:
     from medclip_cli.evaluation.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
 
     positions = [p for p, i in enumerate(embeddings.indices) if (dataset.samples[i].caption or "").strip()]
@@ -243,7 +250,7 @@ def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progres
         raise DataError(f"task 'retrieval': no image of split {dataset.split!r} has a caption")
     samples = [dataset.samples[embeddings.indices[p]] for p in positions]
     captions, owner = caption_groups([s.caption.strip() for s in samples])
-    task = progress.task(f"embedding {len(captions)} captions", total=len(captions))
+    task = progress.task(stage(f"embedding {len(captions)} {dataset.split} captions", label), total=len(captions))
     text_features = model.encode_texts(captions).cpu()
     progress.advance(task, len(captions))
     progress.done(task)
@@ -277,5 +284,3 @@ def package_versions() -> dict[str, str]:
             pass
     return found
 
-
-from medclip_cli.evaluation.outputs import check_output, write_outputs  # noqa: E402  (re-exported)

@@ -24,7 +24,7 @@ from medclip_cli.evaluation.embed_file import (
     output_suffix_ok,
     read_embedding_file,
 )
-from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter, stage
 
 
 @dataclass
@@ -120,7 +120,9 @@ def embed_datasets(
     model.module.eval()
     parts, all_cached, skipped, described = [], True, [], []
     for dataset in datasets:
-        found = embed_images(model, dataset, batch_size=batch_size, cache=cache, model_key=key, progress=progress)
+        found = embed_images(
+            model, dataset, batch_size=batch_size, cache=cache, model_key=key, progress=progress, name=identity.get("name")
+        )
         all_cached &= found.from_cache
         skipped += [{"split": dataset.split, "id": i, "reason": r} for i, r in found.skipped]
         described.append(
@@ -139,7 +141,8 @@ def embed_datasets(
         raise DataError(f"none of the {total} images could be read (first: {skipped[0]['id']}: {skipped[0]['reason']})")
     table = _table(parts, identity, described, skipped)
     if captions:
-        table.text = _caption_embeddings(model, table.captions, progress)
+        splits = "+".join(d.split for d in datasets)
+        table.text = _caption_embeddings(model, table.captions, progress, stage(f"{splits} captions", identity.get("name")))
     return table, all_cached
 
 
@@ -162,11 +165,12 @@ def _table(parts, identity: dict, described: list[dict], skipped: list[dict]) ->
     return EmbeddingTable(np.concatenate(image), ids, paths, splits, caps, labels, identity, None, described, skipped)
 
 
-def _caption_embeddings(model, captions: list[str | None], progress: ProgressReporter) -> np.ndarray | None:
+def _caption_embeddings(model, captions: list[str | None], progress: ProgressReporter, what: str) -> np.ndarray | None:
+    """The text embedding of each caption (NaN rows where none); ``what``: ``dev captions (MODEL)``."""
     distinct = list(dict.fromkeys(c for c in captions if c))
     if not distinct:
         return None
-    task = progress.task(f"embedding {len(distinct)} captions", total=len(distinct))
+    task = progress.task(f"embedding {len(distinct)} {what}", total=len(distinct))
     chunks, step = [], 256
     for start in range(0, len(distinct), step):
         chunks.append(model.encode_texts(distinct[start : start + step]).float().cpu().numpy())

@@ -200,11 +200,11 @@ class FindingsResult:
         return interval.format() if interval is not None and interval.low is not None else flat_metrics(self.metrics).get(name)
 
 
-def score_split(model, dataset, pairs, *, batch_size=64, cache=True, model_key=None, progress=None):
-    """``(indices, probabilities)`` of the readable images of ``dataset``."""
+def score_split(model, dataset, pairs, *, batch_size=64, cache=True, model_key=None, progress=None, name=None):
+    """``(indices, probabilities)`` of the readable images of ``dataset`` (``name``: the model's, for the progress stage)."""
     from medclip_cli.evaluation.embeddings import embed_images
 
-    embeddings = embed_images(model, dataset, batch_size=batch_size, cache=cache, model_key=model_key, progress=progress)
+    embeddings = embed_images(model, dataset, batch_size=batch_size, cache=cache, model_key=model_key, progress=progress, name=name)
     if not embeddings.indices:
         raise DataError(f"{dataset.root}: none of the {len(dataset)} images of split {dataset.split!r} could be read")
     return embeddings, finding_probabilities(model, embeddings.features, pairs)
@@ -226,11 +226,12 @@ def evaluate_findings(
     progress=None,
     bootstrap: int = 0,
     seed: int = 0,
+    name: str | None = None,
 ) -> FindingsResult:
     """Zero-shot multi-label metrics of ``model`` on ``dataset``; thresholds from ``validation``;
     with ``bootstrap`` resamples of the images, a 95 % interval for every metric."""
     pairs = prompt_pairs(findings.findings, pairs_table)
-    kw = dict(batch_size=batch_size, cache=cache, model_key=model_key, progress=progress)
+    kw = dict(batch_size=batch_size, cache=cache, model_key=model_key, progress=progress, name=name)
     embeddings, probs = score_split(model, dataset, pairs, **kw)
     y, mask = label_matrix(dataset, findings, embeddings.indices, uncertain=uncertain, blank=blank)
     if validation is not None:
@@ -304,6 +305,7 @@ def run_findings(
     from medclip_cli.data.findings import findings_field, uncertain_policy
     from medclip_cli.evaluation.embeddings import model_fingerprint
     from medclip_cli.evaluation.prompts import load_prompt_set
+    from medclip_cli.progress import loading_model
     from medclip_cli.runtime.devices import resolve_device
 
     findings = findings_field(dataset, field_name)
@@ -314,12 +316,13 @@ def run_findings(
     results = []
     for source in sources:
         torch.manual_seed(seed)
-        model = source.load().to(target)
+        with loading_model(progress, source.label):
+            model = source.load().to(target)
         model.module.eval()
         result = evaluate_findings(
             model, dataset, findings, pairs_table=pairs_table, validation=validation, uncertain=uncertain,
             blank=blank, threshold_rule=threshold_rule, batch_size=batch_size, cache=cache,
-            model_key=model_fingerprint(model), progress=progress, bootstrap=bootstrap, seed=seed,
+            model_key=model_fingerprint(model), progress=progress, bootstrap=bootstrap, seed=seed, name=source.label,
         )
         results.append((source.label, result))
         del model

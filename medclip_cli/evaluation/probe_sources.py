@@ -12,7 +12,7 @@ from medclip_cli.data.dataset import Dataset
 from medclip_cli.evaluation.embed_file import EmbeddingTable, check_same_model, read_embedding_file
 from medclip_cli.evaluation.probe import METRICS
 from medclip_cli.evaluation.probe_run import ProbeSource
-from medclip_cli.progress import NullProgress, ProgressReporter
+from medclip_cli.progress import NullProgress, ProgressReporter, loading_model, stage
 
 
 def model_probe_source(
@@ -30,7 +30,8 @@ def model_probe_source(
     from medclip_cli.models.source import build_from_source, source_label
     from medclip_cli.runtime.devices import resolve_device
 
-    model = build_from_source(source).to(resolve_device(device))
+    with loading_model(progress, source_label(source)):
+        model = build_from_source(source).to(resolve_device(device))
     return probe_source_for_model(
         model, source_label(source), source, datasets, tasks, prompts=prompts, batch_size=batch_size, cache=cache, progress=progress
     )
@@ -57,7 +58,14 @@ def probe_source_for_model(
     table, _ = embed_datasets(
         model, model_identity(model, label, source), datasets, captions=False, batch_size=batch_size, cache=cache, progress=progress
     )
-    classifiers = {task: _zero_shot_classifier(model, datasets, task, prompts) for task in tasks}
+    # Each task's prompts embedded by the model's text tower: seconds for a big one.
+    what = f"zero-shot classifiers of {len(tasks)} task{'s' if len(tasks) != 1 else ''}"
+    bar = progress.task(stage(what, label), total=len(tasks))
+    classifiers = {}
+    for task in tasks:
+        classifiers[task] = _zero_shot_classifier(model, datasets, task, prompts)
+        progress.advance(bar)
+    progress.done(bar)
     scale = model.logit_scale
 
     def zero_shot(task: str, classes: list[str], rows: EmbeddingTable) -> dict | None:

@@ -59,7 +59,7 @@ def honesty_markdown(run: ExperimentRun) -> list[str]:
     exp = run.experiment
     if exp.finetune is None:
         return ["Every task is zero-shot: the model is evaluated as it comes, without training.", ""]
-    from medclip_cli.experiments.runner import supervision
+    from medclip_cli.experiments.results import supervision
 
     kinds = supervision(exp)
     fields = list(exp.finetune.get("label_text_fields") or [])

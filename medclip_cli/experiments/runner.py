@@ -8,8 +8,7 @@ from pathlib import Path
 
 from medclip_cli.errors import DataError, OutputError, PretrainedUnavailableError
 from medclip_cli.experiments.config import Experiment, ExperimentConfigError
-from medclip_cli.experiments.network import needs_network  # noqa: F401  (re-exported)
-from medclip_cli.experiments.results import results_json, supervision, write_json, write_text  # noqa: F401  (re-exported)
+from medclip_cli.experiments.results import supervision
 from medclip_cli.experiments.findings_step import check_findings, run_findings_step
 from medclip_cli.experiments.probe_step import probe_settings, run_probe_step
 
@@ -161,15 +160,17 @@ def _run_seed(
     from medclip_cli.evaluation.evaluate import EvalConfig, ModelSource, evaluate
     from medclip_cli.models.bundle import CONFIG_NAME, load_bundle, save_bundle
     from medclip_cli.models.weights import WEIGHTS_NAME
+    from medclip_cli.progress import loading_model
 
     settings = experiment.settings
     start_dir, tune_dir = output / "start-model", output / "finetune"
     torch.manual_seed(seed)
     saved_start = (start_dir / CONFIG_NAME).is_file() and (start_dir / WEIGHTS_NAME).is_file()
-    if resuming and saved_start:
-        baseline = load_bundle(start_dir)  # the very model the interrupted run started from
-    else:
-        baseline = _build_start_model(experiment)
+    with loading_model(progress, BASELINE):  # a download or big weights: seconds before the first stage
+        if resuming and saved_start:
+            baseline = load_bundle(start_dir)  # the very model the interrupted run started from
+        else:
+            baseline = _build_start_model(experiment)
     compare = _compared_models(experiment)
     output.mkdir(parents=True, exist_ok=True)
     sources = [ModelSource(BASELINE, lambda: baseline)]
@@ -202,7 +203,10 @@ def _run_seed(
     )
     probe_result = None
     if probe is not None:
-        models = [(source.label, source.load()) for source in sources]
+        models = []
+        for source in sources:
+            with loading_model(progress, f"{source.label} for the probes"):
+                models.append((source.label, source.load()))
         probe_result = run_probe_step(experiment, probe, probe_train, eval_set, models, progress)
     findings = run_findings_step(experiment, sources, eval_set, data_root, device, seed, progress)
     return SeedRun(seed, output, evaluation, train_result, probe_result, findings)

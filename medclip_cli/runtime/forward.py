@@ -9,12 +9,15 @@ text (:func:`frozen_text_pooled`). On a GPU: NHWC convolutional towers and compi
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
+
 import torch
 import torch.nn as nn
 
 from medclip_cli.errors import UsageError
-# token_lengths and trim_hf_padding live with the HF tower in models/; re-exported for the trainer.
-from medclip_cli.models.text_padding import hf_pad_id, token_lengths, trim_hf_padding  # noqa: F401
+from medclip_cli.models.text_padding import hf_pad_id, trim_hf_padding
 
 
 def _bucket_bounds(lengths: list[int], max_buckets: int = 6, overhead: int = 12) -> list[int]:
@@ -56,9 +59,27 @@ def _can_trim_text(module: nn.Module) -> bool:
     )
 
 
+#: Told how many texts :func:`frozen_text_pooled` embedded: 0 before its first batch, then after
+#: each batch. Set by :func:`reporting_text_features` around whoever calls it (the training set's
+#: text-feature cache), so a progress bar follows without passing a reporter through the data code.
+_text_report: ContextVar[Callable[[int], None] | None] = ContextVar("frozen_text_report", default=None)
+
+
+@contextmanager
+def reporting_text_features(report: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, :func:`frozen_text_pooled` calls ``report(0)`` as it starts and
+    ``report(n)`` after each batch of ``n`` texts."""
+    token = _text_report.set(report)
+    try:
+        yield
+    finally:
+        _text_report.reset(token)
+
+
 def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> torch.Tensor:
     """The pooled output (before the projection) of a Hugging Face text tower for every row of
     ``tokens``, in eval mode; texts of similar length are run together to skip padding."""
+    report = _text_report.get() or (lambda n: None)
     text = getattr(module, "text", None)
     if hf_pad_id(module) is None or not hasattr(text, "proj"):
         raise UsageError("--text-feature-cache works with Hugging Face text towers only (e.g. minilm-l6)")
@@ -68,6 +89,7 @@ def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> t
     out = torch.empty(len(tokens), text.config.hidden_size)
     was_training = text.training
     text.eval()
+    report(0)
     try:
         with torch.no_grad():
             for start in range(0, len(tokens), batch):
@@ -75,6 +97,7 @@ def frozen_text_pooled(module: nn.Module, tokens: torch.Tensor, batch: int) -> t
                 part = trim_hf_padding(module, tokens[rows]).to(device).long()  # int32 in a pair set
                 mask = (part != pad).long()
                 out[rows] = text.pooler(text.transformer(input_ids=part, attention_mask=mask), mask).float().cpu()
+                report(len(rows))
     finally:
         text.train(was_training)
     return out

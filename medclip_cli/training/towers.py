@@ -10,25 +10,36 @@ from medclip_cli.runtime.kernels import prefer_channels_last
 from medclip_cli.training.config import TrainConfig
 
 
-def build_model(cfg: TrainConfig, device: torch.device, resume=None):
+def build_model(cfg: TrainConfig, device: torch.device, resume=None, progress=None):
     """The run's model on ``device``: seeded from ``cfg.seed``, or the checkpoint ``resume``'s,
-    with the towers locked as ``cfg`` says."""
+    with the towers locked as ``cfg`` says (``progress``: loading it is a stage, named)."""
     from medclip_cli.models import resolve_model
     from medclip_cli.models.bundle import load_bundle
+    from medclip_cli.progress import loading_model
 
     torch.manual_seed(cfg.seed)
-    if resume is not None:
-        model = load_bundle(resume.path)
-        model.manifest = dict(resume.state["manifest"])
-        own_tensors(model.module)
-    else:
-        model = resolve_model(
-            cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size
-        )
+    with loading_model(progress, _model_name(cfg, resume)):
+        if resume is not None:
+            model = load_bundle(resume.path)
+            model.manifest = dict(resume.state["manifest"])
+            own_tensors(model.module)
+        else:
+            model = resolve_model(
+                cfg.model_dir, cfg.encoder, cfg.text_encoder, cfg.pretrained, cfg.text_pretrained, cfg.image_size
+            )
     lock_towers(model.module, cfg)
     model = model.to(device)
     prefer_channels_last(model.module, device)
     return model
+
+
+def _model_name(cfg: TrainConfig, resume) -> str:
+    if resume is not None:
+        return f"from the checkpoint {resume.path}"
+    if cfg.model_dir is not None:
+        return str(cfg.model_dir)
+    name = f"{cfg.encoder}/{cfg.pretrained or 'none'}"
+    return f"{name} with text encoder {cfg.text_encoder}" if cfg.text_encoder else name
 
 
 def lock_towers(module: nn.Module, cfg: TrainConfig) -> None:

@@ -36,6 +36,7 @@ from medclip_cli.training.guard import NonFiniteLoss, StepAbandoned, StopFlag, T
 from medclip_cli.training.plan import TrainPlan, make_plan
 from medclip_cli.training.runlog import Scalars, write_json_atomic
 from medclip_cli.training.stream_batches import StreamBatches, open_stream
+from medclip_cli.training.text_features import add_text_features
 from medclip_cli.training.towers import build_model
 from medclip_cli.training.trainer import build_trainer, default_lr
 from medclip_cli.training.findings_validation import findings_labels
@@ -110,7 +111,7 @@ class _Run:
         precision = resolve_precision(cfg.precision, device)
         resume = self._find_resume()
         dist_.barrier()  # every rank has checked the output folder before rank 0 writes to it
-        model = build_model(cfg, device, resume)
+        model = build_model(cfg, device, resume, self.progress)
         train_ds, self.train_set, self.val_ds, self.val_set = self._load_data(model)
         self.fingerprint = train_ds.fingerprint()
         if resume is not None and resume.state.get("data_fingerprint") != self.fingerprint:
@@ -120,7 +121,7 @@ class _Run:
             )
         lr = default_lr(cfg, model)
         if cfg.text_feature_cache:
-            self.train_set.add_text_cache(model.module, 2 * cfg.batch_size)
+            add_text_features(self.train_set, model.module, 2 * cfg.batch_size, self.progress, cfg.split)
         n_val = len(self.val_set) if self.val_set else 0
         self.plan = make_plan(
             cfg, model, device, precision, info.world_size, len(self.train_set), n_val, self.train_set.skipped, lr, resume

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from medclip_cli.training import checkpoint as ckpt
 from medclip_cli.training import distributed as dist_
-from medclip_cli.runtime.forward import ClipStep, token_lengths
+from medclip_cli.models.text_padding import token_lengths
+from medclip_cli.runtime.forward import ClipStep
 from medclip_cli.runtime.kernels import autocast, compile_blocks, cpu_linear
 from medclip_cli.errors import UsageError
 from medclip_cli.training.batches import random_resized_crop

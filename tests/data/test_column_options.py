@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import message_lines
 from tests.training.conftest import make_small_medpix
 
 COLUMN_OPTIONS = ("--image-column", "--caption-column", "--label-column", "--split-column")
@@ -45,7 +46,7 @@ def test_column_options_on_a_medpix_folder_are_a_one_line_usage_error(cli, tmp_p
     }[command]  # fmt: skip
     result = cli(*args, option, value)
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == [
+    assert message_lines(result.stderr) == [  # finetune's log may hold "loading model ...: start" first
         f"error: {option}: the medpix2 data-set format takes no such option "
         "(column options are for CSV/TSV/JSONL manifests; leave it out)"
     ]

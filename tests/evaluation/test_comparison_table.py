@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from medclip_cli.commands.evaluate import _comparison_table
-from medclip_cli.evaluation.evaluate import EvalResult, ModelResult, TaskResult
+from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult
 
 
 def _model(label, acc, median_rank):

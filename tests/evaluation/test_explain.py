@@ -4,7 +4,6 @@ model-randomisation sanity check of Adebayo et al. 2018 ("Sanity checks for sali
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from medclip_cli.data import load_dataset
-from medclip_cli.data.findings import FindingsField, label_matrix, read_value, resolve, uncertain_policy
+from medclip_cli.data.findings import label_matrix, read_value, resolve, uncertain_policy
 from medclip_cli.errors import DataError, UsageError
 from medclip_cli.evaluation.multilabel import choose_thresholds, multilabel_metrics, prompt_pairs
 from tests.conftest import MEDPIX_ROOT

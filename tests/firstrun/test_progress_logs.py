@@ -123,8 +123,9 @@ def test_every_stage_of_a_short_run_says_when_it_starts_and_ends(tmp_path):
         "--task", "modality", "--bootstrap", "0", "--device", "cpu",
     )  # fmt: skip
     stages = _stages(text)
-    assert ("embedding 8 images", "start") in stages and ("embedding 8 images", "done") in stages, text
-    assert re.search(r"embedding 8 images: start, 8 to do$", text, re.M), text
-    assert re.search(r"embedding 8 images: done  8/8 \(100%\)  in [\d.]+ s$", text, re.M), text
-    assert text.index("embedding 8 images: done") < text.index("modality (test-vit/none)")
+    embedding = "embedding 8 dev images (test-vit/none)"  # the split and the model, as the tables name it
+    assert (embedding, "start") in stages and (embedding, "done") in stages, text
+    assert re.search(r"embedding 8 dev images \(test-vit/none\): start, 8 to do$", text, re.M), text
+    assert re.search(r"embedding 8 dev images \(test-vit/none\): done  8/8 \(100%\)  in [\d.]+ s$", text, re.M), text
+    assert text.index(f"{embedding}: done") < text.index("modality (test-vit/none)")
     assert "random weights" in text  # the warning, on stderr, lands in the same log

@@ -71,7 +71,7 @@ def test_experiment_all_runs_what_it_can_and_reports_the_rest(cli, medpix_root, 
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "## Not run" in summary and "| zeroshot-vit-b-32 | skipped |" in summary
     assert "not in the local cache" in summary
-    from medclip_cli.experiments.runner import needs_network
+    from medclip_cli.experiments.network import needs_network
     from medclip_cli.experiments.config import list_experiments
 
     for exp in list_experiments():

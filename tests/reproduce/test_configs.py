@@ -16,7 +16,8 @@ from medclip_cli.experiments.config import (
     parse_value,
     resolve_names,
 )
-from medclip_cli.experiments.runner import check_finetune_keys, needs_network
+from medclip_cli.experiments.network import needs_network
+from medclip_cli.experiments.runner import check_finetune_keys
 from tests.conftest import write_medpix_manifest
 
 STUDY = {

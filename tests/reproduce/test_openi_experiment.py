@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from medclip_cli.experiments.config import load_experiment, resolve_names
-from medclip_cli.experiments.runner import needs_network
+from medclip_cli.experiments.network import needs_network
 from tests.data.openi_copy import write_openi
 from tests.evaluation.conftest import write_medpix
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from medclip_cli.evaluation.comparison import add_intervals, paired_comparisons
-from medclip_cli.evaluation.evaluate import EvalResult, ModelResult, TaskResult
+from medclip_cli.evaluation.results import EvalResult, ModelResult, TaskResult
 from medclip_cli.evaluation.metrics import classification_metrics
 from medclip_cli.experiments.config import ExperimentConfigError, load_experiment
-from medclip_cli.experiments.runner import BASELINE, FINETUNED, SeedRun, comparison_rows, seeds_of, supervision
+from medclip_cli.experiments.results import supervision
+from medclip_cli.experiments.runner import BASELINE, FINETUNED, SeedRun, comparison_rows, seeds_of
 
 
 def _model(label: str, y: np.ndarray, scores: np.ndarray) -> ModelResult:
@@ -99,10 +100,10 @@ def test_reports_show_mean_and_sd_and_what_training_saw():
     row = next(r for r in run.comparison() if r["metric"] == "accuracy@1")
     mean_sd = f"{row[FINETUNED]:.3f} ± {row['sd'][FINETUNED]:.3f}"
     report = experiment_report(run, "medclip reproduce", [])
-    assert f"| modality | accuracy@1 | label-supervised | " in report and mean_sd in report
+    assert "| modality | accuracy@1 | label-supervised | " in report and mean_sd in report
     assert "hyperparameters chosen on split `dev`; results measured on split `dev` — the same split" in report
     seed1 = row["per_seed"][1]["intervals"][FINETUNED]
-    assert f"| modality | accuracy@1 | 1 | " in report and f"[{seed1['low']:.3f}, {seed1['high']:.3f}]" in report
+    assert "| modality | accuracy@1 | 1 | " in report and f"[{seed1['low']:.3f}, {seed1['high']:.3f}]" in report
     assert report.count("exact McNemar p = ") == 2  # one paired test per seed
     summary = summary_report([run], "medclip reproduce --experiment all")
     assert f"→ {mean_sd} (label-supervised)" in summary

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medclip_cli.training.optim import WarmupCosine, build_optimizer, decay_split, warmup_steps_for
-from medclip_cli.runtime.forward import _bucket_bounds, encode_text_trimmed, token_lengths
+from medclip_cli.models.text_padding import token_lengths
+from medclip_cli.runtime.forward import _bucket_bounds, encode_text_trimmed
 from medclip_cli.errors import UsageError
 
 

@@ -33,6 +33,8 @@ def test_rows_read_from_the_file_are_the_rows_of_the_map(tmp_path):
         assert np.array_equal(file.take(rows), data[rows])
         out = np.empty((len(rows), 5, 4, 3), dtype=np.uint8)
         assert file.take(rows, out) is out and np.array_equal(out, data[rows])
+        assert np.array_equal(file.read(3, 11), data[3:11]) and np.array_equal(file.read(35, 99), view[35:99])
+        assert file.read(40, 40).shape == (0, 5, 4, 3)
     tokens = _npy(tmp_path, "tokens.npy", (30, 77), np.int32)
     file = RowFile.of(np.load(tmp_path / "tokens.npy", mmap_mode="c"))
     assert np.array_equal(file.take(np.array([29, 3])), tokens[[29, 3]])
@@ -58,6 +60,8 @@ def test_a_damaged_cache_file_fails_instead_of_handing_out_other_rows(tmp_path):
     assert file.take(np.array([9])).shape == (1, 4, 4, 3)
     with pytest.raises(OSError, match="short read of row 15"):
         file.take(np.array([15]))
+    with pytest.raises(OSError, match=r"short read of rows 8\.\.11"):
+        file.read(8, 12)
 
 
 class _OneProcess:
