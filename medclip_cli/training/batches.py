@@ -243,8 +243,10 @@ class Batches:
         return epoch_order(len(self.data), self.cfg.seed, epoch)
 
     def _jobs(self):
+        order, order_epoch = None, None
         for epoch, start, count in self.segments:
-            order = self.order_of(epoch)
+            if epoch != order_epoch:  # one permutation per epoch, however many segments it has
+                order, order_epoch = self.order_of(epoch), epoch
             for micro in range(start, start + count):
                 yield epoch, order, micro
 

@@ -83,6 +83,22 @@ def test_threads_hand_over_the_same_batches_as_the_main_thread(tmp_path):
     assert torch.equal(pairs.tokens, _pairs().tokens)  # the data set itself is never written to
 
 
+def test_segments_of_one_epoch_share_its_order(tmp_path):
+    """Several segments of an epoch (a resume, the scale benchmark's spread steps) draw its
+    permutation once and hand out the micro-batches of that one order."""
+    pairs = _pairs()
+    cfg = TrainConfig(output=tmp_path, data=tmp_path, batch_size=8, workers=0)
+    spread = Batches(pairs, cfg, torch.device("cpu"), _OneProcess(), [(0, 0, 1), (0, 3, 1), (0, 1, 1), (1, 2, 1)])
+    calls = []
+    draw = spread.order_of
+    spread.order_of = lambda epoch: calls.append(epoch) or draw(epoch)
+    got = [pixels for pixels, *_ in spread]
+    assert calls == [0, 1]
+    for pixels, (epoch, micro) in zip(got, [(0, 0), (0, 3), (0, 1), (1, 2)]):
+        rows = draw(epoch)[micro * 8 : (micro + 1) * 8]
+        assert torch.equal(pixels, torch.from_numpy(pairs.pixels)[rows])
+
+
 def test_gather_matches_fancy_indexing_on_a_memory_map(tmp_path):
     source = np.lib.format.open_memmap(tmp_path / "pixels.npy", mode="w+", dtype=np.uint8, shape=(10, 4, 4, 3))
     source[:] = np.arange(source.size, dtype=np.uint64).reshape(source.shape) % 251
