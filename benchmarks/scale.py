@@ -15,14 +15,17 @@ for each size runs, each in a fresh process (so peak RSS is that phase's own):
   (32 px) — for ``--steps`` steps spread over the epoch's random order (so the step reads rows
   from the whole memory map): milliseconds per sample of the best step and of the median step
   (the mean is in the JSON as ``sample_ms_mean``). The encoder is tiny so that the figure is the
-  pipeline's, not the model's.
+  pipeline's, not the model's. The ``warm`` runs come last, ``--warm-rounds`` of them per size,
+  interleaved over the sizes (2k, 200k, 2k, 200k, ...), and the table shows each figure's median
+  over the rounds: the machine's speed drifts by ±20 % from one minute to the next (another VM on
+  the host, the CPU's clock), which single runs of the sizes minutes apart mistook for growth.
 
 Peak RSS is the process's high-water mark (VmHWM, which counts the cache's pages the process
 touched as well as its own memory; training reads its batches' rows with pread, so it maps
 none); "anon" is the process's own memory (RssAnon) at the end.
 
     python benchmarks/scale.py                   # 2k and 20k
-    python benchmarks/scale.py --with-200k       # and 200k (several minutes, ~1.5 GB scratch)
+    python benchmarks/scale.py --with-200k       # and 200k (~15 minutes, ~2 GB scratch)
 """
 
 from __future__ import annotations
@@ -219,6 +222,13 @@ def child_warm(manifest: Path, steps: int, batch: int) -> dict:
             "sample_ms_mean": 1000 * sum(times) / (steps * batch), **_memory()}  # fmt: skip
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Each timing's median over the rounds; memory: the largest round's."""
+    out = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    out.update(peak_rss_mib=max(r["peak_rss_mib"] for r in runs), anon_mib=max(r["anon_mib"] for r in runs), rounds=runs)
+    return out
+
+
 def _child(args: list[str], home: Path) -> dict:
     env = {**os.environ, "MEDCLIP_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
@@ -233,6 +243,7 @@ def main() -> None:
     parser.add_argument("--with-200k", action="store_true", help="add 200,000 pairs")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="decode processes to compare")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warm-rounds", type=int, default=3, help="warm runs per size, interleaved over the sizes")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--scratch", type=Path, default=None, help="where the sets go (default: a temporary folder)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -266,15 +277,19 @@ def main() -> None:
                 print(f"  build, {w} process(es): {row[f'build{w}']}", file=sys.stderr, flush=True)
                 if w != args.workers[-1]:
                     shutil.rmtree(home)
-            # The first run's load_pairs fills the token cache; the warm run reads both caches.
+            # The first run's load_pairs fills the token cache; the warm runs read both caches.
             row["tokens"] = _child(["tokens", str(manifest), "0"], home)
             print(f"  tokens: {row['tokens']}", file=sys.stderr, flush=True)
-            os.sync()
-            row["warm"] = _child(["warm", str(manifest), str(args.steps)], home)
-            print(f"  warm: {row['warm']}", file=sys.stderr, flush=True)
-            shutil.rmtree(root)
-            shutil.rmtree(home)
+            row["manifest"], row["home"] = manifest, home
             rows.append(row)
+        os.sync()
+        for k in range(args.warm_rounds):  # interleaved, so that a drift of the machine hits every size alike
+            for row in rows:
+                row.setdefault("warm_rounds", []).append(_child(["warm", str(row["manifest"]), str(args.steps)], row["home"]))
+                print(f"  warm {k + 1}, {row['pairs']} pairs: {row['warm_rounds'][-1]}", file=sys.stderr, flush=True)
+        for row in rows:
+            row["warm"] = _median_run(row.pop("warm_rounds"))
+            row.pop("manifest"), row.pop("home")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report(rows, args)
@@ -286,7 +301,8 @@ def report(rows: list[dict], args) -> None:
     first = rows[0]
     w1, wn = args.workers[0], args.workers[-1]
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), torch {torch.__version__}, {torch.get_num_threads()} threads;"
-          f" 32 px cache, test-vit, batch {args.batch_size}, {args.steps} steps spread over each epoch (ms/sample: best / median step)")  # fmt: skip
+          f" 32 px cache, test-vit, batch {args.batch_size}, {args.steps} steps spread over each epoch (ms/sample: best / median step);"
+          f" warm figures: the median of {args.warm_rounds} rounds interleaved over the sizes")  # fmt: skip
     print(f"build = hashing every file + decoding into the cache (img/s of the two together), with {w1} and {wn} process(es)")
     head = (f"{'pairs':>8} | {f'hash s {w1}p/{wn}p':>13} | {f'decode img/s {w1}p/{wn}p':>20} | {f'build img/s {w1}p/{wn}p':>19} | {f'{wn}p/{w1}p':>6} | {f'cores busy {w1}p/{wn}p':>17} |"
             f" {'start-up s':>10} | {'load_pairs s 1st/2nd':>20} | {'ms/sample best/med':>18} | {'peak RSS MiB':>12} | {'anon MiB':>8} | {'vs first: build, start-up, ms/sample best/med, RSS':>50}")  # fmt: skip
