@@ -77,3 +77,22 @@ def test_samples_per_shard_below_one_is_a_usage_error(tmp_path, cli):
     result = cli("data", "shard", _manifest(tmp_path / "src"), "--output", tmp_path / "out", "--samples-per-shard", "0")
     assert result.exit_code == 2 and "--samples-per-shard 0: must be 1 or more" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_embed_reads_shards_as_it_reads_their_source(tmp_path, cli):
+    import pandas as pd
+
+    manifest = _manifest(tmp_path / "src")
+    out = tmp_path / "shards"
+    assert cli("data", "shard", manifest, "--output", out, "--samples-per-shard", "2").exit_code == 0
+    frames = []
+    for data, name in ((manifest, "source.parquet"), (out, "shards.parquet")):
+        result = cli("embed", "--data", data, "--split", "train", "--split", "dev", "--encoder", "test-vit",
+                     "--device", "cpu", "-o", tmp_path / name, "--json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["rows"] == 7
+        frames.append(pd.read_parquet(tmp_path / name))
+    source, shards = frames
+    assert list(shards["id"]) == list(source["id"]) and list(shards["caption"]) == list(source["caption"])
+    assert list(shards["label:modality"]) == list(source["label:modality"])
+    np.testing.assert_allclose(np.stack(shards["image_embedding"]), np.stack(source["image_embedding"]), atol=1e-6)
