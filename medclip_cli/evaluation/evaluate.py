@@ -255,9 +255,9 @@ def _retrieval(model, dataset: Dataset, embeddings: ImageEmbeddings, ks, progres
     progress.advance(task, len(captions))
     progress.done(task)
     image_features = embeddings.features[positions]
-    metrics = retrieval_metrics(image_features, text_features, owner, ks)
-    metrics["n_captions"] = len(captions)
     rank_i2t, rank_t2i = retrieval_ranks(image_features, text_features, owner)
+    metrics = retrieval_metrics(image_features, text_features, owner, ks, ranks=(rank_i2t, rank_t2i))
+    metrics["n_captions"] = len(captions)
     rows = [
         {"id": s.id, "image": _relative(s.image, dataset.root), "caption_id": c, "image_to_text_rank": int(r) + 1}
         for s, c, r in zip(samples, owner, rank_i2t.tolist())

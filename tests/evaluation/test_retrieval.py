@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
@@ -48,3 +52,49 @@ def test_ties_count_in_the_querys_favour():
 
 def test_caption_groups_keep_first_seen_order():
     assert caption_groups(["x", "y", "x", "z"]) == (["x", "y", "z"], [0, 1, 0, 2])
+
+
+def _brute_force_ranks(images: np.ndarray, texts: np.ndarray, owner: list[int]) -> tuple[list[int], list[int]]:
+    """The definitions, one query at a time in float64 (no torch, no blocks)."""
+    sims = images.astype(np.float64) @ texts.astype(np.float64).T
+    i2t = [int((sims[i] > sims[i, owner[i]]).sum()) for i in range(len(images))]
+    t2i = []
+    for c in range(len(texts)):
+        mine = [j for j, o in enumerate(owner) if o == c]
+        best = max(sims[j, c] for j in mine) if mine else -np.inf
+        t2i.append(sum(1 for j in range(len(images)) if owner[j] != c and sims[j, c] > best))
+    return i2t, t2i
+
+
+@pytest.mark.parametrize("block_elements", [1, 7, 64, 1 << 24])
+def test_blocked_ranks_match_the_definition(block_elements):
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(50, 8)).astype(np.float32)
+    images[10] = images[3]  # the same image under two captions: an exact tie, counted in the query's favour
+    texts = rng.normal(size=(30, 8)).astype(np.float32)
+    owner = [k % 30 for k in range(50)]  # 20 captions shared by two images
+    i2t, t2i = retrieval_ranks(torch.from_numpy(images), torch.from_numpy(texts), owner, block_elements=block_elements)
+    assert (i2t.tolist(), t2i.tolist()) == _brute_force_ranks(images, texts, owner)
+    ranks = (i2t, t2i)
+    assert retrieval_metrics(torch.from_numpy(images), torch.from_numpy(texts), owner, ranks=ranks) == retrieval_metrics(
+        torch.from_numpy(images), torch.from_numpy(texts), owner
+    )
+
+
+def test_memory_stays_flat_in_the_number_of_pairs():
+    """16,000 pairs: the whole similarity matrix would be 1 GiB, with its masks over 3 GiB."""
+    script = (
+        "import torch\n"
+        "from medclip_cli.evaluation.retrieval import retrieval_ranks\n"
+        "def rss(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "images, texts = torch.randn(16000, 32, generator=g), torch.randn(16000, 32, generator=g)\n"
+        "retrieval_ranks(images[:100], texts[:100], list(range(100)))\n"
+        "before = rss('VmRSS:')\n"
+        "retrieval_ranks(images, texts, list(range(16000)))\n"
+        "print(rss('VmHWM:') - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 512, f"retrieval over 16,000 pairs raised peak RSS by {float(out.stdout):.0f} MiB"
