@@ -26,9 +26,10 @@ import numpy as np
 from medclip_cli.evaluation.uncertainty import (
     Interval,
     binary_auroc_replicates,
+    concat_replicates,
     intervals,
     paired_intervals,
-    resample_indices,
+    resample_blocks,
     weighted_counts,
 )
 
@@ -116,8 +117,9 @@ def findings_intervals(
     y, mask, scores, findings: Sequence[str], thresholds: Sequence[float], metrics: dict, resamples: int, seed: int
 ) -> tuple[dict[str, Interval], dict[str, np.ndarray]]:
     """``(intervals, replicates)`` for every defined findings metric (flat names, see above)."""
-    indices = resample_indices(len(y), resamples, seed)
-    replicates = add_macro_replicates(findings_replicates(y, mask, scores, findings, thresholds, indices), metrics)
+    blocks = resample_blocks(len(y), resamples, seed)
+    replicates = concat_replicates(findings_replicates(y, mask, scores, findings, thresholds, block) for block in blocks)
+    replicates = add_macro_replicates(replicates, metrics)
     return intervals(flat_metrics(metrics), replicates), replicates
 
 

@@ -5,7 +5,9 @@ rerun gives the same interval), recomputes each metric on every resample and tak
 97.5 percentiles. Resamples are a matrix of image indices; each metric is computed for all of them
 at once from per-image arrays (a resample is a count of how often each image was drawn), so 1,000
 resamples of a few hundred images take milliseconds per metric. A paired comparison applies the
-same index matrix to both models, so the interval of a difference reflects only the images.
+same index matrix to both models, so the interval of a difference reflects only the images. The
+matrix is drawn and scored a block of resamples at a time (``BLOCK_ENTRIES``), so memory stays
+flat in the number of images: the whole matrix and its counts are 1,000 × n × 8 bytes each.
 
 Retrieval resamples its queries with the gallery fixed: images for image→text, captions for
 text→image (a caption is the query there).
@@ -14,7 +16,7 @@ text→image (a caption is the query there).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,6 +24,8 @@ LEVEL = 0.95
 DEFAULT_RESAMPLES = 1000
 SIGNIFICANCE = 0.05
 _IMAGE_STREAM, _CAPTION_STREAM = 0, 1
+# Indices drawn and scored at a time (resamples × items; 4 Mi: 32 MiB per float64 array of them).
+BLOCK_ENTRIES = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,30 @@ class Interval:
 
 def resample_indices(n: int, resamples: int, seed: int, stream: int = _IMAGE_STREAM) -> np.ndarray:
     """``[resamples, n]`` indices drawn with replacement; the same (n, resamples, seed, stream)
-    always gives the same matrix."""
+    always gives the same matrix (for a large ``n``, draw it in blocks: :func:`resample_blocks`)."""
+    return next(resample_blocks(n, resamples, seed, stream, rows=resamples))
+
+
+def resample_blocks(n: int, resamples: int, seed: int, stream: int = _IMAGE_STREAM, rows: int | None = None) -> Iterator[np.ndarray]:
+    """The rows of :func:`resample_indices` (the same numbers, from the same generator in order),
+    ``rows`` at a time (default: as many as ``BLOCK_ENTRIES`` allows)."""
     if n < 1 or resamples < 1:
         raise ValueError(f"need at least one item and one resample (got n={n}, resamples={resamples})")
-    return np.random.default_rng([seed, stream]).integers(0, n, size=(resamples, n))
+    rng = np.random.default_rng([seed, stream])
+    step = rows if rows is not None else block_rows(n)
+    for start in range(0, resamples, step):
+        yield rng.integers(0, n, size=(min(step, resamples - start), n))
+
+
+def block_rows(n: int) -> int:
+    """Resamples of ``n`` items per block."""
+    return max(1, BLOCK_ENTRIES // max(1, n))
+
+
+def concat_replicates(blocks: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The replicates of consecutive blocks of resamples as one ``[resamples]`` array per metric."""
+    parts = list(blocks)
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def percentile_interval(point: float, replicates: np.ndarray, level: float = LEVEL) -> Interval:
@@ -176,11 +200,15 @@ def task_replicates(kind: str, arrays: dict, resamples: int, seed: int, ks: Sequ
     """Replicates of every metric of one task from its per-image arrays (see ``evaluate.py``):
     ``y_true`` and ``scores`` for classification, ``rank_i2t`` and ``rank_t2i`` for retrieval."""
     if kind == "retrieval":
-        images = resample_indices(len(arrays["rank_i2t"]), resamples, seed, _IMAGE_STREAM)
-        captions = resample_indices(len(arrays["rank_t2i"]), resamples, seed, _CAPTION_STREAM)
-        return retrieval_replicates(arrays["rank_i2t"], arrays["rank_t2i"], images, captions, ks)
-    indices = resample_indices(len(arrays["y_true"]), resamples, seed, _IMAGE_STREAM)
-    return classification_replicates(arrays["y_true"], arrays["scores"], indices)
+        n_images, n_captions = len(arrays["rank_i2t"]), len(arrays["rank_t2i"])
+        rows = block_rows(max(n_images, n_captions))  # the two streams' blocks in step
+        images = resample_blocks(n_images, resamples, seed, _IMAGE_STREAM, rows)
+        captions = resample_blocks(n_captions, resamples, seed, _CAPTION_STREAM, rows)
+        return concat_replicates(
+            retrieval_replicates(arrays["rank_i2t"], arrays["rank_t2i"], i, c, ks) for i, c in zip(images, captions)
+        )
+    blocks = resample_blocks(len(arrays["y_true"]), resamples, seed, _IMAGE_STREAM)
+    return concat_replicates(classification_replicates(arrays["y_true"], arrays["scores"], block) for block in blocks)
 
 
 def intervals(metrics: dict, replicates: dict[str, np.ndarray], level: float = LEVEL) -> dict[str, Interval]:

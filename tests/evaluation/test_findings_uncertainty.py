@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score, confusion_matrix, f1_score,
 
 from medclip_cli.evaluation.findings_uncertainty import METRICS, findings_intervals, nested, paired_findings
 from medclip_cli.evaluation.multilabel import multilabel_metrics
+from medclip_cli.evaluation import uncertainty
 from medclip_cli.evaluation.uncertainty import resample_indices
 
 FINDINGS = ["common", "half", "rare", "tied"]
@@ -45,7 +46,10 @@ def _loop(y, mask, scores, thresholds, indices) -> dict[str, list[float]]:
     return out
 
 
-def test_findings_replicates_and_intervals_match_a_scikit_learn_loop():
+@pytest.mark.parametrize("block_entries", [None, N * 7])  # one block; 7 resamples a block
+def test_findings_replicates_and_intervals_match_a_scikit_learn_loop(monkeypatch, block_entries):
+    if block_entries is not None:
+        monkeypatch.setattr(uncertainty, "BLOCK_ENTRIES", block_entries)
     y, mask, scores = _data()
     thresholds = [0.5, 0.45, 0.6, 0.5]
     metrics = multilabel_metrics(y, mask, scores, FINDINGS, thresholds)

@@ -5,11 +5,14 @@ the McNemar p-value from scipy's binomial distribution and from statsmodels."""
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score, top_k_accuracy_score
 
+from medclip_cli.evaluation import uncertainty
 from medclip_cli.evaluation.metrics import classification_metrics
 from medclip_cli.evaluation.uncertainty import (
     Interval,
@@ -17,6 +20,7 @@ from medclip_cli.evaluation.uncertainty import (
     intervals,
     mcnemar_exact,
     paired_intervals,
+    resample_blocks,
     resample_indices,
     retrieval_replicates,
     task_replicates,
@@ -143,3 +147,44 @@ def test_mcnemar_exact_p_matches_scipy_and_statsmodels(only_a, only_b, both, nei
 def test_interval_format():
     assert Interval(0.9141, 0.8762, 0.9473, 1000).format() == "0.914 [0.876, 0.947]"
     assert Interval(0.031, -0.01, 0.072, 1000).format(signed=True) == "+0.031 [-0.010, +0.072]"
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 197, 1001])
+def test_blocks_of_resamples_are_the_rows_of_the_whole_matrix(n):
+    whole = resample_indices(n, 37, seed=4, stream=1)
+    for rows in (1, 3, 36, 37, 100):
+        np.testing.assert_array_equal(np.concatenate(list(resample_blocks(n, 37, 4, 1, rows))), whole)
+
+
+def test_replicates_scored_in_blocks_equal_the_whole_matrix(monkeypatch):
+    y, scores = _data()
+    rng = np.random.default_rng(0)
+    retrieval = {"rank_i2t": rng.integers(0, 30, 45), "rank_t2i": rng.integers(0, 30, 38)}
+    whole_cls = classification_replicates(y, scores, resample_indices(N, RESAMPLES, seed=7))
+    whole_ret = retrieval_replicates(retrieval["rank_i2t"], retrieval["rank_t2i"], resample_indices(45, RESAMPLES, 7, 0),
+                                     resample_indices(38, RESAMPLES, 7, 1), (1, 5, 10))  # fmt: skip
+    monkeypatch.setattr(uncertainty, "BLOCK_ENTRIES", 45 * 11)  # 11 resamples a block: 37 blocks
+    blocked_cls = task_replicates("classification", {"y_true": y, "scores": scores}, RESAMPLES, seed=7)
+    blocked_ret = task_replicates("retrieval", retrieval, RESAMPLES, seed=7)
+    for whole, blocked in ((whole_cls, blocked_cls), (whole_ret, blocked_ret)):
+        assert whole.keys() == blocked.keys()
+        for name in whole:
+            np.testing.assert_array_equal(blocked[name], whole[name], err_msg=name)
+
+
+def test_bootstrap_memory_stays_flat_in_the_number_of_images():
+    """20,000 images, 1,000 resamples: the whole index matrix and its counts took over 1 GiB."""
+    script = (
+        "import numpy as np\n"
+        "from medclip_cli.evaluation.uncertainty import task_replicates\n"
+        "def rss(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
+        "rng = np.random.default_rng(0)\n"
+        "y, scores = rng.integers(0, 5, 20000), rng.random((20000, 5))\n"
+        "before = rss('VmRSS:')\n"
+        "task_replicates('classification', {'y_true': y, 'scores': scores}, 1000, 0)\n"
+        "print(rss('VmHWM:') - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 400, f"1,000 resamples of 20,000 images raised peak RSS by {float(out.stdout):.0f} MiB"
