@@ -7,22 +7,13 @@ loop calling scikit-learn on each resample, same indices, same numbers, side by 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py, beside this script
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -58,7 +49,7 @@ def main() -> None:
     auc = [np.mean([roc_auc_score(y[i] == c, scores[i, c]) for c in range(args.classes) if 0 < np.sum(y[i] == c) < len(i)]) for i in indices]
     loops["macro_auroc"] = (time.perf_counter() - start, auc)
 
-    print(f"CPU: {_cpu()}; {args.images} images, {args.classes} classes, {args.resamples} resamples")
+    print(f"CPU: {cpu_name()}; {args.images} images, {args.classes} classes, {args.resamples} resamples")
     print(f"vectorised, all {len(fast)} classification metrics together: {vectorised:.3f} s")
     for name, (seconds, values) in loops.items():
         same = np.allclose(fast[name], values, atol=1e-12)

@@ -19,23 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py, beside this script
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _rss(key: str) -> float:
@@ -104,7 +95,7 @@ def main() -> None:
         return
     import torch
 
-    print(f"CPU: {_cpu()}, torch {torch.__version__}, {torch.get_num_threads()} threads; each figure a fresh process")
+    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; each figure a fresh process")
     head = f"{'task':>9} | {'images':>7} | {'medclip s':>9} | {'whole-matrix s':>14} | {'time ×':>6} | {'medclip MiB':>11} | {'whole-matrix MiB':>16} | {'memory ×':>8} | same"
     print(head)
     print("-" * len(head))

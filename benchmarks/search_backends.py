@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -30,16 +31,6 @@ def _rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _synthetic(n: int, dim: int, dtype, seed: int = 0):
@@ -78,7 +69,7 @@ def main() -> None:
 
     from medclip_cli.evaluation.search import FaissIndex, brute_force, faiss_available
 
-    print(f"CPU: {_cpu()} ({os.cpu_count()} logical cores); load average {os.getloadavg()}")
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); load average {os.getloadavg()}")
     print(f"numpy {np.__version__}; faiss {'installed' if faiss_available() else 'NOT installed'}")
     if faiss_available():
         import faiss

@@ -98,6 +98,19 @@ def run_medclip(*args: str, env: dict | None = None, timeout: float = 300, **kwa
 _PROGRESS_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ")
 
 
+def peak_rss_growth_mib(setup: str, measured: str, timeout: float = 600) -> float:
+    """Run ``setup`` then ``measured`` (Python source) in a fresh process and return how far the
+    peak RSS rose above the RSS after ``setup``, in MiB: a memory bound, not a timing."""
+    script = (
+        "def _rss(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
+        f"{setup}\n_before = _rss('VmRSS:')\n{measured}\nprint(_rss('VmHWM:') - _before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def message_lines(stderr: str) -> list[str]:
     """The non-blank lines of ``stderr`` other than timestamped progress lines (a stage's start,
     periodic and done lines, which a log holds before any error)."""

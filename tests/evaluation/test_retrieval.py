@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from medclip_cli.evaluation.retrieval import caption_groups, retrieval_metrics, retrieval_ranks
+from tests.conftest import peak_rss_growth_mib
 
 # sims[image, caption]; images 1 and 2 share caption 1.
 SIMS = torch.tensor(
@@ -83,18 +81,12 @@ def test_blocked_ranks_match_the_definition(block_elements):
 
 def test_memory_stays_flat_in_the_number_of_pairs():
     """16,000 pairs: the whole similarity matrix would be 1 GiB, with its masks over 3 GiB."""
-    script = (
+    setup = (
         "import torch\n"
         "from medclip_cli.evaluation.retrieval import retrieval_ranks\n"
-        "def rss(key):\n"
-        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
         "g = torch.Generator().manual_seed(0)\n"
         "images, texts = torch.randn(16000, 32, generator=g), torch.randn(16000, 32, generator=g)\n"
-        "retrieval_ranks(images[:100], texts[:100], list(range(100)))\n"
-        "before = rss('VmRSS:')\n"
-        "retrieval_ranks(images, texts, list(range(16000)))\n"
-        "print(rss('VmHWM:') - before)\n"
+        "retrieval_ranks(images[:100], texts[:100], list(range(100)))"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert float(out.stdout) < 512, f"retrieval over 16,000 pairs raised peak RSS by {float(out.stdout):.0f} MiB"
+    grew = peak_rss_growth_mib(setup, "retrieval_ranks(images, texts, list(range(16000)))")
+    assert grew < 512, f"retrieval over 16,000 pairs raised peak RSS by {grew:.0f} MiB"

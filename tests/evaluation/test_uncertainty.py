@@ -5,8 +5,6 @@ the McNemar p-value from scipy's binomial distribution and from statsmodels."""
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from medclip_cli.evaluation.uncertainty import (
     retrieval_replicates,
     task_replicates,
 )
+from tests.conftest import peak_rss_growth_mib
 
 N, CLASSES, RESAMPLES = 60, 6, 400
 
@@ -174,17 +173,11 @@ def test_replicates_scored_in_blocks_equal_the_whole_matrix(monkeypatch):
 
 def test_bootstrap_memory_stays_flat_in_the_number_of_images():
     """20,000 images, 1,000 resamples: the whole index matrix and its counts took over 1 GiB."""
-    script = (
+    setup = (
         "import numpy as np\n"
         "from medclip_cli.evaluation.uncertainty import task_replicates\n"
-        "def rss(key):\n"
-        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
         "rng = np.random.default_rng(0)\n"
-        "y, scores = rng.integers(0, 5, 20000), rng.random((20000, 5))\n"
-        "before = rss('VmRSS:')\n"
-        "task_replicates('classification', {'y_true': y, 'scores': scores}, 1000, 0)\n"
-        "print(rss('VmHWM:') - before)\n"
+        "y, scores = rng.integers(0, 5, 20000), rng.random((20000, 5))"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert float(out.stdout) < 400, f"1,000 resamples of 20,000 images raised peak RSS by {float(out.stdout):.0f} MiB"
+    grew = peak_rss_growth_mib(setup, "task_replicates('classification', {'y_true': y, 'scores': scores}, 1000, 0)")
+    assert grew < 400, f"1,000 resamples of 20,000 images raised peak RSS by {grew:.0f} MiB"
