@@ -70,7 +70,7 @@ class Sample:
 
 
 def _sample(id: str, folder: str | None, name: str, caption: str | None, labels: Mapping[str, str]) -> Sample:
-    return Sample(id, name, caption, labels, folder=folder) if folder is not None else Sample(id, name, caption, labels)
+    return Sample(id, name, caption, labels, folder=folder)
 
 
 @dataclass
