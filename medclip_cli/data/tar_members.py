@@ -97,7 +97,8 @@ def read_members(tar: Path, read_images: bool = True) -> Iterator[Member]:
                 if len(data) != member.size:  # a cut-off compressed tar reads short, quietly
                     raise BrokenShard(tar, f"truncated in member {excerpt(member.name)!r}", key)
                 yield Member(key, ext, data)
-            check_end(tar, archive)
+            if size is not None:  # a compressed tar's offsets are not the file's
+                check_end(tar, archive)
     except BrokenShard:
         raise
     except _BROKEN as exc:
@@ -134,9 +135,8 @@ def compressed(tar: Path) -> bool:
 
 def check_end(tar: Path, archive: tarfile.TarFile) -> None:
     """A tar cut off between members or inside a header ends tarfile's iteration without an error:
-    after the last member, an uncompressed tar holds zero blocks and nothing else."""
-    if compressed(tar):  # its offsets are not the file's
-        return
+    after the last member, an uncompressed tar (only: ``archive``'s offsets are the file's) holds
+    zero blocks and nothing else."""
     with open(tar, "rb") as fh:
         fh.seek(archive.offset)
         tail = fh.read(1 << 20)
